@@ -1,0 +1,470 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Intervention is one kind of attention-meditation intervention an engine may
+// recommend.
+// +kubebuilder:validation:Enum=FocusedAttention;ResonanceBreathing;BodyScan;CognitiveReappraisal;MicroBreak;ResilienceTraining
+type Intervention string
+
+const (
+	FocusedAttention     Intervention = "FocusedAttention"
+	ResonanceBreathing   Intervention = "ResonanceBreathing"
+	BodyScan             Intervention = "BodyScan"
+	CognitiveReappraisal Intervention = "CognitiveReappraisal"
+	MicroBreak           Intervention = "MicroBreak"
+	ResilienceTraining   Intervention = "ResilienceTraining"
+)
+
+// TuningMode says who sets the intervention strength in force.
+// +kubebuilder:validation:Enum=Auto;Manual;Paused
+type TuningMode string
+
+const (
+	// TuningAuto lets the operator search for the strength that minimises
+	// the cohort loss.
+	TuningAuto TuningMode = "Auto"
+	// TuningManual holds strength.initial in force.
+	TuningManual TuningMode = "Manual"
+	// TuningPaused freezes the strength currently in force.
+	TuningPaused TuningMode = "Paused"
+)
+
+// LossSourceType is where the operator reads a program's cohort loss.
+// +kubebuilder:validation:Enum=Engine;Prometheus
+type LossSourceType string
+
+const (
+	LossSourceEngine     LossSourceType = "Engine"
+	LossSourcePrometheus LossSourceType = "Prometheus"
+)
+
+// MeditationProgramSpec declares an attention-meditation program for one world.
+// +kubebuilder:validation:XValidation:rule="!has(self.tuning) || !has(self.tuning.source) || self.tuning.source.type != 'Prometheus' || (has(self.tuning.source.prometheus) && has(self.tuning.source.prometheus.address))",message="spec.tuning.source.prometheus.address is required when spec.tuning.source.type is Prometheus"
+type MeditationProgramSpec struct {
+	// worldRef names the VirtualWorld this program belongs to. The program
+	// must live in that world's namespace; otherwise it gets no children and
+	// Ready=False with reason WrongNamespace.
+	// +required
+	WorldRef WorldReference `json:"worldRef"`
+
+	// target is the ideal state s* the program steers users toward; each
+	// dimension is in [0,1].
+	// +required
+	Target StateVector `json:"target"`
+
+	// weights are the per-dimension weights w of the loss
+	// L = Σ w·(s − s*)² / Σ w. Each ≥ 0 and not all zero; each defaults to 1.
+	// +optional
+	// +kubebuilder:default={attention:1,emotion:1,resilience:1}
+	Weights Weights `json:"weights,omitempty"`
+
+	// interventions is the set of interventions the engines may recommend;
+	// at least one, no duplicates.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=6
+	Interventions []Intervention `json:"interventions"`
+
+	// strength bounds the intervention strength: min ≤ initial ≤ max, all in
+	// [0,1]. Defaults: initial 0.5, min 0.1, max 0.9.
+	// +optional
+	// +kubebuilder:default={initial:0.5,min:0.1,max:0.9}
+	Strength StrengthBounds `json:"strength,omitempty"`
+
+	// tuning configures how the strength in force is chosen. Default: Auto
+	// every 60s, at most 0.05 per step, from the engines' own cohort loss.
+	// +optional
+	// +kubebuilder:default={}
+	Tuning Tuning `json:"tuning,omitempty"`
+
+	// engine shapes the engine Deployment. Default: one replica with one
+	// nvidia.com/gpu.
+	// +optional
+	// +kubebuilder:default={}
+	Engine EngineSpec `json:"engine,omitempty"`
+
+	// suspend, when true, scales the engines to zero and stops tuning; the
+	// configuration and data-protection objects stay. Default false.
+	// +optional
+	// +kubebuilder:default=false
+	Suspend bool `json:"suspend,omitempty"`
+}
+
+// WorldReference names a cluster-scoped VirtualWorld.
+type WorldReference struct {
+	// name of the VirtualWorld.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// StateVector is a point in the (attention, emotion, resilience) space, each
+// dimension in [0,1].
+type StateVector struct {
+	// attention in [0,1]: sustained, undistracted focus.
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1
+	Attention float64 `json:"attention"`
+	// emotion in [0,1]: emotional balance (0 distressed, 1 calm and positive).
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1
+	Emotion float64 `json:"emotion"`
+	// resilience in [0,1]: ability to recover from stress.
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1
+	Resilience float64 `json:"resilience"`
+}
+
+// Weights are the loss weights per dimension.
+// +kubebuilder:validation:XValidation:rule="self.attention + self.emotion + self.resilience > 0.0",message="spec.weights must not all be zero"
+type Weights struct {
+	// attention weight, ≥ 0. Default 1.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	Attention float64 `json:"attention"`
+	// emotion weight, ≥ 0. Default 1.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	Emotion float64 `json:"emotion"`
+	// resilience weight, ≥ 0. Default 1.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	Resilience float64 `json:"resilience"`
+}
+
+// StrengthBounds bounds the intervention strength.
+// +kubebuilder:validation:XValidation:rule="self.min <= self.initial && self.initial <= self.max",message="spec.strength must satisfy min <= initial <= max"
+type StrengthBounds struct {
+	// initial is the strength in force before any tuning, and the strength
+	// held in Manual mode. Default 0.5.
+	// +optional
+	// +kubebuilder:default=0.5
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1
+	Initial float64 `json:"initial"`
+	// min is the lowest strength the tuner may choose. Default 0.1.
+	// +optional
+	// +kubebuilder:default=0.1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1
+	Min float64 `json:"min"`
+	// max is the highest strength the tuner may choose. Default 0.9.
+	// +optional
+	// +kubebuilder:default=0.9
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1
+	Max float64 `json:"max"`
+}
+
+// Tuning configures the closed loop that chooses the strength in force.
+type Tuning struct {
+	// mode: Auto searches for the strength minimising the cohort loss;
+	// Manual keeps strength.initial; Paused freezes the current strength.
+	// Default Auto.
+	// +optional
+	// +kubebuilder:default=Auto
+	Mode TuningMode `json:"mode,omitempty"`
+
+	// interval between two measurements (and at most one strength change).
+	// At least 10s. Default 60s.
+	// +optional
+	// +kubebuilder:default="60s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10s')",message="spec.tuning.interval must be at least 10s"
+	// A pointer so that an unset interval is omitted and defaulted by the
+	// API server rather than sent as 0s.
+	Interval *metav1.Duration `json:"interval,omitempty"`
+
+	// maxStep is the largest change of strength in one interval, in (0,1].
+	// Default 0.05.
+	// +optional
+	// +kubebuilder:default=0.05
+	// +kubebuilder:validation:ExclusiveMinimum=true
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1
+	MaxStep float64 `json:"maxStep,omitempty"`
+
+	// staleAfter: a measurement older than this is not acted on (the
+	// strength is held). Default 5m.
+	// +optional
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// A pointer for the same reason as interval.
+	StaleAfter *metav1.Duration `json:"staleAfter,omitempty"`
+
+	// source is where the cohort loss is read. Default: the engines' own
+	// /v1/cohort endpoints.
+	// +optional
+	// +kubebuilder:default={}
+	Source LossSource `json:"source,omitempty"`
+}
+
+// LossSource says where to read a program's cohort loss.
+type LossSource struct {
+	// type: Engine reads GET /v1/cohort from every ready engine pod; Prometheus
+	// runs an instant query. Default Engine.
+	// +optional
+	// +kubebuilder:default=Engine
+	Type LossSourceType `json:"type,omitempty"`
+
+	// prometheus is required when type is Prometheus.
+	// +optional
+	Prometheus *PrometheusSource `json:"prometheus,omitempty"`
+}
+
+// PrometheusSource is a Prometheus server to query for the cohort loss.
+type PrometheusSource struct {
+	// address is the base URL of the Prometheus HTTP API, e.g.
+	// http://prometheus.monitoring:9090.
+	// +required
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	Address string `json:"address"`
+
+	// query is a PromQL instant query returning exactly one series: the
+	// program's cohort loss. Default: a size-weighted mean of
+	// attune_engine_cohort_loss over the program's engines, selected by
+	// their labels.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Query string `json:"query,omitempty"`
+}
+
+// EngineSpec shapes the engine Deployment.
+type EngineSpec struct {
+	// replicas is the number of engine pods. A pointer because 0 is a valid,
+	// deliberate value distinct from unset (default 1). The scale
+	// subresource writes it.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// image of the engine container. Default: the engine image released with
+	// this operator (the manager's --engine-image flag).
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Image string `json:"image,omitempty"`
+
+	// resources of the engine container. GPU requests are added from gpu and
+	// need not be listed here.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// gpu is what each engine pod requests from the GPU device plugin.
+	// Default: one nvidia.com/gpu.
+	// +optional
+	// +kubebuilder:default={}
+	GPU GPUSpec `json:"gpu,omitempty"`
+
+	// nodeSelector is merged with the GPU product selector.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// tolerations are added to the GPU taint toleration.
+	// +optional
+	// +listType=atomic
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// affinity of the engine pods.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// priorityClassName of the engine pods.
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// model adds a GPU model-server sidecar (Open Inference Protocol / KServe
+	// v2) that classifies text emotion. When set, the GPU request moves from
+	// the engine container to this sidecar. A pointer because absence means
+	// no sidecar: the engine then uses VADER on the CPU.
+	// +optional
+	Model *ModelSidecar `json:"model,omitempty"`
+}
+
+// GPUSpec is the GPU request of each engine pod.
+type GPUSpec struct {
+	// count of GPUs per pod, ≥ 0 (0 runs the engine on CPU). Default 1.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=16
+	Count *int32 `json:"count,omitempty"`
+
+	// resourceName of the GPU extended resource. Default nvidia.com/gpu; MIG
+	// profiles such as nvidia.com/mig-1g.10gb are accepted.
+	// +optional
+	// +kubebuilder:default="nvidia.com/gpu"
+	// +kubebuilder:validation:Pattern=`^(nvidia\.com/(gpu|mig-[1-7]g\.[0-9]+gb(\.me)?)|amd\.com/gpu|gpu\.intel\.com/[a-z0-9]+)$`
+	ResourceName string `json:"resourceName,omitempty"`
+
+	// product, when set, pins the pods to nodes whose nvidia.com/gpu.product
+	// label equals it (e.g. NVIDIA-H100-80GB-HBM3).
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
+	Product string `json:"product,omitempty"`
+
+	// runtimeClassName of the engine pods (e.g. nvidia).
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	RuntimeClassName *string `json:"runtimeClassName,omitempty"`
+}
+
+// ModelSidecar is a GPU model server speaking the Open Inference Protocol.
+type ModelSidecar struct {
+	// image of the model server (e.g. Triton).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	Image string `json:"image"`
+
+	// modelName served at /v2/models/{modelName}/infer.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	ModelName string `json:"modelName"`
+
+	// port the model server listens on inside the pod. Default 8000.
+	// +optional
+	// +kubebuilder:default=8000
+	// +kubebuilder:validation:Minimum=1024
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port,omitempty"`
+}
+
+// LossObservation is one cohort-loss measurement.
+type LossObservation struct {
+	// value is the cohort loss L in [0,1].
+	Value float64 `json:"value"`
+	// cohortSize is the number of users the value rests on.
+	CohortSize int32 `json:"cohortSize"`
+	// observedAt is when the engines reported it.
+	ObservedAt metav1.Time `json:"observedAt"`
+}
+
+// TuningRecord is one entry of the tuning history.
+type TuningRecord struct {
+	// time of the measurement.
+	Time metav1.Time `json:"time"`
+	// strength in force while the loss was measured.
+	Strength float64 `json:"strength"`
+	// loss measured.
+	Loss float64 `json:"loss"`
+	// cohortSize the loss rests on.
+	CohortSize int32 `json:"cohortSize"`
+}
+
+// MaxTuningHistory caps status.history.
+const MaxTuningHistory = 20
+
+// MeditationProgramStatus is the observed state of a program.
+type MeditationProgramStatus struct {
+	// observedGeneration is the generation this status was computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Reconciled, EngineAvailable, Ready, Degraded, Suspended,
+	// LossObserved, Converged.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// strength is the intervention strength in force (written to the
+	// engines' configuration). A pointer so that "not yet decided" is not
+	// mistaken for 0.
+	// +optional
+	Strength *float64 `json:"strength,omitempty"`
+
+	// replicas is the desired number of engine pods (scale subresource).
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// readyReplicas is the number of available engine pods.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// selector is the engine pods' label selector (scale subresource).
+	// +optional
+	Selector string `json:"selector,omitempty"`
+
+	// gpus is the number of GPUs the program's engines request in total.
+	// +optional
+	GPUs int32 `json:"gpus,omitempty"`
+
+	// loss is the last valid cohort-loss measurement.
+	// +optional
+	Loss *LossObservation `json:"loss,omitempty"`
+
+	// history of recent measurements, newest last, capped at 20 entries. The
+	// tuner rebuilds its state from it after an operator restart.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	History []TuningRecord `json:"history,omitempty"`
+
+	// lastTuneTime is when the tuner last measured and decided.
+	// +optional
+	LastTuneTime *metav1.Time `json:"lastTuneTime,omitempty"`
+
+	// consecutiveErrors counts failed measurements since the last valid one.
+	// +optional
+	ConsecutiveErrors int32 `json:"consecutiveErrors,omitempty"`
+}
+
+// MeditationProgram declares an attention-meditation program for one world;
+// the operator runs it as a GPU-backed engine Deployment and tunes its
+// intervention strength from the cohort loss.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.engine.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:resource:shortName=mp,categories=attune
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 50 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label of at most 50 characters starting with a letter (it names the engine's Service)"
+// +kubebuilder:printcolumn:name="World",type=string,JSONPath=`.spec.worldRef.name`
+// +kubebuilder:printcolumn:name="Strength",type=number,JSONPath=`.status.strength`
+// +kubebuilder:printcolumn:name="Loss",type=number,JSONPath=`.status.loss.value`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="GPUs",type=integer,JSONPath=`.status.gpus`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.tuning.mode`,priority=1
+// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.replicas`,priority=1
+// +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.readyReplicas`,priority=1
+// +kubebuilder:printcolumn:name="Cohort",type=integer,JSONPath=`.status.loss.cohortSize`,priority=1
+type MeditationProgram struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec   MeditationProgramSpec   `json:"spec"`
+	Status MeditationProgramStatus `json:"status,omitempty"`
+}
+
+// MeditationProgramList is a list of MeditationPrograms.
+// +kubebuilder:object:root=true
+type MeditationProgramList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MeditationProgram `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MeditationProgram{}, &MeditationProgramList{})
+}

@@ -1,0 +1,221 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+)
+
+// childApplier writes child objects with server-side apply under one field
+// owner. It skips the request when the cached object already carries every
+// field we would apply, so a steady state costs no writes, yet an edited or
+// deleted child is restored on the next reconcile.
+type childApplier struct {
+	client   client.Client
+	scheme   *runtime.Scheme
+	recorder events.EventRecorder
+}
+
+// apply makes desired (owned by owner) exist as declared. It reports whether
+// a write was made.
+func (a *childApplier) apply(ctx context.Context, owner, desired client.Object) (bool, error) {
+	gvk, err := apiutil.GVKForObject(desired, a.scheme)
+	if err != nil {
+		return false, fmt.Errorf("resolve kind of %T: %w", desired, err)
+	}
+	if err := controllerutil.SetControllerReference(owner, desired, a.scheme); err != nil {
+		return false, fmt.Errorf("set owner of %s %s: %w", gvk.Kind, desired.GetName(), err)
+	}
+	existing, err := a.get(ctx, gvk, client.ObjectKeyFromObject(desired))
+	if err != nil {
+		return false, err
+	}
+	desiredMap, err := a.toApplyMap(desired, gvk)
+	if err != nil {
+		return false, err
+	}
+	if existing != nil {
+		existingMap, err := runtime.DefaultUnstructuredConverter.ToUnstructured(existing)
+		if err != nil {
+			return false, fmt.Errorf("convert %s %s: %w", gvk.Kind, desired.GetName(), err)
+		}
+		if isSubset(desiredMap, existingMap) {
+			return false, nil
+		}
+	}
+	u := &unstructured.Unstructured{Object: desiredMap}
+	if err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		a.recorder.Eventf(owner, nil, "Warning", "ApplyFailed", "Apply", "apply %s %s: %v", gvk.Kind, desired.GetName(), err)
+		return false, fmt.Errorf("apply %s %s: %w", gvk.Kind, desired.GetName(), err)
+	}
+	verb := "Updated"
+	if existing == nil {
+		verb = "Created"
+	}
+	a.recorder.Eventf(owner, nil, "Normal", verb, "Apply", "%s %s %s", verb, gvk.Kind, desired.GetName())
+	return true, nil
+}
+
+// createIfMissing creates obj only when no object of that name exists. It is
+// for generated secrets, which must never be overwritten once issued.
+func (a *childApplier) createIfMissing(ctx context.Context, owner, obj client.Object) (bool, error) {
+	gvk, err := apiutil.GVKForObject(obj, a.scheme)
+	if err != nil {
+		return false, fmt.Errorf("resolve kind of %T: %w", obj, err)
+	}
+	existing, err := a.get(ctx, gvk, client.ObjectKeyFromObject(obj))
+	if err != nil || existing != nil {
+		return false, err
+	}
+	if err := controllerutil.SetControllerReference(owner, obj, a.scheme); err != nil {
+		return false, fmt.Errorf("set owner of %s %s: %w", gvk.Kind, obj.GetName(), err)
+	}
+	if err := a.client.Create(ctx, obj, client.FieldOwner(FieldOwner)); err != nil {
+		if apierrors.IsAlreadyExists(err) { // exists but outside our cache's label selector
+			return false, nil
+		}
+		return false, fmt.Errorf("create %s %s: %w", gvk.Kind, obj.GetName(), err)
+	}
+	a.recorder.Eventf(owner, nil, "Normal", "Created", "Create", "Created %s %s", gvk.Kind, obj.GetName())
+	return true, nil
+}
+
+// deleteIfOwned removes an optional child that is no longer wanted, but only
+// if owner controls it: we never delete what we did not create.
+func (a *childApplier) deleteIfOwned(ctx context.Context, owner, obj client.Object) error {
+	gvk, err := apiutil.GVKForObject(obj, a.scheme)
+	if err != nil {
+		return fmt.Errorf("resolve kind of %T: %w", obj, err)
+	}
+	existing, err := a.get(ctx, gvk, client.ObjectKeyFromObject(obj))
+	if err != nil || existing == nil {
+		return err
+	}
+	if ref := metav1.GetControllerOf(existing); ref == nil || ref.UID != owner.GetUID() {
+		return nil
+	}
+	if err := a.client.Delete(ctx, existing); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete %s %s: %w", gvk.Kind, obj.GetName(), err)
+	}
+	a.recorder.Eventf(owner, nil, "Normal", "Deleted", "Delete", "Deleted %s %s", gvk.Kind, obj.GetName())
+	return nil
+}
+
+// get reads an object from the cache; nil when it does not exist.
+func (a *childApplier) get(ctx context.Context, gvk schema.GroupVersionKind, key client.ObjectKey) (client.Object, error) {
+	raw, err := a.scheme.New(gvk)
+	if err != nil {
+		return nil, fmt.Errorf("new %s: %w", gvk.Kind, err)
+	}
+	obj := raw.(client.Object)
+	if err := a.client.Get(ctx, key, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("get %s %s: %w", gvk.Kind, key, err)
+	}
+	return obj, nil
+}
+
+// toApplyMap converts a typed object to the map we send as an apply patch:
+// with its kind, and without status and server-populated metadata.
+func (a *childApplier) toApplyMap(obj client.Object, gvk schema.GroupVersionKind) (map[string]any, error) {
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return nil, fmt.Errorf("convert %s %s: %w", gvk.Kind, obj.GetName(), err)
+	}
+	m["apiVersion"], m["kind"] = gvk.GroupVersion().String(), gvk.Kind
+	delete(m, "status")
+	if meta, ok := m["metadata"].(map[string]any); ok {
+		delete(meta, "creationTimestamp")
+		delete(meta, "resourceVersion")
+		delete(meta, "managedFields")
+	}
+	return m, nil
+}
+
+// isSubset reports whether every field set in want has the same value in
+// have. Maps may carry extra keys in have (server defaults, other owners);
+// lists must match element by element, except owner references, which must
+// merely be present.
+func isSubset(want, have any) bool {
+	switch w := want.(type) {
+	case map[string]any:
+		h, ok := have.(map[string]any)
+		if !ok {
+			return len(w) == 0 && have == nil
+		}
+		for k, wv := range w {
+			hv, present := h[k]
+			if !present {
+				if isEmpty(wv) {
+					continue
+				}
+				return false
+			}
+			if k == "ownerReferences" {
+				if !containsAll(wv, hv) {
+					return false
+				}
+				continue
+			}
+			if !isSubset(wv, hv) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		h, ok := have.([]any)
+		if !ok || len(h) != len(w) {
+			return len(w) == 0 && have == nil
+		}
+		for i := range w {
+			if !isSubset(w[i], h[i]) {
+				return false
+			}
+		}
+		return true
+	default:
+		return reflect.DeepEqual(want, have)
+	}
+}
+
+func isEmpty(v any) bool {
+	switch t := v.(type) {
+	case nil:
+		return true
+	case map[string]any:
+		return len(t) == 0
+	case []any:
+		return len(t) == 0
+	}
+	return false
+}
+
+func containsAll(want, have any) bool {
+	w, _ := want.([]any)
+	h, _ := have.([]any)
+	for _, wi := range w {
+		found := false
+		for _, hi := range h {
+			if isSubset(wi, hi) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,227 @@
+package controllers
+
+import (
+	"fmt"
+	"maps"
+	"path"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+	engineconfig "github.com/attune-io/attune/engine/config"
+)
+
+// engineUID is the non-root user the engine and model containers run as.
+const engineUID = 65532
+
+// renderEngineConfig is the engine's configuration file for a program, with
+// the strength in force. It holds no secrets: tokens and keys are files
+// mounted from Secrets, referenced here by path.
+func renderEngineConfig(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alpha1.VirtualWorld, strength float64) *engineconfig.Config {
+	cfg := &engineconfig.Config{
+		Program:                 p.Namespace + "/" + p.Name,
+		Target:                  engineconfig.Vector{Attention: p.Spec.Target.Attention, Emotion: p.Spec.Target.Emotion, Resilience: p.Spec.Target.Resilience},
+		Weights:                 engineconfig.Vector{Attention: p.Spec.Weights.Attention, Emotion: p.Spec.Weights.Emotion, Resilience: p.Spec.Weights.Resilience},
+		Strength:                engineconfig.Strength{Value: strength, Min: p.Spec.Strength.Min, Max: p.Spec.Strength.Max},
+		Context:                 string(w.Spec.Context),
+		Privacy:                 engineconfig.Privacy{Retention: engineconfig.Duration{Duration: w.Spec.Privacy.RetentionOrDefault()}, MinCohortSize: minCohortSize(w)},
+		TokenFile:               path.Join(tokenMountPath, TokenKey),
+		ReadOnlyTokenFile:       path.Join(tokenMountPath, ReadOnlyTokenKey),
+		PseudonymizationKeyFile: path.Join(keyMountPath, PseudonymizationKeySecretKey),
+		DataDir:                 dataMountPath,
+		ListenAddress:           fmt.Sprintf(":%d", engineHTTPPort),
+	}
+	for _, iv := range p.Spec.Interventions {
+		cfg.Interventions = append(cfg.Interventions, string(iv))
+	}
+	if m := p.Spec.Engine.Model; m != nil {
+		cfg.Model = &engineconfig.Model{URL: fmt.Sprintf("http://127.0.0.1:%d", m.Port), Name: m.ModelName}
+	}
+	return cfg
+}
+
+// desiredReplicas is the engine replica count: zero while suspended.
+func desiredReplicas(p *wellbeingv1alpha1.MeditationProgram) int32 {
+	if p.Spec.Suspend {
+		return 0
+	}
+	return ptr.Deref(p.Spec.Engine.Replicas, 1)
+}
+
+func gpuPerPod(p *wellbeingv1alpha1.MeditationProgram) (corev1.ResourceName, int32) {
+	name := p.Spec.Engine.GPU.ResourceName
+	if name == "" {
+		name = "nvidia.com/gpu"
+	}
+	return corev1.ResourceName(name), ptr.Deref(p.Spec.Engine.GPU.Count, 1)
+}
+
+// restrictedContainerSecurity satisfies Pod Security "restricted".
+func restrictedContainerSecurity() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		RunAsNonRoot:             ptr.To(true),
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+// withGPU returns resources with count GPUs of name in requests and limits
+// (extended resources must be equal in both).
+func withGPU(base corev1.ResourceRequirements, name corev1.ResourceName, count int32) corev1.ResourceRequirements {
+	out := *base.DeepCopy()
+	if count <= 0 {
+		return out
+	}
+	q := *resource.NewQuantity(int64(count), resource.DecimalSI)
+	if out.Requests == nil {
+		out.Requests = corev1.ResourceList{}
+	}
+	if out.Limits == nil {
+		out.Limits = corev1.ResourceList{}
+	}
+	out.Requests[name], out.Limits[name] = q, q
+	return out
+}
+
+func httpProbe(path, port string, period int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(port)}},
+		PeriodSeconds:    period,
+		TimeoutSeconds:   2,
+		FailureThreshold: 3,
+	}
+}
+
+// engineDeployment is the program's engine Deployment. configHash goes on the
+// pod template so that configuration changes that need a restart roll the
+// pods; the strength is not part of it.
+func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alpha1.VirtualWorld, image, configHash string) *appsv1.Deployment {
+	labels := engineLabels(p)
+	gpuName, gpuCount := gpuPerPod(p)
+	spec := p.Spec.Engine
+	keySecret, keyKey := worldKeySecret(w)
+
+	engineResources := spec.Resources
+	if spec.Model == nil {
+		engineResources = withGPU(spec.Resources, gpuName, gpuCount)
+	}
+	if spec.Image != "" {
+		image = spec.Image
+	}
+	containers := []corev1.Container{{
+		Name:            "engine",
+		Image:           image,
+		Args:            []string{"--config=" + path.Join(configMountPath, engineconfig.FileName)},
+		Ports:           []corev1.ContainerPort{{Name: engineHTTPPortStr, ContainerPort: engineHTTPPort, Protocol: corev1.ProtocolTCP}},
+		Resources:       engineResources,
+		LivenessProbe:   httpProbe("/healthz", engineHTTPPortStr, 10),
+		ReadinessProbe:  httpProbe("/readyz", engineHTTPPortStr, 5),
+		SecurityContext: restrictedContainerSecurity(),
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: "config", MountPath: configMountPath, ReadOnly: true},
+			{Name: "token", MountPath: tokenMountPath, ReadOnly: true},
+			{Name: "pseudonymization-key", MountPath: keyMountPath, ReadOnly: true},
+			{Name: "data", MountPath: dataMountPath},
+			{Name: "tmp", MountPath: tmpMountPath},
+		},
+	}}
+	if m := spec.Model; m != nil {
+		containers = append(containers, corev1.Container{
+			Name:            "model",
+			Image:           m.Image,
+			Env:             []corev1.EnvVar{{Name: "MODEL_NAME", Value: m.ModelName}},
+			Ports:           []corev1.ContainerPort{{Name: "model", ContainerPort: m.Port, Protocol: corev1.ProtocolTCP}},
+			Resources:       withGPU(corev1.ResourceRequirements{}, gpuName, gpuCount),
+			ReadinessProbe:  httpProbe("/v2/health/ready", "model", 10),
+			SecurityContext: restrictedContainerSecurity(),
+			VolumeMounts:    []corev1.VolumeMount{{Name: "tmp", MountPath: tmpMountPath}},
+		})
+	}
+
+	nodeSelector := maps.Clone(spec.NodeSelector)
+	if spec.GPU.Product != "" {
+		if nodeSelector == nil {
+			nodeSelector = map[string]string{}
+		}
+		nodeSelector[GPUProductLabel] = spec.GPU.Product
+	}
+	tolerations := append([]corev1.Toleration(nil), spec.Tolerations...)
+	if gpuCount > 0 {
+		tolerations = append(tolerations, corev1.Toleration{Key: GPUTaintKey, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
+	}
+
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: engineName(p), Namespace: p.Namespace, Labels: labels},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(desiredReplicas(p)),
+			Selector: &metav1.LabelSelector{MatchLabels: EngineSelectorLabels(p)},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{ConfigHashKey: configHash}},
+				Spec: corev1.PodSpec{
+					ServiceAccountName:           engineName(p),
+					AutomountServiceAccountToken: ptr.To(false), // the engine never talks to the API server
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot:   ptr.To(true),
+						RunAsUser:      ptr.To[int64](engineUID),
+						RunAsGroup:     ptr.To[int64](engineUID),
+						FSGroup:        ptr.To[int64](engineUID),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Containers:        containers,
+					NodeSelector:      nodeSelector,
+					Tolerations:       tolerations,
+					Affinity:          spec.Affinity,
+					PriorityClassName: spec.PriorityClassName,
+					RuntimeClassName:  spec.GPU.RuntimeClassName,
+					Volumes: []corev1.Volume{
+						{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: engineConfigName(p)}}}},
+						{Name: "token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: engineTokenName(p)}}},
+						{Name: "pseudonymization-key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+							SecretName: keySecret, Items: []corev1.KeyToPath{{Key: keyKey, Path: PseudonymizationKeySecretKey}},
+						}}},
+						{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+						{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+					},
+				},
+			},
+		},
+	}
+}
+
+func engineService(p *wellbeingv1alpha1.MeditationProgram) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: engineName(p), Namespace: p.Namespace, Labels: engineLabels(p)},
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeClusterIP,
+			Selector: EngineSelectorLabels(p),
+			Ports:    []corev1.ServicePort{{Name: engineHTTPPortStr, Port: engineHTTPPort, TargetPort: intstr.FromString(engineHTTPPortStr), Protocol: corev1.ProtocolTCP}},
+		},
+	}
+}
+
+func enginePDB(p *wellbeingv1alpha1.MeditationProgram) *policyv1.PodDisruptionBudget {
+	return &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: engineName(p), Namespace: p.Namespace, Labels: engineLabels(p)},
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable: ptr.To(intstr.FromInt32(1)),
+			Selector:       &metav1.LabelSelector{MatchLabels: EngineSelectorLabels(p)},
+		},
+	}
+}
+
+// minCohortSize is the world's k-anonymity threshold; the API server defaults
+// it to 11, and a Go client that sends 0 gets the same.
+func minCohortSize(w *wellbeingv1alpha1.VirtualWorld) int {
+	if w.Spec.Privacy.MinCohortSize < 2 {
+		return 11
+	}
+	return int(w.Spec.Privacy.MinCohortSize)
+}

@@ -1,0 +1,356 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+	engineconfig "github.com/attune-io/attune/engine/config"
+)
+
+// DefaultEngineImage is the engine image used when a program names none.
+const DefaultEngineImage = "ghcr.io/attune-io/attune-engine:v0.1.0"
+
+// MeditationProgramReconciler turns a MeditationProgram into its engine
+// Deployment and what it needs: ServiceAccount, configuration, token Secret,
+// Service and PodDisruptionBudget.
+type MeditationProgramReconciler struct {
+	client.Client
+	Scheme   *runtime.Scheme
+	Recorder events.EventRecorder
+	Clock    clock.PassiveClock
+	// EngineImage is the default engine image.
+	EngineImage string
+	// MaxConcurrentReconciles bounds parallel reconciles (default 4).
+	MaxConcurrentReconciles int
+}
+
+// programReconcile carries one reconcile's working state between steps.
+type programReconcile struct {
+	program    *wellbeingv1alpha1.MeditationProgram
+	world      *wellbeingv1alpha1.VirtualWorld
+	status     *wellbeingv1alpha1.MeditationProgramStatus
+	conds      conditionSetter
+	strength   float64
+	configHash string
+	deployment *appsv1.Deployment
+}
+
+// errWorldUnusable stops the steps when the world is missing or wrong; the
+// condition explaining it is already set.
+var errWorldUnusable = errors.New("world unusable")
+
+// +kubebuilder:rbac:groups=wellbeing.attune.io,resources=meditationprograms,verbs=get;list;watch
+// +kubebuilder:rbac:groups=wellbeing.attune.io,resources=meditationprograms/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts;configmaps,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+
+// Reconcile runs the program's steps in order, then writes status if it changed.
+func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	program := &wellbeingv1alpha1.MeditationProgram{}
+	if err := r.Get(ctx, req.NamespacedName, program); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !program.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // owner references clean up every child
+	}
+
+	status := program.Status.DeepCopy()
+	status.ObservedGeneration = program.Generation
+	rc := &programReconcile{program: program, status: status, conds: conditionSetter{&status.Conditions, program.Generation, r.Clock}}
+	applier := &childApplier{client: r.Client, scheme: r.Scheme, recorder: r.Recorder}
+
+	steps := []struct {
+		name string
+		run  func(context.Context, *childApplier, *programReconcile) error
+	}{
+		{"world", r.reconcileWorld},
+		{"strength", r.reconcileStrength},
+		{"service account", r.reconcileServiceAccount},
+		{"token secret", r.reconcileTokenSecret},
+		{"config map", r.reconcileConfigMap},
+		{"deployment", r.reconcileDeployment},
+		{"service", r.reconcileService},
+		{"disruption budget", r.reconcileDisruptionBudget},
+	}
+	var stepErr error
+	for _, step := range steps {
+		if err := step.run(ctx, applier, rc); err != nil {
+			stepErr = err
+			if !errors.Is(err, errWorldUnusable) {
+				stepErr = fmt.Errorf("%s: %w", step.name, err)
+			}
+			break
+		}
+	}
+	r.computeStatus(rc, stepErr)
+	if err := r.writeStatus(ctx, program, status); err != nil {
+		return ctrl.Result{}, err
+	}
+	if errors.Is(stepErr, errWorldUnusable) {
+		return ctrl.Result{}, nil // the world watch re-runs us when it appears or changes
+	}
+	if stepErr != nil {
+		log.FromContext(ctx).Error(stepErr, "reconcile program")
+	}
+	return ctrl.Result{}, stepErr
+}
+
+// reconcileWorld resolves the program's world and checks the program lives
+// in the world's namespace.
+func (r *MeditationProgramReconciler) reconcileWorld(ctx context.Context, _ *childApplier, rc *programReconcile) error {
+	world := &wellbeingv1alpha1.VirtualWorld{}
+	name := rc.program.Spec.WorldRef.Name
+	if err := r.Get(ctx, client.ObjectKey{Name: name}, world); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.worldUnusable(rc, wellbeingv1alpha1.ReasonWorldNotFound, fmt.Sprintf("VirtualWorld %q does not exist", name))
+			return errWorldUnusable
+		}
+		return fmt.Errorf("get world %s: %w", name, err)
+	}
+	if world.Spec.Namespace != rc.program.Namespace {
+		r.worldUnusable(rc, wellbeingv1alpha1.ReasonWrongNamespace, fmt.Sprintf(
+			"program is in namespace %q but VirtualWorld %q owns namespace %q; create the program there", rc.program.Namespace, name, world.Spec.Namespace))
+		return errWorldUnusable
+	}
+	rc.world = world
+	return nil
+}
+
+func (r *MeditationProgramReconciler) worldUnusable(rc *programReconcile, reason, message string) {
+	rc.conds.set(wellbeingv1alpha1.ConditionReconciled, metav1.ConditionFalse, reason, message)
+	rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
+	rc.conds.set(wellbeingv1alpha1.ConditionDegraded, metav1.ConditionTrue, reason, message)
+}
+
+// reconcileStrength decides the strength in force for this reconcile.
+func (r *MeditationProgramReconciler) reconcileStrength(_ context.Context, _ *childApplier, rc *programReconcile) error {
+	rc.strength = StrengthInForce(rc.program)
+	rc.status.Strength = &rc.strength
+	return nil
+}
+
+// StrengthInForce applies the mode and bounds to the last strength: Manual
+// holds strength.initial; Auto and Paused keep the last strength, clamped at
+// once into the current bounds; before any decision, strength.initial.
+func StrengthInForce(p *wellbeingv1alpha1.MeditationProgram) float64 {
+	bounds := p.Spec.Strength
+	if p.Spec.Tuning.Mode == wellbeingv1alpha1.TuningManual || p.Status.Strength == nil {
+		return bounds.Initial
+	}
+	return math.Min(math.Max(*p.Status.Strength, bounds.Min), bounds.Max)
+}
+
+func (r *MeditationProgramReconciler) reconcileServiceAccount(ctx context.Context, a *childApplier, rc *programReconcile) error {
+	sa := &corev1.ServiceAccount{
+		ObjectMeta:                   metav1.ObjectMeta{Name: engineName(rc.program), Namespace: rc.program.Namespace, Labels: engineLabels(rc.program)},
+		AutomountServiceAccountToken: new(false),
+	}
+	_, err := a.apply(ctx, rc.program, sa)
+	return err
+}
+
+// reconcileTokenSecret issues the engine's API tokens once: a read-write
+// token for virtual-world clients and a read-only one for the operator.
+func (r *MeditationProgramReconciler) reconcileTokenSecret(ctx context.Context, a *childApplier, rc *programReconcile) error {
+	readWrite, err := randomToken()
+	if err != nil {
+		return err
+	}
+	readOnly, err := randomToken()
+	if err != nil {
+		return err
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: engineTokenName(rc.program), Namespace: rc.program.Namespace, Labels: engineLabels(rc.program)},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{TokenKey: []byte(readWrite), ReadOnlyTokenKey: []byte(readOnly)},
+	}
+	_, err = a.createIfMissing(ctx, rc.program, secret)
+	return err
+}
+
+func randomToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func (r *MeditationProgramReconciler) reconcileConfigMap(ctx context.Context, a *childApplier, rc *programReconcile) error {
+	cfg := renderEngineConfig(rc.program, rc.world, rc.strength)
+	data, err := cfg.Render()
+	if err != nil {
+		return err
+	}
+	rc.configHash = cfg.RestartHash()
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: engineConfigName(rc.program), Namespace: rc.program.Namespace, Labels: engineLabels(rc.program)},
+		Data:       map[string]string{engineconfig.FileName: string(data)},
+	}
+	_, err = a.apply(ctx, rc.program, cm)
+	return err
+}
+
+func (r *MeditationProgramReconciler) reconcileDeployment(ctx context.Context, a *childApplier, rc *programReconcile) error {
+	image := r.EngineImage
+	if image == "" {
+		image = DefaultEngineImage
+	}
+	deployment := engineDeployment(rc.program, rc.world, image, rc.configHash)
+	if _, err := a.apply(ctx, rc.program, deployment); err != nil {
+		return err
+	}
+	// Read back the cached object for its status (available replicas).
+	current := &appsv1.Deployment{}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(deployment), current); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("read deployment status: %w", err)
+	}
+	rc.deployment = current
+	return nil
+}
+
+func (r *MeditationProgramReconciler) reconcileService(ctx context.Context, a *childApplier, rc *programReconcile) error {
+	_, err := a.apply(ctx, rc.program, engineService(rc.program))
+	return err
+}
+
+// reconcileDisruptionBudget keeps one engine up through voluntary
+// disruptions, which only makes sense with more than one replica.
+func (r *MeditationProgramReconciler) reconcileDisruptionBudget(ctx context.Context, a *childApplier, rc *programReconcile) error {
+	pdb := enginePDB(rc.program)
+	if desiredReplicas(rc.program) <= 1 {
+		return a.deleteIfOwned(ctx, rc.program, pdb)
+	}
+	_, err := a.apply(ctx, rc.program, pdb)
+	return err
+}
+
+// computeStatus derives counts and conditions from what the steps observed.
+func (r *MeditationProgramReconciler) computeStatus(rc *programReconcile, stepErr error) {
+	p, st := rc.program, rc.status
+	replicas := desiredReplicas(p)
+	_, gpuCount := gpuPerPod(p)
+	st.Replicas = replicas
+	st.GPUs = replicas * gpuCount
+	st.Selector = labels.SelectorFromSet(EngineSelectorLabels(p)).String()
+	if rc.deployment != nil {
+		st.ReadyReplicas = rc.deployment.Status.AvailableReplicas
+	}
+
+	if errors.Is(stepErr, errWorldUnusable) {
+		st.GPUs, st.ReadyReplicas = 0, 0
+		return
+	}
+	if stepErr != nil {
+		rc.conds.set(wellbeingv1alpha1.ConditionReconciled, metav1.ConditionFalse, wellbeingv1alpha1.ReasonApplyFailed, stepErr.Error())
+		rc.conds.set(wellbeingv1alpha1.ConditionDegraded, metav1.ConditionTrue, wellbeingv1alpha1.ReasonApplyFailed, stepErr.Error())
+		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, wellbeingv1alpha1.ReasonApplyFailed, stepErr.Error())
+		return
+	}
+	rc.conds.set(wellbeingv1alpha1.ConditionReconciled, metav1.ConditionTrue, wellbeingv1alpha1.ReasonReconciled, "every child object is applied")
+	rc.conds.set(wellbeingv1alpha1.ConditionDegraded, metav1.ConditionFalse, wellbeingv1alpha1.ReasonAsExpected, "nothing degraded")
+
+	if p.Spec.Suspend {
+		rc.conds.set(wellbeingv1alpha1.ConditionSuspended, metav1.ConditionTrue, wellbeingv1alpha1.ReasonSuspended, "spec.suspend scales the engines to zero")
+		rc.conds.set(wellbeingv1alpha1.ConditionEngineAvailable, metav1.ConditionFalse, wellbeingv1alpha1.ReasonSuspended, "engines are scaled to zero")
+		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, wellbeingv1alpha1.ReasonSuspended, "the program is suspended")
+		return
+	}
+	rc.conds.set(wellbeingv1alpha1.ConditionSuspended, metav1.ConditionFalse, wellbeingv1alpha1.ReasonNotSuspended, "engines run")
+
+	available := st.ReadyReplicas >= replicas
+	reason := wellbeingv1alpha1.ReasonAvailable
+	if !available {
+		reason = wellbeingv1alpha1.ReasonProgressing
+	}
+	rc.conds.set(wellbeingv1alpha1.ConditionEngineAvailable, boolStatus(available), reason,
+		fmt.Sprintf("%d of %d engine replicas available", st.ReadyReplicas, replicas))
+	if available {
+		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionTrue, wellbeingv1alpha1.ReasonAvailable, "engines are serving")
+	} else {
+		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, wellbeingv1alpha1.ReasonProgressing,
+			fmt.Sprintf("waiting for engines: %d of %d available", st.ReadyReplicas, replicas))
+	}
+}
+
+func (r *MeditationProgramReconciler) writeStatus(ctx context.Context, p *wellbeingv1alpha1.MeditationProgram, status *wellbeingv1alpha1.MeditationProgramStatus) error {
+	if equality.Semantic.DeepEqual(&p.Status, status) {
+		return nil
+	}
+	p.Status = *status
+	if err := r.Status().Update(ctx, p); err != nil {
+		return fmt.Errorf("write program status: %w", err)
+	}
+	return nil
+}
+
+// IndexWorldRef indexes programs by spec.worldRef.name for both reconcilers.
+func IndexWorldRef(ctx context.Context, mgr ctrl.Manager) error {
+	return mgr.GetFieldIndexer().IndexField(ctx, &wellbeingv1alpha1.MeditationProgram{}, worldIndexField, func(obj client.Object) []string {
+		return []string{obj.(*wellbeingv1alpha1.MeditationProgram).Spec.WorldRef.Name}
+	})
+}
+
+// SetupWithManager registers the controller and its watches.
+func (r *MeditationProgramReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	concurrency := r.MaxConcurrentReconciles
+	if concurrency <= 0 {
+		concurrency = 4
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		// Our own status writes must not re-trigger us.
+		For(&wellbeingv1alpha1.MeditationProgram{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Secret{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		// A world appearing, changing or moving re-evaluates its programs.
+		Watches(&wellbeingv1alpha1.VirtualWorld{}, handler.EnqueueRequestsFromMapFunc(r.programsOfWorld),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
+		Named("meditationprogram").
+		Complete(r)
+}
+
+func (r *MeditationProgramReconciler) programsOfWorld(ctx context.Context, obj client.Object) []reconcile.Request {
+	programs := &wellbeingv1alpha1.MeditationProgramList{}
+	if err := r.List(ctx, programs, client.MatchingFields{worldIndexField: obj.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "list programs of world", "world", obj.GetName())
+		return nil
+	}
+	requests := make([]reconcile.Request, 0, len(programs.Items))
+	for _, p := range programs.Items {
+		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
+	}
+	return requests
+}

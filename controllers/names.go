@@ -1,0 +1,98 @@
+package controllers
+
+import (
+	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+)
+
+// FieldOwner is the server-side-apply field manager of every object the
+// operator writes.
+const FieldOwner = "attune-operator"
+
+// Label keys and values shared by all children.
+const (
+	LabelManagedBy    = "app.kubernetes.io/managed-by"
+	LabelName         = "app.kubernetes.io/name"
+	LabelInstance     = "app.kubernetes.io/instance"
+	LabelComponent    = "app.kubernetes.io/component"
+	LabelWorld        = "wellbeing.attune.io/world"
+	LabelProgram      = "wellbeing.attune.io/program"
+	ManagedByValue    = "attune-operator"
+	EngineAppName     = "attune-engine"
+	ConfigHashKey     = "wellbeing.attune.io/config-hash"
+	GPUProductLabel   = "nvidia.com/gpu.product"
+	GPUTaintKey       = "nvidia.com/gpu"
+	worldIndexField   = "spec.worldRef.name"
+	engineHTTPPort    = 8080
+	engineHTTPPortStr = "http"
+)
+
+// Names of a world's children.
+const (
+	PseudonymizationKeySecretName = "attune-pseudonymization-key"
+	PseudonymizationKeySecretKey  = "key"
+	GPUQuotaName                  = "attune-gpu-quota"
+	NetworkPolicyName             = "attune-isolation"
+)
+
+// Keys of the engine token Secret.
+const (
+	TokenKey         = "token"
+	ReadOnlyTokenKey = "read-only-token"
+)
+
+// Paths inside the engine container.
+const (
+	configMountPath = "/etc/attune/config"
+	tokenMountPath  = "/etc/attune/token"
+	keyMountPath    = "/etc/attune/key"
+	dataMountPath   = "/var/lib/attune"
+	tmpMountPath    = "/tmp"
+)
+
+// engineName is the name of a program's Deployment, Service, ServiceAccount,
+// and the prefix of its ConfigMap and Secret.
+func engineName(p *wellbeingv1alpha1.MeditationProgram) string { return p.Name + "-engine" }
+
+func engineConfigName(p *wellbeingv1alpha1.MeditationProgram) string {
+	return p.Name + "-engine-config"
+}
+
+func engineTokenName(p *wellbeingv1alpha1.MeditationProgram) string {
+	return p.Name + "-engine-token"
+}
+
+// EngineSelectorLabels select a program's engine pods. They never change for
+// the life of a program (a Deployment selector is immutable).
+func EngineSelectorLabels(p *wellbeingv1alpha1.MeditationProgram) map[string]string {
+	return map[string]string{
+		LabelName:     EngineAppName,
+		LabelInstance: p.Name,
+	}
+}
+
+// engineLabels are the labels of every object belonging to a program.
+func engineLabels(p *wellbeingv1alpha1.MeditationProgram) map[string]string {
+	l := EngineSelectorLabels(p)
+	l[LabelManagedBy] = ManagedByValue
+	l[LabelComponent] = "engine"
+	l[LabelProgram] = p.Name
+	l[LabelWorld] = p.Spec.WorldRef.Name
+	return l
+}
+
+// worldLabels are the labels of every object belonging to a world.
+func worldLabels(w *wellbeingv1alpha1.VirtualWorld) map[string]string {
+	return map[string]string{
+		LabelManagedBy: ManagedByValue,
+		LabelWorld:     w.Name,
+	}
+}
+
+// worldKeySecret returns the Secret name and key holding the world's
+// pseudonymization key: the user's reference, or the generated one.
+func worldKeySecret(w *wellbeingv1alpha1.VirtualWorld) (name, key string) {
+	if ref := w.Spec.Privacy.PseudonymizationKeyRef; ref != nil {
+		return ref.Name, ref.Key
+	}
+	return PseudonymizationKeySecretName, PseudonymizationKeySecretKey
+}

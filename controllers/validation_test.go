@@ -1,0 +1,192 @@
+package controllers_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+const validProgram = `
+apiVersion: wellbeing.attune.io/v1alpha1
+kind: MeditationProgram
+metadata: {name: NAME, namespace: default}
+spec:
+  worldRef: {name: plaza}
+  target: {attention: 0.8, emotion: 0.7, resilience: 0.7}
+  interventions: [FocusedAttention]
+`
+
+const validWorld = `
+apiVersion: wellbeing.attune.io/v1alpha1
+kind: VirtualWorld
+metadata: {name: NAME}
+spec:
+  namespace: valid-ns
+  context: Social
+`
+
+// TestInvalidManifestsAreRejected applies manifests a user might write with
+// kubectl and checks the API server rejects each with a message naming the
+// field. The schema, not the operator, does this.
+func TestInvalidManifestsAreRejected(t *testing.T) {
+	cases := []struct {
+		name     string
+		base     string
+		patch    string // YAML merged into the base spec
+		metaName string
+		want     string
+	}{
+		{"world namespace not a DNS label", validWorld, `namespace: Not_A_Label`, "", "spec.namespace"},
+		{"world context unknown", validWorld, `context: Casino`, "", `spec.context: Unsupported value: "Casino"`},
+		{"world context missing", validWorld, `context: null`, "", "spec.context: Required value"},
+		{"world min cohort below 2", validWorld, `privacy: {minCohortSize: 1}`, "", "spec.privacy.minCohortSize"},
+		{"world negative gpu quota", validWorld, `gpuQuota: {limit: -1}`, "", "spec.gpuQuota.limit"},
+		{"world retention too short", validWorld, `privacy: {retention: 5s}`, "", "spec.privacy.retention must be at least 1m"},
+		{"world retention not a duration", validWorld, `privacy: {retention: forever}`, "", "spec.privacy.retention"},
+		{"world quota resource not a GPU", validWorld, `gpuQuota: {resourceName: cpu, limit: 1}`, "", "spec.gpuQuota.resourceName"},
+		{"program target above 1", validProgram, `target: {attention: 1.5, emotion: 0.5, resilience: 0.5}`, "", "spec.target.attention"},
+		{"program target negative", validProgram, `target: {attention: 0.5, emotion: -0.1, resilience: 0.5}`, "", "spec.target.emotion"},
+		{"program weights all zero", validProgram, `weights: {attention: 0, emotion: 0, resilience: 0}`, "", "spec.weights must not all be zero"},
+		{"program weight negative", validProgram, `weights: {attention: -1}`, "", "spec.weights.attention"},
+		{"program no interventions", validProgram, `interventions: []`, "", "spec.interventions"},
+		{"program duplicate intervention", validProgram, `interventions: [BodyScan, BodyScan]`, "", "spec.interventions[1]: Duplicate value"},
+		{"program unknown intervention", validProgram, `interventions: [Hypnosis]`, "", `spec.interventions[0]: Unsupported value: "Hypnosis"`},
+		{"program strength initial below min", validProgram, `strength: {initial: 0.1, min: 0.3, max: 0.9}`, "", "spec.strength must satisfy min <= initial <= max"},
+		{"program strength above 1", validProgram, `strength: {initial: 0.5, min: 0.1, max: 1.2}`, "", "spec.strength.max"},
+		{"program tuning interval under 10s", validProgram, `tuning: {interval: 5s}`, "", "spec.tuning.interval must be at least 10s"},
+		{"program maxStep zero", validProgram, `tuning: {maxStep: 0}`, "", "spec.tuning.maxStep"},
+		{"program maxStep above 1", validProgram, `tuning: {maxStep: 1.5}`, "", "spec.tuning.maxStep"},
+		{"program tuning mode unknown", validProgram, `tuning: {mode: Sometimes}`, "", `spec.tuning.mode: Unsupported value: "Sometimes"`},
+		{"program prometheus without address", validProgram, `tuning: {source: {type: Prometheus}}`, "", "spec.tuning.source.prometheus.address is required"},
+		{"program negative replicas", validProgram, `engine: {replicas: -1}`, "", "spec.engine.replicas"},
+		{"program gpu resource name invalid", validProgram, `engine: {gpu: {resourceName: "nvidia.com/GPU!"}}`, "", "spec.engine.gpu.resourceName"},
+		{"program negative gpu count", validProgram, `engine: {gpu: {count: -2}}`, "", "spec.engine.gpu.count"},
+		{"program model without image", validProgram, `engine: {model: {modelName: emotion}}`, "", "spec.engine.model.image: Required value"},
+		{"program model port privileged", validProgram, `engine: {model: {image: triton, modelName: emotion, port: 80}}`, "", "spec.engine.model.port"},
+		{"program without world", validProgram, `worldRef: null`, "", "spec.worldRef: Required value"},
+		{"program name too long for its engine", validProgram, ``, "a-program-name-that-is-far-too-long-for-the-engine-service", "metadata.name must be a DNS label of at most 50 characters"},
+		{"program name starting with a digit", validProgram, ``, "1st-program", "metadata.name must be a DNS label"},
+	}
+	if len(cases) < 15 {
+		t.Fatalf("want at least 15 invalid manifests, have %d", len(cases))
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			name := tc.metaName
+			if name == "" {
+				name = "invalid"
+			}
+			obj := manifest(t, strings.Replace(tc.base, "NAME", name, 1), tc.patch)
+			err := k8s.Create(context.Background(), obj)
+			if err == nil {
+				_ = k8s.Delete(context.Background(), obj)
+				t.Fatalf("accepted; want a rejection naming %q", tc.want)
+			}
+			if !apierrors.IsInvalid(err) {
+				t.Fatalf("err = %v, want an Invalid error", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestDefaultsAreApplied checks the schema fills every default it promises.
+func TestDefaultsAreApplied(t *testing.T) {
+	obj := manifest(t, strings.Replace(validProgram, "NAME", "defaults", 1), "")
+	if err := k8s.Create(context.Background(), obj); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = k8s.Delete(context.Background(), obj) }()
+	want := map[string]any{
+		"spec.weights.attention":       1.0,
+		"spec.strength.initial":        0.5,
+		"spec.strength.min":            0.1,
+		"spec.strength.max":            0.9,
+		"spec.tuning.mode":             "Auto",
+		"spec.tuning.interval":         "60s",
+		"spec.tuning.maxStep":          0.05,
+		"spec.tuning.staleAfter":       "5m",
+		"spec.tuning.source.type":      "Engine",
+		"spec.engine.replicas":         int64(1),
+		"spec.engine.gpu.count":        int64(1),
+		"spec.engine.gpu.resourceName": "nvidia.com/gpu",
+		"spec.suspend":                 false,
+	}
+	for path, value := range want {
+		got, found, err := unstructured.NestedFieldNoCopy(obj.Object, strings.Split(path, ".")...)
+		if err != nil || !found {
+			t.Errorf("%s: not defaulted", path)
+			continue
+		}
+		if f, ok := got.(int64); ok {
+			if _, wantFloat := value.(float64); wantFloat {
+				got = float64(f)
+			}
+		}
+		if got != value {
+			t.Errorf("%s = %v (%T), want %v", path, got, got, value)
+		}
+	}
+}
+
+// manifest parses a base manifest and merges patch (YAML) into its spec.
+func manifest(t *testing.T, base, patch string) *unstructured.Unstructured {
+	t.Helper()
+	obj := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(base), &obj.Object); err != nil {
+		t.Fatal(err)
+	}
+	if patch == "" {
+		return obj
+	}
+	var fields map[string]any
+	if err := yaml.Unmarshal([]byte(patch), &fields); err != nil {
+		t.Fatal(err)
+	}
+	spec := obj.Object["spec"].(map[string]any)
+	for k, v := range fields {
+		if v == nil {
+			delete(spec, k)
+		} else {
+			spec[k] = v
+		}
+	}
+	return obj
+}
+
+// TestSamplesAreValid applies every sample with a server-side dry run.
+func TestSamplesAreValid(t *testing.T) {
+	paths, err := filepath.Glob(filepath.Join("..", "config", "samples", "wellbeing_*.yaml"))
+	if err != nil || len(paths) < 2 {
+		t.Fatalf("samples: %v (found %d)", err, len(paths))
+	}
+	ctx := context.Background()
+	for _, path := range paths {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(data, &obj.Object); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if ns := obj.GetNamespace(); ns != "" {
+			_ = k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		}
+		if err := k8s.Create(ctx, obj, client.DryRunAll); err != nil {
+			t.Errorf("%s rejected: %v", path, err)
+		}
+	}
+}

@@ -1,0 +1,252 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+)
+
+// VirtualWorldReconciler turns a VirtualWorld into its tenant namespace, GPU
+// quota, pseudonymization key and network isolation.
+type VirtualWorldReconciler struct {
+	client.Client
+	// APIReader reads objects outside the operator's label-filtered cache,
+	// e.g. a namespace someone else created.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	Clock     clock.PassiveClock
+	// OperatorNamespace is admitted by the world's NetworkPolicy so the
+	// operator can read its engines' cohort loss.
+	OperatorNamespace string
+}
+
+// worldReconcile carries one reconcile's working state between steps.
+type worldReconcile struct {
+	world     *wellbeingv1alpha1.VirtualWorld
+	status    *wellbeingv1alpha1.VirtualWorldStatus
+	namespace *corev1.Namespace
+	conds     conditionSetter
+}
+
+// +kubebuilder:rbac:groups=wellbeing.attune.io,resources=virtualworlds,verbs=get;list;watch
+// +kubebuilder:rbac:groups=wellbeing.attune.io,resources=virtualworlds/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=resourcequotas,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile runs the world's steps in order and writes status when it changed.
+func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	world := &wellbeingv1alpha1.VirtualWorld{}
+	if err := r.Get(ctx, req.NamespacedName, world); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !world.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // ownership removes the namespace and everything in it
+	}
+
+	status := world.Status.DeepCopy()
+	status.ObservedGeneration = world.Generation
+	rc := &worldReconcile{world: world, status: status, conds: conditionSetter{&status.Conditions, world.Generation, r.Clock}}
+	applier := &childApplier{client: r.Client, scheme: r.Scheme, recorder: r.Recorder}
+
+	steps := []struct {
+		name string
+		run  func(context.Context, *childApplier, *worldReconcile) error
+	}{
+		{"namespace", r.reconcileNamespace},
+		{"pseudonymization key", r.reconcileKeySecret},
+		{"gpu quota", r.reconcileQuota},
+		{"network policy", r.reconcileNetworkPolicy},
+		{"program totals", r.reconcileProgramTotals},
+	}
+	var stepErr error
+	for _, step := range steps {
+		if err := step.run(ctx, applier, rc); err != nil {
+			stepErr = fmt.Errorf("%s: %w", step.name, err)
+			break
+		}
+	}
+	conflict := errors.Is(stepErr, errNamespaceConflict)
+	switch {
+	case conflict:
+		// reconcileNamespace set Ready=False with the reason.
+	case stepErr != nil:
+		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, wellbeingv1alpha1.ReasonApplyFailed, stepErr.Error())
+	default:
+		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionTrue, wellbeingv1alpha1.ReasonReconciled,
+			fmt.Sprintf("namespace %s is ready", world.Spec.Namespace))
+	}
+	if err := r.writeStatus(ctx, world, status); err != nil {
+		return ctrl.Result{}, err
+	}
+	if conflict {
+		// Nothing to retry until the namespace or the world changes.
+		logger.Info("namespace conflict", "namespace", world.Spec.Namespace)
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{}, stepErr
+}
+
+// errNamespaceConflict means the namespace exists and belongs to someone else.
+var errNamespaceConflict = fmt.Errorf("namespace is not controlled by this world")
+
+// reconcileNamespace creates the tenant namespace with Pod Security
+// "restricted" enforcement. A namespace that exists but is not ours is never
+// adopted: deleting the world would otherwise delete someone else's data.
+func (r *VirtualWorldReconciler) reconcileNamespace(ctx context.Context, a *childApplier, rc *worldReconcile) error {
+	name := rc.world.Spec.Namespace
+	existing := &corev1.Namespace{}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Name: name}, existing)
+	switch {
+	case err == nil:
+		if ref := metav1.GetControllerOf(existing); ref == nil || ref.UID != rc.world.UID {
+			rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, wellbeingv1alpha1.ReasonNamespaceConflict,
+				fmt.Sprintf("namespace %s already exists and is not controlled by VirtualWorld %s; choose another spec.namespace", name, rc.world.Name))
+			return errNamespaceConflict
+		}
+	case !apierrors.IsNotFound(err):
+		return fmt.Errorf("get namespace %s: %w", name, err)
+	}
+	labels := worldLabels(rc.world)
+	labels["pod-security.kubernetes.io/enforce"] = "restricted"
+	labels["pod-security.kubernetes.io/enforce-version"] = "latest"
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	_, err = a.apply(ctx, rc.world, ns)
+	rc.namespace = ns
+	return err
+}
+
+// reconcileKeySecret generates the world's pseudonymization key once when the
+// world does not reference its own. It is never rotated: rotating would
+// orphan every stored pseudonym.
+func (r *VirtualWorldReconciler) reconcileKeySecret(ctx context.Context, a *childApplier, rc *worldReconcile) error {
+	if rc.world.Spec.Privacy.PseudonymizationKeyRef != nil {
+		return nil
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("generate key: %w", err)
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: PseudonymizationKeySecretName, Namespace: rc.world.Spec.Namespace, Labels: worldLabels(rc.world)},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{PseudonymizationKeySecretKey: key},
+	}
+	_, err := a.createIfMissing(ctx, rc.world, secret)
+	return err
+}
+
+// reconcileQuota caps the GPUs requested in the namespace. No limit, no quota.
+func (r *VirtualWorldReconciler) reconcileQuota(ctx context.Context, a *childApplier, rc *worldReconcile) error {
+	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: GPUQuotaName, Namespace: rc.world.Spec.Namespace, Labels: worldLabels(rc.world)}}
+	limit := rc.world.Spec.GPUQuota.Limit
+	if limit == nil {
+		return a.deleteIfOwned(ctx, rc.world, quota)
+	}
+	resourceName := rc.world.Spec.GPUQuota.ResourceName
+	if resourceName == "" {
+		resourceName = "nvidia.com/gpu"
+	}
+	quota.Spec.Hard = corev1.ResourceList{
+		corev1.ResourceName("requests." + resourceName): *resource.NewQuantity(int64(*limit), resource.DecimalSI),
+	}
+	_, err := a.apply(ctx, rc.world, quota)
+	return err
+}
+
+// reconcileNetworkPolicy admits ingress only from the world's own namespace
+// and the operator's namespace when isolation is on.
+func (r *VirtualWorldReconciler) reconcileNetworkPolicy(ctx context.Context, a *childApplier, rc *worldReconcile) error {
+	policy := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: NetworkPolicyName, Namespace: rc.world.Spec.Namespace, Labels: worldLabels(rc.world)}}
+	if !ptr.Deref(rc.world.Spec.Isolation.NetworkPolicy, true) {
+		return a.deleteIfOwned(ctx, rc.world, policy)
+	}
+	admitted := []string{rc.world.Spec.Namespace}
+	if r.OperatorNamespace != "" && r.OperatorNamespace != rc.world.Spec.Namespace {
+		admitted = append(admitted, r.OperatorNamespace)
+	}
+	policy.Spec = networkingv1.NetworkPolicySpec{
+		PodSelector: metav1.LabelSelector{},
+		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		Ingress: []networkingv1.NetworkPolicyIngressRule{{
+			From: []networkingv1.NetworkPolicyPeer{{
+				NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+					Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: admitted,
+				}}},
+			}},
+		}},
+	}
+	_, err := a.apply(ctx, rc.world, policy)
+	return err
+}
+
+// reconcileProgramTotals counts the world's programs and their GPUs.
+func (r *VirtualWorldReconciler) reconcileProgramTotals(ctx context.Context, _ *childApplier, rc *worldReconcile) error {
+	programs := &wellbeingv1alpha1.MeditationProgramList{}
+	if err := r.List(ctx, programs, client.MatchingFields{worldIndexField: rc.world.Name}); err != nil {
+		return fmt.Errorf("list programs: %w", err)
+	}
+	var count, gpus int32
+	for i := range programs.Items {
+		p := &programs.Items[i]
+		if p.Namespace != rc.world.Spec.Namespace {
+			continue // not part of the world: it gets WrongNamespace
+		}
+		count++
+		gpus += p.Status.GPUs
+	}
+	rc.status.Programs, rc.status.GPUsRequested = count, gpus
+	return nil
+}
+
+func (r *VirtualWorldReconciler) writeStatus(ctx context.Context, world *wellbeingv1alpha1.VirtualWorld, status *wellbeingv1alpha1.VirtualWorldStatus) error {
+	if equality.Semantic.DeepEqual(&world.Status, status) {
+		return nil
+	}
+	world.Status = *status
+	if err := r.Status().Update(ctx, world); err != nil {
+		return fmt.Errorf("write world status: %w", err)
+	}
+	return nil
+}
+
+// SetupWithManager registers the controller and its watches.
+func (r *VirtualWorldReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&wellbeingv1alpha1.VirtualWorld{}).
+		Owns(&corev1.Namespace{}).
+		Owns(&corev1.ResourceQuota{}).
+		Owns(&networkingv1.NetworkPolicy{}).
+		Owns(&corev1.Secret{}).
+		// A program's creation, deletion or GPU total changes its world's status.
+		Watches(&wellbeingv1alpha1.MeditationProgram{}, handler.EnqueueRequestsFromMapFunc(
+			func(_ context.Context, obj client.Object) []reconcile.Request {
+				p := obj.(*wellbeingv1alpha1.MeditationProgram)
+				return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: p.Spec.WorldRef.Name}}}
+			})).
+		Named("virtualworld").
+		Complete(r)
+}

@@ -1,0 +1,247 @@
+// Package config is the engine's configuration file: the one Go type that the
+// operator renders into a program's ConfigMap and the engine reads, validates
+// and watches. It has no Kubernetes imports.
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"time"
+)
+
+// FileName is the key of the configuration in the program's ConfigMap and
+// the name of the file the engine reads.
+const FileName = "config.json"
+
+// Interventions the engine knows, in the spelling of the API.
+var KnownInterventions = []string{
+	"FocusedAttention", "ResonanceBreathing", "BodyScan",
+	"CognitiveReappraisal", "MicroBreak", "ResilienceTraining",
+}
+
+// Contexts a world can have.
+var KnownContexts = []string{"Social", "Entertainment", "Workplace", "Education", "Health"}
+
+// Config is the whole engine configuration.
+type Config struct {
+	// Program identifies the program for logs and metric labels
+	// ("namespace/name"); never a user.
+	Program string `json:"program"`
+	// Target is the ideal state s*.
+	Target Vector `json:"target"`
+	// Weights are the loss weights.
+	Weights Vector `json:"weights"`
+	// Interventions the engine may recommend.
+	Interventions []string `json:"interventions"`
+	// Strength is the program's intervention strength in force and its bounds.
+	Strength Strength `json:"strength"`
+	// Context of the world (Social, Entertainment, Workplace, Education, Health).
+	Context string `json:"context"`
+	// Privacy settings of the world.
+	Privacy Privacy `json:"privacy"`
+	// TokenFile holds the read-write API bearer token.
+	TokenFile string `json:"tokenFile"`
+	// ReadOnlyTokenFile holds the token that may only read /v1/cohort and /metrics.
+	ReadOnlyTokenFile string `json:"readOnlyTokenFile"`
+	// PseudonymizationKeyFile holds the world's HMAC key for user IDs.
+	PseudonymizationKeyFile string `json:"pseudonymizationKeyFile"`
+	// DataDir holds the engine's database.
+	DataDir string `json:"dataDir"`
+	// ListenAddress is host:port of the HTTP API.
+	ListenAddress string `json:"listenAddress"`
+	// Model, when set, is the Open Inference Protocol text-emotion server.
+	Model *Model `json:"model,omitempty"`
+	// Seed makes recommendations reproducible; 0 seeds from the clock.
+	Seed int64 `json:"seed,omitempty"`
+}
+
+// Vector is a value per state dimension.
+type Vector struct {
+	Attention  float64 `json:"attention"`
+	Emotion    float64 `json:"emotion"`
+	Resilience float64 `json:"resilience"`
+}
+
+// Strength is the intervention strength in force and its bounds.
+type Strength struct {
+	Value float64 `json:"value"`
+	Min   float64 `json:"min"`
+	Max   float64 `json:"max"`
+}
+
+// Privacy is the world's data-protection policy as the engine applies it.
+type Privacy struct {
+	// Retention is a Go duration ("720h").
+	Retention     Duration `json:"retention"`
+	MinCohortSize int      `json:"minCohortSize"`
+}
+
+// Model locates a KServe v2 text-emotion model server.
+type Model struct {
+	URL     string   `json:"url"`
+	Name    string   `json:"name"`
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// Duration is a time.Duration written as a Go duration string.
+type Duration struct{ time.Duration }
+
+// MarshalJSON writes the duration as a string such as "720h0m0s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a duration string such as \"720h\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// FieldError is a validation error that names the offending field.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// Validate checks every field and returns the first problem as a *FieldError.
+func (c *Config) Validate() error {
+	unit := func(field string, v float64) error {
+		if math.IsNaN(v) || v < 0 || v > 1 {
+			return &FieldError{field, fmt.Sprintf("must be in [0,1], got %v", v)}
+		}
+		return nil
+	}
+	checks := []error{
+		unit("target.attention", c.Target.Attention),
+		unit("target.emotion", c.Target.Emotion),
+		unit("target.resilience", c.Target.Resilience),
+		unit("strength.value", c.Strength.Value),
+		unit("strength.min", c.Strength.Min),
+		unit("strength.max", c.Strength.Max),
+	}
+	for _, err := range checks {
+		if err != nil {
+			return err
+		}
+	}
+	for field, w := range map[string]float64{"weights.attention": c.Weights.Attention, "weights.emotion": c.Weights.Emotion, "weights.resilience": c.Weights.Resilience} {
+		if math.IsNaN(w) || math.IsInf(w, 0) || w < 0 {
+			return &FieldError{field, fmt.Sprintf("must be a finite number >= 0, got %v", w)}
+		}
+	}
+	if c.Weights.Attention+c.Weights.Emotion+c.Weights.Resilience <= 0 {
+		return &FieldError{"weights", "must not all be zero"}
+	}
+	if c.Strength.Min > c.Strength.Value || c.Strength.Value > c.Strength.Max {
+		return &FieldError{"strength", fmt.Sprintf("must satisfy min <= value <= max, got %v <= %v <= %v", c.Strength.Min, c.Strength.Value, c.Strength.Max)}
+	}
+	if len(c.Interventions) == 0 {
+		return &FieldError{"interventions", "must name at least one intervention"}
+	}
+	seen := map[string]bool{}
+	for i, iv := range c.Interventions {
+		if !slices.Contains(KnownInterventions, iv) {
+			return &FieldError{fmt.Sprintf("interventions[%d]", i), fmt.Sprintf("unknown intervention %q", iv)}
+		}
+		if seen[iv] {
+			return &FieldError{fmt.Sprintf("interventions[%d]", i), fmt.Sprintf("duplicate intervention %q", iv)}
+		}
+		seen[iv] = true
+	}
+	if !slices.Contains(KnownContexts, c.Context) {
+		return &FieldError{"context", fmt.Sprintf("must be one of %v, got %q", KnownContexts, c.Context)}
+	}
+	if c.Privacy.Retention.Duration < time.Minute {
+		return &FieldError{"privacy.retention", "must be at least 1m"}
+	}
+	if c.Privacy.MinCohortSize < 2 {
+		return &FieldError{"privacy.minCohortSize", fmt.Sprintf("must be at least 2, got %d", c.Privacy.MinCohortSize)}
+	}
+	for field, path := range map[string]string{"tokenFile": c.TokenFile, "readOnlyTokenFile": c.ReadOnlyTokenFile, "pseudonymizationKeyFile": c.PseudonymizationKeyFile, "dataDir": c.DataDir, "listenAddress": c.ListenAddress} {
+		if path == "" {
+			return &FieldError{field, "is required"}
+		}
+	}
+	if c.Model != nil {
+		if c.Model.URL == "" {
+			return &FieldError{"model.url", "is required when model is set"}
+		}
+		if c.Model.Name == "" {
+			return &FieldError{"model.name", "is required when model is set"}
+		}
+	}
+	return nil
+}
+
+// ProhibitsBiometricEmotion reports whether the world's context forbids
+// emotion inference from physiological signals (EU AI Act, Art. 5(1)(f)).
+func (c *Config) ProhibitsBiometricEmotion() bool {
+	return c.Context == "Workplace" || c.Context == "Education"
+}
+
+// Parse decodes and validates a configuration. Unknown fields are errors so
+// that a typo is not silently ignored.
+func Parse(data []byte) (*Config, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return nil, &FieldError{typeErr.Field, fmt.Sprintf("wrong type: want %s", typeErr.Type)}
+		}
+		return nil, fmt.Errorf("decode configuration: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Load reads and parses a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read configuration: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Render serialises the configuration as the operator writes it.
+func (c *Config) Render() ([]byte, error) {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("render engine config: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// RestartHash hashes the parts of the configuration whose change should roll
+// the engine pods. The strength is left out: the tuner changes it every few
+// intervals and engines reload it from the file without a restart.
+func (c *Config) RestartHash() string {
+	clone := *c
+	clone.Strength.Value = 0
+	b, _ := json.Marshal(clone) // a plain struct: cannot fail
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
