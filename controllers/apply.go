@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +25,18 @@ type childApplier struct {
 	client   client.Client
 	scheme   *runtime.Scheme
 	recorder events.EventRecorder
+	// changes lists what this reconcile wrote; recordChanges turns it into
+	// one event, because an event per child doubles the writes of a rollout.
+	changes []string
+}
+
+// recordChanges emits one Normal event summarising the writes of a reconcile.
+func (a *childApplier) recordChanges(owner client.Object) {
+	if len(a.changes) == 0 {
+		return
+	}
+	a.recorder.Eventf(owner, nil, "Normal", "ChildrenApplied", "Apply", "%s", strings.Join(a.changes, "; "))
+	a.changes = nil
 }
 
 // apply makes desired (owned by owner) exist as declared. It reports whether
@@ -62,7 +75,7 @@ func (a *childApplier) apply(ctx context.Context, owner, desired client.Object) 
 	if existing == nil {
 		verb = "Created"
 	}
-	a.recorder.Eventf(owner, nil, "Normal", verb, "Apply", "%s %s %s", verb, gvk.Kind, desired.GetName())
+	a.changes = append(a.changes, fmt.Sprintf("%s %s %s", verb, gvk.Kind, desired.GetName()))
 	return true, nil
 }
 
@@ -86,7 +99,7 @@ func (a *childApplier) createIfMissing(ctx context.Context, owner, obj client.Ob
 		}
 		return false, fmt.Errorf("create %s %s: %w", gvk.Kind, obj.GetName(), err)
 	}
-	a.recorder.Eventf(owner, nil, "Normal", "Created", "Create", "Created %s %s", gvk.Kind, obj.GetName())
+	a.changes = append(a.changes, fmt.Sprintf("Created %s %s", gvk.Kind, obj.GetName()))
 	return true, nil
 }
 
@@ -107,7 +120,7 @@ func (a *childApplier) deleteIfOwned(ctx context.Context, owner, obj client.Obje
 	if err := a.client.Delete(ctx, existing); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete %s %s: %w", gvk.Kind, obj.GetName(), err)
 	}
-	a.recorder.Eventf(owner, nil, "Normal", "Deleted", "Delete", "Deleted %s %s", gvk.Kind, obj.GetName())
+	a.changes = append(a.changes, fmt.Sprintf("Deleted %s %s", gvk.Kind, obj.GetName()))
 	return nil
 }
 

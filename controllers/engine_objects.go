@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	engineconfig "github.com/attune-io/attune/engine/config"
@@ -224,4 +225,26 @@ func minCohortSize(w *wellbeingv1alpha1.VirtualWorld) int {
 		return 11
 	}
 	return int(w.Spec.Privacy.MinCohortSize)
+}
+
+// EngineChildren returns the objects the operator writes for a program, as a
+// plain client would create them (benchmarks compare the two).
+func EngineChildren(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alpha1.VirtualWorld, image string) ([]client.Object, error) {
+	cfg := renderEngineConfig(p, w, StrengthInForce(p))
+	data, err := cfg.Render()
+	if err != nil {
+		return nil, err
+	}
+	labels := engineLabels(p)
+	children := []client.Object{
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: engineName(p), Namespace: p.Namespace, Labels: labels}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: engineConfigName(p), Namespace: p.Namespace, Labels: labels}, Data: map[string]string{engineconfig.FileName: string(data)}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: engineTokenName(p), Namespace: p.Namespace, Labels: labels}, Data: map[string][]byte{TokenKey: []byte("t"), ReadOnlyTokenKey: []byte("r")}},
+		engineDeployment(p, w, image, cfg.RestartHash()),
+		engineService(p),
+	}
+	if desiredReplicas(p) > 1 {
+		children = append(children, enginePDB(p))
+	}
+	return children, nil
 }

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -109,6 +110,7 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		}
 	}
 	r.computeStatus(rc, stepErr)
+	applier.recordChanges(program)
 	if err := r.writeStatus(ctx, program, status); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -311,6 +313,10 @@ func (r *MeditationProgramReconciler) writeStatus(ctx context.Context, p *wellbe
 	return nil
 }
 
+// ignoreCreates drops create events of owned objects. On start-up every
+// parent is enqueued anyway, and a child we created is already as desired.
+var ignoreCreates = builder.WithPredicates(predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }})
+
 // IndexWorldRef indexes programs by spec.worldRef.name for both reconcilers.
 func IndexWorldRef(ctx context.Context, mgr ctrl.Manager) error {
 	return mgr.GetFieldIndexer().IndexField(ctx, &wellbeingv1alpha1.MeditationProgram{}, worldIndexField, func(obj client.Object) []string {
@@ -328,12 +334,14 @@ func (r *MeditationProgramReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Our own status writes must not re-trigger us.
 		For(&wellbeingv1alpha1.MeditationProgram{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&appsv1.Deployment{}).
-		Owns(&corev1.ConfigMap{}).
-		Owns(&corev1.Secret{}).
-		Owns(&corev1.Service{}).
-		Owns(&corev1.ServiceAccount{}).
-		Owns(&policyv1.PodDisruptionBudget{}).
+		// Children we just created need no second look: only their updates
+		// (drift, Deployment status) and deletions do.
+		Owns(&appsv1.Deployment{}, ignoreCreates).
+		Owns(&corev1.ConfigMap{}, ignoreCreates).
+		Owns(&corev1.Secret{}, ignoreCreates).
+		Owns(&corev1.Service{}, ignoreCreates).
+		Owns(&corev1.ServiceAccount{}, ignoreCreates).
+		Owns(&policyv1.PodDisruptionBudget{}, ignoreCreates).
 		// A world appearing, changing or moving re-evaluates its programs.
 		Watches(&wellbeingv1alpha1.VirtualWorld{}, handler.EnqueueRequestsFromMapFunc(r.programsOfWorld),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).

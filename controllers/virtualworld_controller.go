@@ -99,6 +99,7 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionTrue, wellbeingv1alpha1.ReasonReconciled,
 			fmt.Sprintf("namespace %s is ready", world.Spec.Namespace))
 	}
+	applier.recordChanges(world)
 	if err := r.writeStatus(ctx, world, status); err != nil {
 		return ctrl.Result{}, err
 	}

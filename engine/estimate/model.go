@@ -1,0 +1,300 @@
+package estimate
+
+import (
+	"math"
+	"time"
+)
+
+// Population priors for personal baselines.
+const (
+	priorLnRMSSDMean = 3.6 // ln(≈37 ms), a typical resting adult RMSSD
+	priorLnRMSSDSD   = 0.5
+	priorHRMean      = 72.0
+	priorHRSD        = 10.0
+)
+
+// Evidence windows and decay.
+const (
+	rrBufferSpanMS       = 150_000.0 // RR kept for the HRV window (2.5 min)
+	baselineUpdateEvery  = time.Minute
+	maxSARTTrials        = 100
+	behaviourWindow      = 10 * time.Minute
+	maxBehaviourEvents   = 200
+	stateDecay           = 30 * time.Minute    // attention and emotion evidence
+	traitDecay           = 14 * 24 * time.Hour // resilience evidence
+	stressZ              = -1.0
+	recoveredZ           = -0.5
+	recoveryTimeConstant = 10.0 // minutes
+)
+
+// Evidence is one source's latest contribution to one dimension.
+type Evidence struct {
+	Value      float64   `json:"v"`
+	Confidence float64   `json:"c"` // at time At, before decay
+	At         time.Time `json:"t"`
+	Samples    int       `json:"n"`
+}
+
+func (e Evidence) known() bool { return e.Samples > 0 }
+
+// decayed returns the confidence after the evidence has aged to now.
+func (e Evidence) decayed(now time.Time, tau time.Duration) float64 {
+	age := now.Sub(e.At)
+	if age < 0 {
+		age = 0
+	}
+	return e.Confidence * math.Exp(-age.Seconds()/tau.Seconds())
+}
+
+// ewma folds a new observation into evidence with weight alpha (the first
+// observation is taken as is) and sets the confidence.
+func (e *Evidence) ewma(value, alpha, confidence float64, at time.Time) {
+	if e.Samples == 0 {
+		e.Value = value
+	} else {
+		e.Value += alpha * (value - e.Value)
+	}
+	e.Samples++
+	e.Confidence, e.At = confidence, at
+}
+
+// Model is everything the engine keeps about one user to estimate state.
+// It is serialised into the store, so fields are short-named.
+type Model struct {
+	RR            []float64        `json:"rr,omitempty"`
+	RRAt          time.Time        `json:"rrAt"`
+	LnRMSSD       Baseline         `json:"lnRmssd"`
+	HR            Baseline         `json:"hr"`
+	BaselineAt    time.Time        `json:"blAt"`
+	LastHRV       *HRV             `json:"hrv,omitempty"`
+	StressSince   *time.Time       `json:"stress,omitempty"`
+	SART          []SARTTrial      `json:"sart,omitempty"`
+	Behaviour     []BehaviourEvent `json:"beh,omitempty"`
+	EmotionPhysio Evidence         `json:"ePhys"`
+	EmotionHR     Evidence         `json:"eHr"`
+	EmotionText   Evidence         `json:"eText"`
+	EmotionSelf   Evidence         `json:"eSelf"`
+	AttentionSART Evidence         `json:"aSart"`
+	AttentionBeh  Evidence         `json:"aBeh"`
+	ResilienceBRS Evidence         `json:"rBrs"`
+	Recovery      Evidence         `json:"rRec"`
+}
+
+// NewModel returns a model with population-prior baselines.
+func NewModel() *Model {
+	return &Model{LnRMSSD: NewBaseline(priorLnRMSSDMean, priorLnRMSSDSD), HR: NewBaseline(priorHRMean, priorHRSD)}
+}
+
+// AddRR adds RR intervals (ms) ending at time at. When the buffer spans at
+// least 60 s of accepted beats, emotion from physiology is Φ(z) of ln(RMSSD)
+// against the personal baseline; the baseline absorbs a new window at most
+// once a minute; a stress episode (z < −1) and the time to recover
+// (z > −0.5) feed resilience.
+func (m *Model) AddRR(at time.Time, rr []float64) {
+	if at.After(m.RRAt) && !m.RRAt.IsZero() && at.Sub(m.RRAt) > 5*time.Minute {
+		m.RR = m.RR[:0] // a gap: the old beats are not contiguous with the new
+	}
+	m.RR = append(m.RR, rr...)
+	m.RRAt = at
+	// Keep the most recent beats spanning rrBufferSpanMS.
+	var span float64
+	keepFrom := len(m.RR)
+	for keepFrom > 0 && span < rrBufferSpanMS {
+		keepFrom--
+		span += m.RR[keepFrom]
+	}
+	m.RR = append(m.RR[:0], m.RR[keepFrom:]...)
+
+	h, err := ComputeHRV(m.RR)
+	if err != nil || h.RMSSD <= 0 {
+		return
+	}
+	m.LastHRV = &h
+	x := math.Log(h.RMSSD)
+	z := m.LnRMSSD.Z(x)
+	quality := float64(h.Beats) / float64(h.Beats+h.Dropped)
+	confidence := 0.9 * math.Min(1, h.WindowMS/120_000) * quality
+	m.EmotionPhysio.ewma(NormalCDF(z), 0.5, confidence, at)
+	if m.BaselineAt.IsZero() || at.Sub(m.BaselineAt) >= baselineUpdateEvery {
+		m.LnRMSSD.Update(x)
+		m.BaselineAt = at
+	}
+	m.trackStress(at, z)
+}
+
+func (m *Model) trackStress(at time.Time, z float64) {
+	switch {
+	case z < stressZ && m.StressSince == nil:
+		t := at
+		m.StressSince = &t
+	case z > recoveredZ && m.StressSince != nil:
+		minutes := at.Sub(*m.StressSince).Minutes()
+		m.Recovery.ewma(math.Exp(-minutes/recoveryTimeConstant), 0.5, 0.5, at)
+		m.StressSince = nil
+	}
+}
+
+// AddHeartRate adds a heart-rate reading (bpm). Without RR intervals it is
+// weak evidence: a rate above the personal baseline lowers emotional calm,
+// e = 1 − Φ(z), with confidence 0.3.
+func (m *Model) AddHeartRate(at time.Time, bpm float64) {
+	z := m.HR.Z(bpm)
+	m.EmotionHR.ewma(1-NormalCDF(z), 0.3, 0.3, at)
+	m.HR.Update(bpm)
+}
+
+// AddTextEmotion adds a text emotion score in [0,1] (VADER compound mapped
+// by (c+1)/2, or the model server's). Confidence grows with the number of
+// messages: 0.8·(1 − e^(−n/3)).
+func (m *Model) AddTextEmotion(at time.Time, score float64) {
+	n := float64(m.EmotionText.Samples + 1)
+	m.EmotionText.ewma(clamp01(score), 0.3, 0.8*(1-math.Exp(-n/3)), at)
+}
+
+// AddMood adds a self-reported mood on 1–5, mapped to (mood − 1)/4.
+func (m *Model) AddMood(at time.Time, mood int) {
+	m.EmotionSelf.ewma(float64(mood-1)/4, 0.5, 0.7, at)
+}
+
+// AddBRS adds Brief Resilience Scale answers.
+func (m *Model) AddBRS(at time.Time, items []int) error {
+	_, r, err := ScoreBRS(items)
+	if err != nil {
+		return err
+	}
+	m.ResilienceBRS.ewma(r, 0.5, 0.8, at)
+	return nil
+}
+
+// AddSART adds SART trials and rescores the last 100.
+func (m *Model) AddSART(at time.Time, trials []SARTTrial) {
+	m.SART = append(m.SART, trials...)
+	if n := len(m.SART); n > maxSARTTrials {
+		m.SART = append(m.SART[:0], m.SART[n-maxSARTTrials:]...)
+	}
+	s, err := ScoreSART(m.SART)
+	if err != nil {
+		return
+	}
+	m.AttentionSART.Value = s.Attention
+	m.AttentionSART.Samples = s.Trials
+	m.AttentionSART.Confidence = math.Min(0.9, float64(s.Trials)/50)
+	m.AttentionSART.At = at
+}
+
+// AddBehaviour adds interaction events (in time order) and rescores the last
+// ten minutes.
+func (m *Model) AddBehaviour(events []BehaviourEvent) {
+	m.Behaviour = append(m.Behaviour, events...)
+	if len(m.Behaviour) == 0 {
+		return
+	}
+	last := m.Behaviour[len(m.Behaviour)-1].At
+	from := 0
+	for from < len(m.Behaviour) && (last.Sub(m.Behaviour[from].At) > behaviourWindow || len(m.Behaviour)-from > maxBehaviourEvents) {
+		from++
+	}
+	m.Behaviour = append(m.Behaviour[:0], m.Behaviour[from:]...)
+	s, err := ScoreBehaviour(m.Behaviour)
+	if err != nil {
+		return
+	}
+	m.AttentionBeh.Value = s.Attention
+	m.AttentionBeh.Samples = len(m.Behaviour)
+	m.AttentionBeh.Confidence = 0.6 * math.Min(1, s.WindowMinutes/5) // weaker than a task
+	m.AttentionBeh.At = last
+}
+
+// Dimension is the estimate of one state dimension.
+type Dimension struct {
+	Value      float64          `json:"value"`
+	Confidence float64          `json:"confidence"`
+	Known      bool             `json:"known"`
+	Evidence   []EvidenceReport `json:"evidence"`
+}
+
+// EvidenceReport says what an estimate rests on.
+type EvidenceReport struct {
+	Source     string    `json:"source"`
+	Samples    int       `json:"samples"`
+	Window     string    `json:"window,omitempty"`
+	ObservedAt time.Time `json:"observedAt"`
+	Confidence float64   `json:"confidence"`
+}
+
+// State is the estimated user state.
+type State struct {
+	Attention  Dimension `json:"attention"`
+	Emotion    Dimension `json:"emotion"`
+	Resilience Dimension `json:"resilience"`
+}
+
+type source struct {
+	name   string
+	ev     Evidence
+	tau    time.Duration
+	window string
+}
+
+// Estimate fuses the sources of each dimension at time now:
+//
+//	value = Σ cᵢ(t)·vᵢ / Σ cᵢ(t),  confidence = 1 − Π (1 − cᵢ(t)),
+//	cᵢ(t) = cᵢ·exp(−age/τ)
+//
+// so missing evidence lowers confidence without dropping the value.
+// allowPhysiology is false where emotion inference from biometric data is
+// prohibited: physiological sources then do not count toward emotion.
+func (m *Model) Estimate(now time.Time, allowPhysiology bool) State {
+	hrvWindow := ""
+	if m.LastHRV != nil {
+		hrvWindow = (time.Duration(m.LastHRV.WindowMS) * time.Millisecond).Round(time.Second).String()
+	}
+	emotion := []source{{"text", m.EmotionText, stateDecay, ""}, {"self-report", m.EmotionSelf, stateDecay, ""}}
+	if allowPhysiology {
+		emotion = append(emotion, source{"rr-intervals", m.EmotionPhysio, stateDecay, hrvWindow}, source{"heart-rate", m.EmotionHR, stateDecay, ""})
+	}
+	resilience := []source{{"brs", m.ResilienceBRS, traitDecay, ""}}
+	if allowPhysiology {
+		resilience = append(resilience, source{"stress-recovery", m.Recovery, traitDecay, ""})
+	}
+	return State{
+		Attention: fuse(now, []source{
+			{"sart", m.AttentionSART, stateDecay, ""},
+			{"behaviour", m.AttentionBeh, stateDecay, behaviourWindow.String()},
+		}),
+		Emotion:    fuse(now, emotion),
+		Resilience: fuse(now, resilience),
+	}
+}
+
+func fuse(now time.Time, sources []source) Dimension {
+	var d Dimension
+	var weighted, total float64
+	miss := 1.0
+	var latest *Evidence
+	for i := range sources {
+		s := &sources[i]
+		if !s.ev.known() {
+			continue
+		}
+		c := s.ev.decayed(now, s.tau)
+		weighted += c * s.ev.Value
+		total += c
+		miss *= 1 - c
+		if latest == nil || s.ev.At.After(latest.At) {
+			latest = &s.ev
+		}
+		d.Evidence = append(d.Evidence, EvidenceReport{Source: s.name, Samples: s.ev.Samples, Window: s.window, ObservedAt: s.ev.At, Confidence: c})
+	}
+	if latest == nil {
+		return d
+	}
+	d.Known = true
+	if total > 1e-12 {
+		d.Value = weighted / total
+	} else {
+		d.Value = latest.Value // all evidence has aged out: keep the last value
+	}
+	d.Confidence = 1 - miss
+	return d
+}

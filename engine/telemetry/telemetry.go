@@ -1,0 +1,450 @@
+// Package telemetry defines the samples virtual-world clients send to an
+// engine and decodes and validates them strictly: a batch is accepted whole
+// or rejected with an error naming the offending field.
+package telemetry
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Limits on what one request may carry.
+const (
+	MaxBatchSamples   = 1000
+	MaxTextRunes      = 2000
+	MaxUserIDBytes    = 128
+	MaxRRPerSample    = 600
+	MaxEventsSample   = 500
+	MaxTrialsSample   = 500
+	MaxFutureSkew     = 5 * time.Minute
+	MinRRms, MaxRRms  = 1.0, 5000.0
+	MinBPM, MaxBPM    = 20.0, 250.0
+	MaxReactionTimeMS = 5000.0
+)
+
+// Kind is a sample's kind.
+type Kind string
+
+const (
+	KindBehaviour     Kind = "behaviour"
+	KindRR            Kind = "rr"
+	KindHeartRate     Kind = "heart_rate"
+	KindText          Kind = "text"
+	KindQuestionnaire Kind = "questionnaire"
+	KindSART          Kind = "sart"
+	KindIntervention  Kind = "intervention"
+)
+
+// Kinds lists every kind, for metrics and errors.
+var Kinds = []Kind{KindBehaviour, KindRR, KindHeartRate, KindText, KindQuestionnaire, KindSART, KindIntervention}
+
+// Scope is a consent scope.
+type Scope string
+
+const (
+	ScopeBehaviour  Scope = "behaviour"
+	ScopePhysiology Scope = "physiology"
+	ScopeText       Scope = "text"
+)
+
+// Scopes lists every consent scope.
+var Scopes = []Scope{ScopeBehaviour, ScopePhysiology, ScopeText}
+
+// Scope returns the consent scope a kind of sample needs. Questionnaires,
+// SART results and intervention outcomes are what the user does in the
+// world, so they fall under behaviour.
+func (k Kind) Scope() Scope {
+	switch k {
+	case KindRR, KindHeartRate:
+		return ScopePhysiology
+	case KindText:
+		return ScopeText
+	default:
+		return ScopeBehaviour
+	}
+}
+
+// IsPhysiological reports whether the kind is biometric data.
+func (k Kind) IsPhysiological() bool { return k.Scope() == ScopePhysiology }
+
+// Event is one behaviour event.
+type Event struct {
+	Type string    `json:"type"`
+	At   time.Time `json:"at"`
+}
+
+// EventTypes are the behaviour events the engine understands.
+var EventTypes = []string{"focus", "blur", "click", "swipe", "message", "task_switch"}
+
+// Trial is one SART trial.
+type Trial struct {
+	Digit     int     `json:"digit"`
+	Responded bool    `json:"responded"`
+	RTms      float64 `json:"rt_ms"`
+}
+
+// Sample is one piece of telemetry about one user. Which fields are allowed
+// depends on Kind.
+type Sample struct {
+	User string    `json:"user"`
+	Kind Kind      `json:"kind"`
+	At   time.Time `json:"at"`
+
+	Events       []Event   `json:"events,omitempty"`       // behaviour
+	RRms         []float64 `json:"rr_ms,omitempty"`        // rr
+	BPM          *float64  `json:"bpm,omitempty"`          // heart_rate (and optionally rr)
+	Text         string    `json:"text,omitempty"`         // text
+	Source       string    `json:"source,omitempty"`       // text: chat or speech
+	BRS          []int     `json:"brs,omitempty"`          // questionnaire
+	Mood         *int      `json:"mood,omitempty"`         // questionnaire: 1–5
+	Trials       []Trial   `json:"trials,omitempty"`       // sart
+	Intervention string    `json:"intervention,omitempty"` // intervention
+	Completed    *bool     `json:"completed,omitempty"`    // intervention
+	Rating       *int      `json:"rating,omitempty"`       // intervention: 1–5
+}
+
+// Error is a rejected input, naming the field.
+type Error struct {
+	Field   string
+	Message string
+	// TooLarge marks a body over the size limit (HTTP 413).
+	TooLarge bool
+}
+
+func (e *Error) Error() string {
+	if e.Field == "" {
+		return e.Message
+	}
+	return e.Field + ": " + e.Message
+}
+
+func fieldErr(field, format string, args ...any) *Error {
+	return &Error{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// DecodeBatch reads a JSON array of samples, or NDJSON (one sample per line)
+// when ndjson is true. Unknown fields, wrong types and trailing data are
+// errors; so is a batch over MaxBatchSamples.
+func DecodeBatch(r io.Reader, ndjson bool) ([]Sample, error) {
+	var samples []Sample
+	if ndjson {
+		scanner := bufio.NewScanner(r)
+		scanner.Buffer(make([]byte, 64*1024), 1<<20)
+		for line := 0; scanner.Scan(); line++ {
+			text := bytes.TrimSpace(scanner.Bytes())
+			if len(text) == 0 {
+				continue
+			}
+			if len(samples) == MaxBatchSamples {
+				return nil, fieldErr("samples", "more than %d samples in one batch", MaxBatchSamples)
+			}
+			var s Sample
+			if err := decodeStrict(text, &s, fmt.Sprintf("samples[%d]", len(samples))); err != nil {
+				return nil, err
+			}
+			samples = append(samples, s)
+		}
+		if err := scanner.Err(); err != nil {
+			return nil, bodyErr(err)
+		}
+	} else {
+		body, err := io.ReadAll(r)
+		if err != nil {
+			return nil, bodyErr(err)
+		}
+		var raw []json.RawMessage
+		if err := decodeStrict(body, &raw, "samples"); err != nil {
+			return nil, err
+		}
+		if len(raw) > MaxBatchSamples {
+			return nil, fieldErr("samples", "%d samples in one batch; at most %d", len(raw), MaxBatchSamples)
+		}
+		samples = make([]Sample, len(raw))
+		for i, item := range raw {
+			if err := decodeStrict(item, &samples[i], fmt.Sprintf("samples[%d]", i)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(samples) == 0 {
+		return nil, fieldErr("samples", "the batch is empty")
+	}
+	return samples, nil
+}
+
+func bodyErr(err error) error {
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return &Error{Field: "body", Message: fmt.Sprintf("request body larger than %d bytes", tooLarge.Limit), TooLarge: true}
+	}
+	if errors.Is(err, bufio.ErrTooLong) {
+		return fieldErr("samples", "an NDJSON line exceeds 1 MiB")
+	}
+	return fieldErr("body", "read: %v", err)
+}
+
+// decodeStrict decodes one JSON value, rejecting unknown fields, wrong types,
+// invalid UTF-8 and trailing data, and names the field in its error.
+func decodeStrict(data []byte, v any, path string) error {
+	if !utf8.Valid(data) {
+		return fieldErr(path, "invalid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonErr(err, path)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fieldErr(path, "unexpected data after the JSON value")
+	}
+	return nil
+}
+
+func jsonErr(err error, path string) error {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	var timeErr *time.ParseError
+	switch {
+	case errors.As(err, &typeErr):
+		field := path
+		if typeErr.Field != "" {
+			field = path + "." + typeErr.Field
+		}
+		return fieldErr(field, "wrong type: got JSON %s, want %s", typeErr.Value, typeErr.Type)
+	case errors.As(err, &syntaxErr):
+		return fieldErr(path, "malformed JSON at offset %d: %v", syntaxErr.Offset, syntaxErr)
+	case errors.As(err, &timeErr):
+		return fieldErr(path, "invalid timestamp (want RFC 3339): %v", err)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return fieldErr(path+"."+name, "unknown field")
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fieldErr(path, "truncated JSON")
+	default:
+		return fieldErr(path, "invalid JSON: %v", err)
+	}
+}
+
+// ValidUserID checks a client-supplied user ID.
+func ValidUserID(id string) error {
+	if id == "" {
+		return fieldErr("user", "is required")
+	}
+	if len(id) > MaxUserIDBytes {
+		return fieldErr("user", "longer than %d bytes", MaxUserIDBytes)
+	}
+	if !utf8.ValidString(id) {
+		return fieldErr("user", "invalid UTF-8")
+	}
+	for _, r := range id {
+		if r < 0x20 || r == 0x7f {
+			return fieldErr("user", "contains a control character")
+		}
+	}
+	return nil
+}
+
+// Validate checks one sample at index i against its kind's rules, with now
+// as the clock for timestamps and known the enabled interventions.
+func (s *Sample) Validate(i int, now time.Time, knownInterventions []string) error {
+	path := fmt.Sprintf("samples[%d]", i)
+	if err := ValidUserID(s.User); err != nil {
+		e := err.(*Error)
+		return fieldErr(path+"."+e.Field, "%s", e.Message)
+	}
+	if !slices.Contains(Kinds, s.Kind) {
+		return fieldErr(path+".kind", "unknown kind %q; want one of %v", s.Kind, Kinds)
+	}
+	if err := checkTime(path+".at", s.At, now); err != nil {
+		return err
+	}
+	allowed := map[Kind][]string{
+		KindBehaviour:     {"events"},
+		KindRR:            {"rr_ms", "bpm"},
+		KindHeartRate:     {"bpm"},
+		KindText:          {"text", "source"},
+		KindQuestionnaire: {"brs", "mood"},
+		KindSART:          {"trials"},
+		KindIntervention:  {"intervention", "completed", "rating"},
+	}[s.Kind]
+	for field, set := range s.presentFields() {
+		if set && !slices.Contains(allowed, field) {
+			return fieldErr(path+"."+field, "not allowed for kind %q", s.Kind)
+		}
+	}
+	switch s.Kind {
+	case KindBehaviour:
+		return s.validateEvents(path, now)
+	case KindRR:
+		return s.validateRR(path)
+	case KindHeartRate:
+		if s.BPM == nil {
+			return fieldErr(path+".bpm", "is required for kind heart_rate")
+		}
+		return checkRange(path+".bpm", *s.BPM, MinBPM, MaxBPM)
+	case KindText:
+		return s.validateText(path)
+	case KindQuestionnaire:
+		return s.validateQuestionnaire(path)
+	case KindSART:
+		return s.validateTrials(path)
+	case KindIntervention:
+		return s.validateIntervention(path, knownInterventions)
+	}
+	return nil
+}
+
+func (s *Sample) presentFields() map[string]bool {
+	return map[string]bool{
+		"events": s.Events != nil, "rr_ms": s.RRms != nil, "bpm": s.BPM != nil,
+		"text": s.Text != "", "source": s.Source != "", "brs": s.BRS != nil, "mood": s.Mood != nil,
+		"trials": s.Trials != nil, "intervention": s.Intervention != "", "completed": s.Completed != nil, "rating": s.Rating != nil,
+	}
+}
+
+func checkTime(field string, at, now time.Time) error {
+	if at.IsZero() {
+		return fieldErr(field, "is required (RFC 3339 timestamp)")
+	}
+	if at.After(now.Add(MaxFutureSkew)) {
+		return fieldErr(field, "is in the future (%s)", at.Format(time.RFC3339))
+	}
+	if at.Year() < 2000 {
+		return fieldErr(field, "is implausibly old (%s)", at.Format(time.RFC3339))
+	}
+	return nil
+}
+
+func checkRange(field string, v, lo, hi float64) error {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return fieldErr(field, "must be a finite number")
+	}
+	if v < lo || v > hi {
+		return fieldErr(field, "%v is outside [%v, %v]", v, lo, hi)
+	}
+	return nil
+}
+
+func (s *Sample) validateEvents(path string, now time.Time) error {
+	if len(s.Events) == 0 {
+		return fieldErr(path+".events", "is required for kind behaviour")
+	}
+	if len(s.Events) > MaxEventsSample {
+		return fieldErr(path+".events", "more than %d events", MaxEventsSample)
+	}
+	for j, e := range s.Events {
+		f := fmt.Sprintf("%s.events[%d]", path, j)
+		if !slices.Contains(EventTypes, e.Type) {
+			return fieldErr(f+".type", "unknown event %q; want one of %v", e.Type, EventTypes)
+		}
+		if err := checkTime(f+".at", e.At, now); err != nil {
+			return err
+		}
+		if j > 0 && e.At.Before(s.Events[j-1].At) {
+			return fieldErr(f+".at", "events must be in time order")
+		}
+	}
+	return nil
+}
+
+func (s *Sample) validateRR(path string) error {
+	if len(s.RRms) == 0 {
+		return fieldErr(path+".rr_ms", "is required for kind rr")
+	}
+	if len(s.RRms) > MaxRRPerSample {
+		return fieldErr(path+".rr_ms", "more than %d intervals", MaxRRPerSample)
+	}
+	for j, v := range s.RRms {
+		if err := checkRange(fmt.Sprintf("%s.rr_ms[%d]", path, j), v, MinRRms, MaxRRms); err != nil {
+			return err
+		}
+	}
+	if s.BPM != nil {
+		return checkRange(path+".bpm", *s.BPM, MinBPM, MaxBPM)
+	}
+	return nil
+}
+
+func (s *Sample) validateText(path string) error {
+	if strings.TrimSpace(s.Text) == "" {
+		return fieldErr(path+".text", "is required for kind text")
+	}
+	if !utf8.ValidString(s.Text) {
+		return fieldErr(path+".text", "invalid UTF-8")
+	}
+	if n := utf8.RuneCountInString(s.Text); n > MaxTextRunes {
+		return fieldErr(path+".text", "%d characters; at most %d", n, MaxTextRunes)
+	}
+	if s.Source != "" && s.Source != "chat" && s.Source != "speech" {
+		return fieldErr(path+".source", "unknown source %q; want chat or speech", s.Source)
+	}
+	return nil
+}
+
+func (s *Sample) validateQuestionnaire(path string) error {
+	if s.BRS == nil && s.Mood == nil {
+		return fieldErr(path+".brs", "a questionnaire needs brs (six answers 1–5) or mood (1–5)")
+	}
+	if s.BRS != nil {
+		if len(s.BRS) != 6 {
+			return fieldErr(path+".brs", "the Brief Resilience Scale has 6 items, got %d", len(s.BRS))
+		}
+		for j, v := range s.BRS {
+			if v < 1 || v > 5 {
+				return fieldErr(fmt.Sprintf("%s.brs[%d]", path, j), "answer %d is outside 1–5", v)
+			}
+		}
+	}
+	if s.Mood != nil && (*s.Mood < 1 || *s.Mood > 5) {
+		return fieldErr(path+".mood", "%d is outside 1–5", *s.Mood)
+	}
+	return nil
+}
+
+func (s *Sample) validateTrials(path string) error {
+	if len(s.Trials) == 0 {
+		return fieldErr(path+".trials", "is required for kind sart")
+	}
+	if len(s.Trials) > MaxTrialsSample {
+		return fieldErr(path+".trials", "more than %d trials", MaxTrialsSample)
+	}
+	for j, t := range s.Trials {
+		f := fmt.Sprintf("%s.trials[%d]", path, j)
+		if t.Digit < 0 || t.Digit > 9 {
+			return fieldErr(f+".digit", "%d is not a digit 0–9", t.Digit)
+		}
+		if err := checkRange(f+".rt_ms", t.RTms, 0, MaxReactionTimeMS); err != nil {
+			return err
+		}
+		if t.Responded && t.RTms == 0 {
+			return fieldErr(f+".rt_ms", "is required when responded is true")
+		}
+	}
+	return nil
+}
+
+func (s *Sample) validateIntervention(path string, known []string) error {
+	if s.Intervention == "" {
+		return fieldErr(path+".intervention", "is required for kind intervention")
+	}
+	if !slices.Contains(known, s.Intervention) {
+		return fieldErr(path+".intervention", "unknown or disabled intervention %q; this program enables %v", s.Intervention, known)
+	}
+	if s.Completed == nil {
+		return fieldErr(path+".completed", "is required for kind intervention")
+	}
+	if s.Rating != nil && (*s.Rating < 1 || *s.Rating > 5) {
+		return fieldErr(path+".rating", "%d is outside 1–5", *s.Rating)
+	}
+	return nil
+}

@@ -1,0 +1,244 @@
+// Package bench measures the operator on a real API server (envtest).
+//
+//	make bench-operator
+//
+// It creates 500 MeditationPrograms across 5 worlds and measures the time
+// until all are Reconciled (children applied, status written for the current
+// generation). As the limit it measures, in the same run and on the same API
+// server, a plain client creating the same child objects with the same
+// parallelism. Then it counts the operator's writes during 30 s of idle.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+	"github.com/attune-io/attune/controllers"
+)
+
+const (
+	worlds           = 5
+	programsPerWorld = 100
+	parallelism      = 8
+	idleWindow       = 30 * time.Second
+	engineImage      = "example.test/engine:v1"
+)
+
+// writeCounter counts mutating HTTP requests that pass through it.
+type writeCounter struct {
+	next   http.RoundTripper
+	writes atomic.Int64
+}
+
+func (c *writeCounter) RoundTrip(req *http.Request) (*http.Response, error) {
+	switch req.Method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		c.writes.Add(1)
+	}
+	return c.next.RoundTrip(req)
+}
+
+func BenchmarkOperatorReconcile(b *testing.B) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		b.Skip("KUBEBUILDER_ASSETS not set: run `make bench-operator`")
+	}
+	for range b.N {
+		runOperatorBenchmark(b)
+	}
+}
+
+func runOperatorBenchmark(b *testing.B) {
+	ctx := context.Background()
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = wellbeingv1alpha1.AddToScheme(scheme)
+	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
+	// 1,000 Services need more cluster IPs than envtest's default /24.
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
+	cfg, err := env.Start()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = env.Stop() }()
+	// The same client-side limits for both contenders: none to speak of.
+	cfg.QPS, cfg.Burst = 5000, 10000
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	// Baseline: a plain client creates the children of 500 programs.
+	var baselineObjects []client.Object
+	for w := range worlds {
+		ns := fmt.Sprintf("baseline-%d", w)
+		mustCreate(b, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		world := world(fmt.Sprintf("baseline-%d", w), ns)
+		for i := range programsPerWorld {
+			children, err := controllers.EngineChildren(program(ns, i, world.Name), world, engineImage)
+			if err != nil {
+				b.Fatal(err)
+			}
+			baselineObjects = append(baselineObjects, children...)
+		}
+	}
+	start := time.Now()
+	parallel(len(baselineObjects), func(i int) error { return c.Create(ctx, baselineObjects[i]) })
+	baseline := time.Since(start)
+
+	// The operator: worlds and programs exist, then the manager starts.
+	for w := range worlds {
+		name := fmt.Sprintf("world-%d", w)
+		mustCreate(b, c, world(name, name))
+	}
+	var programs []*wellbeingv1alpha1.MeditationProgram
+	for w := range worlds {
+		name := fmt.Sprintf("world-%d", w)
+		mustCreate(b, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}) // pre-created so programs can be created before the operator runs
+		for i := range programsPerWorld {
+			programs = append(programs, program(name, i, name))
+		}
+	}
+	// Pre-created namespaces would be a conflict for the worlds: hand them to
+	// the worlds by making each world their controller, as the operator would.
+	for w := range worlds {
+		name := fmt.Sprintf("world-%d", w)
+		world := &wellbeingv1alpha1.VirtualWorld{}
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, world); err != nil {
+			b.Fatal(err)
+		}
+		ns := &corev1.Namespace{}
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
+			b.Fatal(err)
+		}
+		ns.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(world, wellbeingv1alpha1.GroupVersion.WithKind("VirtualWorld"))}
+		ns.Labels = map[string]string{controllers.LabelManagedBy: controllers.ManagedByValue, controllers.LabelWorld: name}
+		if err := c.Update(ctx, ns); err != nil {
+			b.Fatal(err)
+		}
+	}
+	parallel(len(programs), func(i int) error { return c.Create(ctx, programs[i]) })
+
+	counter := &writeCounter{}
+	managerCfg := rest.CopyConfig(cfg)
+	managerCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
+	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{Scheme: scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := controllers.SetupWithManager(mgr, controllers.Options{EngineImage: engineImage, MaxConcurrentReconciles: parallelism, OperatorNamespace: "attune-system"}); err != nil {
+		b.Fatal(err)
+	}
+	mgrCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	b.ResetTimer()
+	start = time.Now()
+	go func() { done <- mgr.Start(mgrCtx) }()
+	defer func() { cancel(); <-done }()
+	waitAllReconciled(b, c, len(programs))
+	operator := time.Since(start)
+	b.StopTimer()
+	reconcileWrites := counter.writes.Load()
+
+	// Let late events drain, then count writes over the idle window.
+	time.Sleep(5 * time.Second)
+	before := counter.writes.Load()
+	time.Sleep(idleWindow)
+	idleWrites := counter.writes.Load() - before
+
+	ratio := operator.Seconds() / baseline.Seconds()
+	b.ReportMetric(operator.Seconds(), "operator-s")
+	b.ReportMetric(baseline.Seconds(), "plain-client-s")
+	b.ReportMetric(ratio, "ratio")
+	b.ReportMetric(float64(idleWrites), "idle-writes")
+	b.ReportMetric(float64(reconcileWrites), "operator-writes")
+	b.ReportMetric(float64(len(baselineObjects)), "plain-client-writes")
+	fmt.Printf("programs=%d worlds=%d parallelism=%d\n", len(programs), worlds, parallelism)
+	fmt.Printf("plain client creating %d children: %s\n", len(baselineObjects), baseline.Round(time.Millisecond))
+	fmt.Printf("operator until all Reconciled:     %s (%d writes)\n", operator.Round(time.Millisecond), reconcileWrites)
+	fmt.Printf("ratio operator/plain client:       %.2f (goal <= 1.5)\n", ratio)
+	fmt.Printf("operator writes in %s idle:       %d (goal 0)\n", idleWindow, idleWrites)
+}
+
+func waitAllReconciled(b *testing.B, c client.Client, want int) {
+	deadline := time.Now().Add(10 * time.Minute)
+	for time.Now().Before(deadline) {
+		list := &wellbeingv1alpha1.MeditationProgramList{}
+		if err := c.List(context.Background(), list); err != nil {
+			b.Fatal(err)
+		}
+		done := 0
+		for _, p := range list.Items {
+			if p.Status.ObservedGeneration == p.Generation && meta.IsStatusConditionTrue(p.Status.Conditions, wellbeingv1alpha1.ConditionReconciled) {
+				done++
+			}
+		}
+		if done == want {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Fatal("programs not reconciled within 10 minutes")
+}
+
+func parallel(n int, op func(i int) error) {
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range parallelism {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				if err := op(i); err != nil {
+					panic(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func mustCreate(b *testing.B, c client.Client, obj client.Object) {
+	if err := c.Create(context.Background(), obj); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func world(name, namespace string) *wellbeingv1alpha1.VirtualWorld {
+	return &wellbeingv1alpha1.VirtualWorld{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       wellbeingv1alpha1.VirtualWorldSpec{Namespace: namespace, Context: wellbeingv1alpha1.ContextSocial},
+	}
+}
+
+func program(namespace string, i int, worldName string) *wellbeingv1alpha1.MeditationProgram {
+	return &wellbeingv1alpha1.MeditationProgram{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("program-%03d", i), Namespace: namespace},
+		Spec: wellbeingv1alpha1.MeditationProgramSpec{
+			WorldRef:      wellbeingv1alpha1.WorldReference{Name: worldName},
+			Target:        wellbeingv1alpha1.StateVector{Attention: 0.8, Emotion: 0.7, Resilience: 0.7},
+			Weights:       wellbeingv1alpha1.Weights{Attention: 1, Emotion: 1, Resilience: 1},
+			Interventions: []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.FocusedAttention, wellbeingv1alpha1.BodyScan},
+			Strength:      wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.1, Max: 0.9},
+			Tuning:        wellbeingv1alpha1.Tuning{Mode: wellbeingv1alpha1.TuningManual},
+			Engine:        wellbeingv1alpha1.EngineSpec{Replicas: ptr.To[int32](1)},
+		},
+	}
+}
