@@ -1,0 +1,173 @@
+// Command engine runs one MeditationProgram's wellbeing engine: the HTTP API
+// that ingests telemetry, estimates state, recommends interventions and
+// publishes the k-anonymous cohort loss.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/attune-io/attune/engine/api"
+	"github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/engine/metrics"
+	"github.com/attune-io/attune/engine/service"
+	"github.com/attune-io/attune/engine/store"
+	"github.com/attune-io/attune/engine/textemotion"
+)
+
+func main() {
+	configPath := flag.String("config", "/etc/attune/config/"+config.FileName, "Path of the engine configuration file.")
+	listen := flag.String("listen", "", "Override the configuration's listenAddress (e.g. for a local runtime).")
+	reloadEvery := flag.Duration("reload-interval", 2*time.Second, "How often the configuration file is checked for changes.")
+	flag.Parse()
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, *configPath, *listen, *reloadEvery, log); err != nil {
+		log.Error("engine stopped", "error", err)
+		fmt.Fprintln(os.Stderr, "engine:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, configPath, listenOverride string, reloadEvery time.Duration, log *slog.Logger) error {
+	raw, err := os.ReadFile(configPath)
+	if err != nil {
+		return fmt.Errorf("read configuration: %w", err)
+	}
+	cfg, err := config.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("invalid configuration %s: %w", configPath, err)
+	}
+	if listenOverride != "" {
+		cfg.ListenAddress = listenOverride
+	}
+	// The key is raw bytes (the operator generates 32 random ones): no trimming.
+	key, err := os.ReadFile(cfg.PseudonymizationKeyFile)
+	if err != nil {
+		return fmt.Errorf("pseudonymizationKeyFile: %w", err)
+	}
+	tokens, err := readTokens(cfg)
+	if err != nil {
+		return err
+	}
+	db, err := store.Open(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("dataDir: %w", err)
+	}
+	defer func() { _ = db.Close() }()
+
+	var svc *service.Service
+	m := metrics.New(cfg.Program, cohortSource{&svc})
+	svc, err = service.New(cfg, service.Options{Store: db, Key: key, Scorer: scorer(cfg, m), Metrics: m, Logger: log})
+	if err != nil {
+		return err
+	}
+	server := api.New(svc, m, tokens, log)
+
+	go config.Watch(ctx, configPath, reloadEvery, raw, func(next *config.Config, _ []byte) {
+		if listenOverride != "" {
+			next.ListenAddress = listenOverride
+		}
+		if next.ListenAddress != cfg.ListenAddress || next.DataDir != cfg.DataDir {
+			log.Warn("listenAddress and dataDir changes take effect at the next restart")
+		}
+		if t, err := readTokens(next); err == nil {
+			server.SetTokens(t)
+		} else {
+			log.Error("token files unreadable; keeping the current tokens", "error", err)
+		}
+		svc.SetConfig(next)
+		m.ConfigReloads.Inc()
+		log.Info("configuration reloaded", "strength", next.Strength.Value)
+	}, func(err error) {
+		m.ConfigReloadFails.Inc()
+		log.Error("configuration change rejected; keeping the last good configuration", "error", err)
+	})
+	sweepEvery := min(max(cfg.Privacy.Retention.Duration/24, time.Second), time.Hour)
+	go svc.RunSweeper(ctx, sweepEvery)
+
+	listener, err := net.Listen("tcp", cfg.ListenAddress)
+	if err != nil {
+		return fmt.Errorf("listenAddress: %w", err)
+	}
+	httpServer := &http.Server{Handler: server, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	errCh := make(chan error, 1)
+	go func() { errCh <- httpServer.Serve(listener) }()
+	log.Info("engine serving", "address", listener.Addr().String(), "program", cfg.Program, "context", cfg.Context)
+	select {
+	case err := <-errCh:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := httpServer.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// cohortSource defers to the service once it exists (metrics are created
+// first so the service can count into them).
+type cohortSource struct{ svc **service.Service }
+
+func (c cohortSource) PublishedCohort() (float64, int, bool) {
+	if *c.svc == nil {
+		return 0, 0, false
+	}
+	return (*c.svc).PublishedCohort()
+}
+
+func (c cohortSource) StoredUsers() int {
+	if *c.svc == nil {
+		return 0
+	}
+	return (*c.svc).StoredUsers()
+}
+
+func scorer(cfg *config.Config, m *metrics.Metrics) textemotion.Scorer {
+	vader := textemotion.NewVader()
+	if cfg.Model == nil {
+		return vader
+	}
+	return &textemotion.Fallback{
+		Primary:    &textemotion.KServe{BaseURL: cfg.Model.URL, Model: cfg.Model.Name, Timeout: cfg.Model.Timeout.Duration},
+		Secondary:  vader,
+		OnFallback: func(reason string) { m.TextFallbacks.WithLabelValues(reason).Inc() },
+	}
+}
+
+func readSecretFile(path, field string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		return "", fmt.Errorf("%s: %s is empty", field, path)
+	}
+	return v, nil
+}
+
+func readTokens(cfg *config.Config) (api.Tokens, error) {
+	rw, err := readSecretFile(cfg.TokenFile, "tokenFile")
+	if err != nil {
+		return api.Tokens{}, err
+	}
+	ro, err := readSecretFile(cfg.ReadOnlyTokenFile, "readOnlyTokenFile")
+	if err != nil {
+		return api.Tokens{}, err
+	}
+	return api.Tokens{ReadWrite: rw, ReadOnly: ro}, nil
+}

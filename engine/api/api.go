@@ -1,0 +1,289 @@
+// Package api serves the engine's HTTP API (JSON under /v1), its metrics and
+// probes. It authenticates callers with bearer tokens and maps the
+// service's errors to status codes with {"error", "field"} bodies.
+package api
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/attune-io/attune/engine/metrics"
+	"github.com/attune-io/attune/engine/service"
+	"github.com/attune-io/attune/engine/telemetry"
+)
+
+// MaxBodyBytes bounds a request body (413 beyond).
+const MaxBodyBytes = 1 << 20
+
+// Tokens are the bearer tokens the API accepts.
+type Tokens struct {
+	ReadWrite string
+	ReadOnly  string
+}
+
+// Server is the HTTP API.
+type Server struct {
+	svc     *service.Service
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	tokens  atomic.Pointer[Tokens]
+	mux     *http.ServeMux
+}
+
+// New builds the API over a service.
+func New(svc *service.Service, m *metrics.Metrics, tokens Tokens, log *slog.Logger) *Server {
+	s := &Server{svc: svc, metrics: m, log: log, mux: http.NewServeMux()}
+	s.SetTokens(tokens)
+	s.route("POST /v1/users/{id}/consent", readWrite, s.postConsent)
+	s.route("DELETE /v1/users/{id}/consent", readWrite, s.deleteConsent)
+	s.route("POST /v1/telemetry", readWrite, s.postTelemetry)
+	s.route("GET /v1/users/{id}/state", readWrite, s.getState)
+	s.route("DELETE /v1/users/{id}", readWrite, s.deleteUser)
+	s.route("GET /v1/cohort", readOnly, s.getCohort)
+	metricsHandler := promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+	s.route("GET /metrics", readOnly, metricsHandler.ServeHTTP)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.reject(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path, "path")
+	})
+	return s
+}
+
+// SetTokens swaps the accepted tokens (e.g. after the Secret rotated).
+func (s *Server) SetTokens(t Tokens) { s.tokens.Store(&t) }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+type access int
+
+const (
+	readOnly access = iota // the read-only token or the read-write token
+	readWrite
+)
+
+// route registers a handler with authentication and latency measurement.
+// The route label is the pattern, never the path: paths carry user IDs.
+func (s *Server) route(pattern string, need access, h http.HandlerFunc) {
+	duration := s.metrics.RequestDuration
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		defer func() {
+			duration.WithLabelValues(pattern, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
+		}()
+		granted, ok := s.authenticate(r)
+		if !ok {
+			rec.Header().Set("WWW-Authenticate", `Bearer realm="attune-engine"`)
+			s.reject(rec, http.StatusUnauthorized, "unauthenticated", "missing or invalid bearer token", "Authorization")
+			return
+		}
+		if granted < need {
+			s.reject(rec, http.StatusForbidden, "read_only_token", "the read-only token may only read /v1/cohort and /metrics", "Authorization")
+			return
+		}
+		h(rec, r)
+	})
+}
+
+func (s *Server) authenticate(r *http.Request) (access, bool) {
+	header := r.Header.Get("Authorization")
+	token, found := strings.CutPrefix(header, "Bearer ")
+	if !found || token == "" {
+		return 0, false
+	}
+	t := s.tokens.Load()
+	// Compare against both in constant time, whichever matches.
+	rw := t.ReadWrite != "" && subtle.ConstantTimeCompare([]byte(token), []byte(t.ReadWrite)) == 1
+	ro := t.ReadOnly != "" && subtle.ConstantTimeCompare([]byte(token), []byte(t.ReadOnly)) == 1
+	switch {
+	case rw:
+		return readWrite, true
+	case ro:
+		return readOnly, true
+	}
+	return 0, false
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// errorBody is every error response.
+type errorBody struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+}
+
+func (s *Server) reject(w http.ResponseWriter, status int, reason, message, field string) {
+	s.metrics.RequestsRejected.WithLabelValues(reason).Inc()
+	writeJSON(w, status, errorBody{Error: message, Field: field})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// fail maps a service or decoding error to a response.
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	var tErr *telemetry.Error
+	var consent *service.ConsentError
+	var prohibited *service.ProhibitedError
+	switch {
+	case errors.As(err, &tErr) && tErr.TooLarge:
+		s.reject(w, http.StatusRequestEntityTooLarge, "too_large", tErr.Message, tErr.Field)
+	case errors.As(err, &tErr):
+		s.reject(w, http.StatusBadRequest, "invalid", tErr.Message, tErr.Field)
+	case errors.As(err, &consent):
+		s.reject(w, http.StatusForbidden, "no_consent", consent.Error(), consent.Field)
+	case errors.As(err, &prohibited):
+		s.reject(w, http.StatusForbidden, "prohibited_context", prohibited.Error(), prohibited.Field)
+	case errors.Is(err, service.ErrUnknownUser):
+		s.reject(w, http.StatusNotFound, "unknown_user", "unknown user", "id")
+	default:
+		s.log.Error("request failed", "error", err)
+		s.reject(w, http.StatusInternalServerError, "internal", "internal error; nothing was stored", "")
+	}
+}
+
+func userID(w http.ResponseWriter, r *http.Request, s *Server) (string, bool) {
+	id := r.PathValue("id")
+	if err := telemetry.ValidUserID(id); err != nil {
+		s.reject(w, http.StatusBadRequest, "invalid", err.(*telemetry.Error).Message, "id")
+		return "", false
+	}
+	return id, true
+}
+
+type consentRequest struct {
+	Scopes []telemetry.Scope `json:"scopes"`
+}
+
+func (s *Server) decodeScopes(w http.ResponseWriter, r *http.Request, required bool) ([]telemetry.Scope, bool) {
+	var req consentRequest
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		if !required && errors.Is(err, io.EOF) { // no body: withdraw every scope
+			return nil, true
+		}
+		s.reject(w, http.StatusBadRequest, "invalid", fmt.Sprintf("invalid JSON: %v", err), "scopes")
+		return nil, false
+	}
+	if required && len(req.Scopes) == 0 {
+		s.reject(w, http.StatusBadRequest, "invalid", fmt.Sprintf("at least one scope is required; known scopes: %v", telemetry.Scopes), "scopes")
+		return nil, false
+	}
+	for i, sc := range req.Scopes {
+		if !slices.Contains(telemetry.Scopes, sc) {
+			s.reject(w, http.StatusBadRequest, "invalid", fmt.Sprintf("unknown scope %q; known scopes: %v", sc, telemetry.Scopes), fmt.Sprintf("scopes[%d]", i))
+			return nil, false
+		}
+	}
+	return req.Scopes, true
+}
+
+func (s *Server) postConsent(w http.ResponseWriter, r *http.Request) {
+	id, ok := userID(w, r, s)
+	if !ok {
+		return
+	}
+	scopes, ok := s.decodeScopes(w, r, true)
+	if !ok {
+		return
+	}
+	consent, err := s.svc.SetConsent(id, scopes)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, consent)
+}
+
+func (s *Server) deleteConsent(w http.ResponseWriter, r *http.Request) {
+	id, ok := userID(w, r, s)
+	if !ok {
+		return
+	}
+	scopes, ok := s.decodeScopes(w, r, false)
+	if !ok {
+		return
+	}
+	consent, err := s.svc.WithdrawConsent(id, scopes)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, consent)
+}
+
+func (s *Server) postTelemetry(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	ndjson := strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-ndjson")
+	samples, err := telemetry.DecodeBatch(r.Body, ndjson)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	result, err := s.svc.Ingest(r.Context(), samples)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, result)
+}
+
+func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
+	id, ok := userID(w, r, s)
+	if !ok {
+		return
+	}
+	state, err := s.svc.State(id)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, state)
+}
+
+func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) {
+	id, ok := userID(w, r, s)
+	if !ok {
+		return
+	}
+	if err := s.svc.Erase(id); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) getCohort(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.svc.Cohort())
+}

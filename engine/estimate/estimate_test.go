@@ -1,0 +1,216 @@
+package estimate
+
+import (
+	"errors"
+	"math"
+	"testing"
+	"time"
+)
+
+func near(t *testing.T, name string, got, want, tol float64) {
+	t.Helper()
+	if math.Abs(got-want) > tol {
+		t.Errorf("%s = %.6f, want %.6f (±%g)", name, got, want, tol)
+	}
+}
+
+// alternating returns n beats alternating a, b.
+func alternating(n int, a, b float64) []float64 {
+	rr := make([]float64, n)
+	for i := range rr {
+		rr[i] = a
+		if i%2 == 1 {
+			rr[i] = b
+		}
+	}
+	return rr
+}
+
+func TestHRVHandComputed(t *testing.T) {
+	// 80 beats alternating 800/820 ms: every successive difference is 20 ms,
+	// so RMSSD = 20; deviations from the mean 810 are ±10, so
+	// SDNN = sqrt(80·100/79) = 10.0631; no difference exceeds 50 ms.
+	h, err := ComputeHRV(alternating(80, 800, 820))
+	if err != nil {
+		t.Fatal(err)
+	}
+	near(t, "RMSSD", h.RMSSD, 20, 1e-9)
+	near(t, "SDNN", h.SDNN, math.Sqrt(8000.0/79), 1e-9)
+	near(t, "pNN50", h.PNN50, 0, 0)
+	near(t, "window", h.WindowMS, 64800, 0)
+
+	// 800/860: differences 60 ms (> 50, < 20% of 800): RMSSD 60, pNN50 1,
+	// SDNN = sqrt(80·900/79).
+	h, err = ComputeHRV(alternating(80, 800, 860))
+	if err != nil {
+		t.Fatal(err)
+	}
+	near(t, "RMSSD", h.RMSSD, 60, 1e-9)
+	near(t, "SDNN", h.SDNN, math.Sqrt(72000.0/79), 1e-9)
+	near(t, "pNN50", h.PNN50, 1, 0)
+}
+
+func TestHRVArtifactsAreRemoved(t *testing.T) {
+	clean := alternating(80, 800, 820)
+	// Insert a too-short beat (250 < 300), a long pause (2100 > 2000) and a
+	// beat 22% longer than its predecessor (Malik rule).
+	withArtifacts := append([]float64{}, clean[:10]...)
+	withArtifacts = append(withArtifacts, 250, 2100)
+	withArtifacts = append(withArtifacts, clean[10:40]...)
+	withArtifacts = append(withArtifacts, 1000) // previous accepted is 820: +22%
+	withArtifacts = append(withArtifacts, clean[40:]...)
+
+	accepted, dropped := CleanRR(withArtifacts)
+	if dropped != 3 || len(accepted) != 80 {
+		t.Fatalf("dropped %d, kept %d; want 3 dropped and 80 kept", dropped, len(accepted))
+	}
+	h, err := ComputeHRV(withArtifacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near(t, "RMSSD after correction", h.RMSSD, 20, 1e-9)
+	if h.Dropped != 3 {
+		t.Errorf("Dropped = %d, want 3", h.Dropped)
+	}
+}
+
+func TestHRVNeedsSixtySeconds(t *testing.T) {
+	_, err := ComputeHRV(alternating(70, 800, 820)) // 56.7 s
+	if !errors.Is(err, ErrInsufficientData) {
+		t.Fatalf("err = %v, want ErrInsufficientData under 60 s", err)
+	}
+}
+
+func TestBRS(t *testing.T) {
+	// Items 2, 4, 6 reversed: [5,1,5,1,5,1] → all 5 → BRS 5 → r = 1.
+	brs, r, err := ScoreBRS([]int{5, 1, 5, 1, 5, 1})
+	if err != nil || brs != 5 || r != 1 {
+		t.Fatalf("got %v, %v, %v; want 5, 1", brs, r, err)
+	}
+	// [3,4,2,5,1,3] → [3,2,2,1,1,3] → mean 2 → r = 0.25.
+	brs, r, err = ScoreBRS([]int{3, 4, 2, 5, 1, 3})
+	if err != nil || brs != 2 || r != 0.25 {
+		t.Fatalf("got %v, %v, %v; want 2, 0.25", brs, r, err)
+	}
+	if _, _, err := ScoreBRS([]int{1, 2, 3}); err == nil {
+		t.Error("accepted 3 items")
+	}
+	if _, _, err := ScoreBRS([]int{1, 2, 3, 4, 5, 6}); err == nil {
+		t.Error("accepted an answer of 6")
+	}
+}
+
+func TestSART(t *testing.T) {
+	// 20 trials: 2 no-go (digit 3), one answered (commission 0.5); 18 go,
+	// 3 missed (omission 1/6); go RTs 300/500 alternating.
+	var trials []SARTTrial
+	trials = append(trials, SARTTrial{Digit: 3, Responded: true, RTms: 350}, SARTTrial{Digit: 3})
+	var rts []float64
+	for i := range 18 {
+		switch {
+		case i < 3:
+			trials = append(trials, SARTTrial{Digit: 5})
+		case i%2 == 0:
+			trials = append(trials, SARTTrial{Digit: 5, Responded: true, RTms: 300})
+			rts = append(rts, 300)
+		default:
+			trials = append(trials, SARTTrial{Digit: 5, Responded: true, RTms: 500})
+			rts = append(rts, 500)
+		}
+	}
+	s, err := ScoreSART(trials)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near(t, "commission", s.CommissionRate, 0.5, 1e-12)
+	near(t, "omission", s.OmissionRate, 3.0/18, 1e-12)
+	// 15 go responses: 7×300 and 8×500 → mean 406.667.
+	var mean float64
+	for _, v := range rts {
+		mean += v
+	}
+	mean /= float64(len(rts))
+	var ss float64
+	for _, v := range rts {
+		ss += (v - mean) * (v - mean)
+	}
+	cv := math.Sqrt(ss/float64(len(rts)-1)) / mean
+	near(t, "CV", s.RTCV, cv, 1e-12)
+	near(t, "attention", s.Attention, 1-(0.4*0.5+0.3*3.0/18+0.3*math.Min(1, cv/0.5)), 1e-12)
+
+	if _, err := ScoreSART(trials[:5]); !errors.Is(err, ErrInsufficientData) {
+		t.Errorf("5 trials: err = %v, want insufficient", err)
+	}
+}
+
+func TestBehaviour(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	at := func(min float64) time.Time { return t0.Add(time.Duration(min * float64(time.Minute))) }
+	// 10-minute window, focused 0–6 and 8–10 (8 of 10 minutes), 2 task
+	// switches: f = 0.8, r = 0.2/min, a = 0.8/1.1.
+	events := []BehaviourEvent{
+		{"focus", at(0)}, {"task_switch", at(3)}, {"blur", at(6)}, {"focus", at(8)}, {"task_switch", at(9)}, {"click", at(10)},
+	}
+	s, err := ScoreBehaviour(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near(t, "focus fraction", s.FocusFraction, 0.8, 1e-9)
+	near(t, "switches/min", s.SwitchesPerMin, 0.2, 1e-9)
+	near(t, "attention", s.Attention, 0.8/1.1, 1e-9)
+}
+
+func TestConfidenceDecaysButValueStays(t *testing.T) {
+	m := NewModel()
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	m.AddTextEmotion(t0, 0.9)
+	m.AddTextEmotion(t0, 0.9)
+	fresh := m.Estimate(t0, true).Emotion
+	later := m.Estimate(t0.Add(3*time.Hour), true).Emotion
+	if !fresh.Known || !later.Known {
+		t.Fatal("emotion should be known")
+	}
+	near(t, "value after 3h", later.Value, fresh.Value, 1e-12)
+	if later.Confidence >= fresh.Confidence/100 {
+		t.Errorf("confidence %.4f → %.6f: want it to decay by e^-6", fresh.Confidence, later.Confidence)
+	}
+}
+
+func TestFusionWeighsByConfidence(t *testing.T) {
+	m := NewModel()
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	m.EmotionText = Evidence{Value: 0.2, Confidence: 0.2, At: t0, Samples: 1}
+	m.EmotionSelf = Evidence{Value: 0.8, Confidence: 0.6, At: t0, Samples: 1}
+	e := m.Estimate(t0, true).Emotion
+	near(t, "fused value", e.Value, (0.2*0.2+0.6*0.8)/0.8, 1e-12)
+	near(t, "fused confidence", e.Confidence, 1-0.8*0.4, 1e-12)
+}
+
+func TestPhysiologyExcludedWhenProhibited(t *testing.T) {
+	m := NewModel()
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	m.AddRR(t0, alternating(100, 800, 840))
+	if e := m.Estimate(t0, true).Emotion; !e.Known {
+		t.Fatal("physiology should give an emotion estimate where allowed")
+	}
+	if e := m.Estimate(t0, false).Emotion; e.Known {
+		t.Fatalf("emotion rests on physiology although prohibited: %+v", e)
+	}
+}
+
+func TestPhysiologyAgainstPersonalBaseline(t *testing.T) {
+	m := NewModel()
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	// A long calm baseline (RMSSD 40), then a stressed window (RMSSD 10).
+	for i := range 30 {
+		m.AddRR(t0.Add(time.Duration(i)*10*time.Minute), alternating(80, 800, 840))
+	}
+	calm := m.EmotionPhysio.Value
+	m.AddRR(t0.Add(301*time.Minute), alternating(80, 800, 810))
+	if stressed := m.EmotionPhysio.Value; stressed >= calm-0.2 {
+		t.Errorf("emotion %.3f after a drop of RMSSD from 40 to 10 ms, %.3f before: want a clear fall", stressed, calm)
+	}
+	if m.StressSince == nil {
+		t.Error("no stress episode recorded")
+	}
+}

@@ -1,0 +1,107 @@
+// Package metrics defines the engine's Prometheus metrics. No label ever
+// carries a user identifier: labels are kinds, reasons and routes.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the engine's instruments, registered on their own registry.
+type Metrics struct {
+	Registry          *prometheus.Registry
+	SamplesIngested   *prometheus.CounterVec
+	RequestsRejected  *prometheus.CounterVec
+	RequestDuration   *prometheus.HistogramVec
+	ConfigReloads     prometheus.Counter
+	ConfigReloadFails prometheus.Counter
+	TextFallbacks     *prometheus.CounterVec
+	UsersErased       prometheus.Counter
+	UsersExpired      prometheus.Counter
+	Strength          prometheus.Gauge
+}
+
+// CohortSource reports the published cohort aggregate for the collector.
+type CohortSource interface {
+	// PublishedCohort returns loss and size, ok=false below the minimum size.
+	PublishedCohort() (loss float64, size int, ok bool)
+	// StoredUsers is the number of users with stored data.
+	StoredUsers() int
+}
+
+// New creates and registers the instruments. program becomes a constant
+// label so that a Prometheus server can select one program's engines.
+func New(program string, cohort CohortSource) *Metrics {
+	constLabels := prometheus.Labels{"program": program}
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		SamplesIngested: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "attune_engine_samples_ingested_total", Help: "Telemetry samples durably stored, by kind.", ConstLabels: constLabels,
+		}, []string{"kind"}),
+		RequestsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "attune_engine_requests_rejected_total", Help: "Rejected API requests, by reason.", ConstLabels: constLabels,
+		}, []string{"reason"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "attune_engine_request_duration_seconds", Help: "API request latency by route and status code.", ConstLabels: constLabels,
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route", "code"}),
+		ConfigReloads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "attune_engine_config_reloads_total", Help: "Configuration changes applied without restart.", ConstLabels: constLabels,
+		}),
+		ConfigReloadFails: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "attune_engine_config_reload_errors_total", Help: "Invalid configuration changes rejected (the last good one stays).", ConstLabels: constLabels,
+		}),
+		TextFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "attune_engine_text_model_fallbacks_total", Help: "Text-emotion calls that fell back to VADER, by reason.", ConstLabels: constLabels,
+		}, []string{"reason"}),
+		UsersErased: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "attune_engine_users_erased_total", Help: "Users erased on request (GDPR Art. 17).", ConstLabels: constLabels,
+		}),
+		UsersExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "attune_engine_users_expired_total", Help: "Users deleted by the retention sweep.", ConstLabels: constLabels,
+		}),
+		Strength: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "attune_engine_strength", Help: "The program's intervention strength in force.", ConstLabels: constLabels,
+		}),
+	}
+	m.Registry.MustRegister(m.SamplesIngested, m.RequestsRejected, m.RequestDuration, m.ConfigReloads, m.ConfigReloadFails,
+		m.TextFallbacks, m.UsersErased, m.UsersExpired, m.Strength,
+		&cohortCollector{source: cohort, constLabels: constLabels},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// cohortCollector reads the cohort at scrape time and emits the loss and
+// size only when the cohort is large enough to publish.
+type cohortCollector struct {
+	source      CohortSource
+	constLabels prometheus.Labels
+}
+
+func (c *cohortCollector) descs() (loss, size, published, users *prometheus.Desc) {
+	return prometheus.NewDesc("attune_engine_cohort_loss", "Mean loss over the cohort (only when it meets the minimum size).", nil, c.constLabels),
+		prometheus.NewDesc("attune_engine_cohort_size", "Users in the cohort (only when it meets the minimum size).", nil, c.constLabels),
+		prometheus.NewDesc("attune_engine_cohort_published", "1 when the cohort meets the minimum size and is published.", nil, c.constLabels),
+		prometheus.NewDesc("attune_engine_stored_users", "Users with stored data.", nil, c.constLabels)
+}
+
+func (c *cohortCollector) Describe(ch chan<- *prometheus.Desc) {
+	loss, size, published, users := c.descs()
+	ch <- loss
+	ch <- size
+	ch <- published
+	ch <- users
+}
+
+func (c *cohortCollector) Collect(ch chan<- prometheus.Metric) {
+	lossDesc, sizeDesc, publishedDesc, usersDesc := c.descs()
+	loss, size, ok := c.source.PublishedCohort()
+	if ok {
+		ch <- prometheus.MustNewConstMetric(lossDesc, prometheus.GaugeValue, loss)
+		ch <- prometheus.MustNewConstMetric(sizeDesc, prometheus.GaugeValue, float64(size))
+		ch <- prometheus.MustNewConstMetric(publishedDesc, prometheus.GaugeValue, 1)
+	} else {
+		ch <- prometheus.MustNewConstMetric(publishedDesc, prometheus.GaugeValue, 0)
+	}
+	ch <- prometheus.MustNewConstMetric(usersDesc, prometheus.GaugeValue, float64(c.source.StoredUsers()))
+}
