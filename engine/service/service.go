@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -541,11 +542,19 @@ type CohortSummary struct {
 	ObservedAt    time.Time `json:"observedAt"`
 }
 
-// Means are per-dimension cohort means.
+// Means are per-dimension cohort means; null where no user of the cohort
+// has an estimate of that dimension.
 type Means struct {
-	Attention  float64 `json:"attention"`
-	Emotion    float64 `json:"emotion"`
-	Resilience float64 `json:"resilience"`
+	Attention  *float64 `json:"attention"`
+	Emotion    *float64 `json:"emotion"`
+	Resilience *float64 `json:"resilience"`
+}
+
+func finite(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
 }
 
 // Cohort aggregates the current estimates of all users. The size is not
@@ -557,7 +566,7 @@ func (s *Service) Cohort() CohortSummary {
 	out := CohortSummary{Published: agg.Published, MinCohortSize: cfg.Privacy.MinCohortSize, Strength: cfg.Strength.Value, ObservedAt: now}
 	if agg.Published {
 		out.Size, out.Loss = &agg.Size, &agg.Loss
-		out.Means = &Means{Attention: agg.Means[0], Emotion: agg.Means[1], Resilience: agg.Means[2]}
+		out.Means = &Means{Attention: finite(agg.Means[0]), Emotion: finite(agg.Means[1]), Resilience: finite(agg.Means[2])}
 	}
 	return out
 }
