@@ -138,7 +138,9 @@ func (e *engine) telemetry(samples ...map[string]any) response {
 	return e.do("POST", "/v1/telemetry", rwToken, "application/json", samples)
 }
 
-func (e *engine) ts(offset time.Duration) string { return e.clock.Now().Add(offset).Format(time.RFC3339Nano) }
+func (e *engine) ts(offset time.Duration) string {
+	return e.clock.Now().Add(offset).Format(time.RFC3339Nano)
+}
 
 func rrSeries(n int) []float64 {
 	rr := make([]float64, n)

@@ -2,6 +2,7 @@ package estimate
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -297,4 +298,21 @@ func fuse(now time.Time, sources []source) Dimension {
 	}
 	d.Confidence = 1 - miss
 	return d
+}
+
+// Clone returns a deep copy.
+func (m *Model) Clone() *Model {
+	out := *m
+	out.RR = slices.Clone(m.RR)
+	out.SART = slices.Clone(m.SART)
+	out.Behaviour = slices.Clone(m.Behaviour)
+	if m.LastHRV != nil {
+		h := *m.LastHRV
+		out.LastHRV = &h
+	}
+	if m.StressSince != nil {
+		t := *m.StressSince
+		out.StressSince = &t
+	}
+	return &out
 }

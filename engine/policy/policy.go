@@ -205,3 +205,20 @@ func hashKey(key string) uint64 {
 	_, _ = h.Write([]byte(key))
 	return h.Sum64()
 }
+
+// Clone returns a deep copy.
+func (u User) Clone() User {
+	out := u
+	if u.Arms != nil {
+		out.Arms = make(map[string]*Stats, len(u.Arms))
+		for k, v := range u.Arms {
+			s := *v
+			out.Arms[k] = &s
+		}
+	}
+	if u.Pending != nil {
+		p := *u.Pending
+		out.Pending = &p
+	}
+	return out
+}

@@ -188,16 +188,17 @@ func (s *Service) dropIfEmpty(pseudonym string, e *userEntry) {
 	s.mu.Unlock()
 }
 
+// cloneRecord deep-copies a record so a request works on its own copy and
+// the stored state changes only after the commit.
 func cloneRecord(r *Record) (*Record, error) {
 	if r == nil {
 		return &Record{Model: estimate.NewModel()}, nil
 	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return nil, err
-	}
-	var out Record
-	return &out, json.Unmarshal(b, &out)
+	out := *r
+	out.Consent.Scopes = slices.Clone(r.Consent.Scopes)
+	out.Model = r.Model.Clone()
+	out.Policy = r.Policy.Clone()
+	return &out, nil
 }
 
 // SetConsent records the scopes a user consents to (replacing earlier ones).

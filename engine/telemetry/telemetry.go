@@ -162,18 +162,27 @@ func DecodeBatch(r io.Reader, ndjson bool) ([]Sample, error) {
 		if err != nil {
 			return nil, bodyErr(err)
 		}
-		var raw []json.RawMessage
-		if err := decodeStrict(body, &raw, "samples"); err != nil {
-			return nil, err
-		}
-		if len(raw) > MaxBatchSamples {
-			return nil, fieldErr("samples", "%d samples in one batch; at most %d", len(raw), MaxBatchSamples)
-		}
-		samples = make([]Sample, len(raw))
-		for i, item := range raw {
-			if err := decodeStrict(item, &samples[i], fmt.Sprintf("samples[%d]", i)); err != nil {
+		// Fast path: one strict pass over the whole array. Only when it
+		// fails do we decode element by element to name the sample.
+		if err := decodeStrict(body, &samples, "samples"); err == nil {
+			if len(samples) > MaxBatchSamples {
+				return nil, fieldErr("samples", "%d samples in one batch; at most %d", len(samples), MaxBatchSamples)
+			}
+		} else {
+			var raw []json.RawMessage
+			if err := decodeStrict(body, &raw, "samples"); err != nil {
 				return nil, err
 			}
+			if len(raw) > MaxBatchSamples {
+				return nil, fieldErr("samples", "%d samples in one batch; at most %d", len(raw), MaxBatchSamples)
+			}
+			samples = make([]Sample, len(raw))
+			for i, item := range raw {
+				if err := decodeStrict(item, &samples[i], fmt.Sprintf("samples[%d]", i)); err != nil {
+					return nil, err
+				}
+			}
+			return nil, err // unreachable in practice: the per-sample pass names the failure
 		}
 	}
 	if len(samples) == 0 {

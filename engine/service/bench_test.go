@@ -1,0 +1,176 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/engine/service"
+	"github.com/attune-io/attune/engine/store"
+	"github.com/attune-io/attune/engine/telemetry"
+)
+
+var benchNow = time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC)
+
+func benchConfig() *config.Config {
+	return &config.Config{
+		Program: "bench/p", Target: config.Vector{Attention: 0.8, Emotion: 0.7, Resilience: 0.7},
+		Weights: config.Vector{Attention: 1, Emotion: 1, Resilience: 1}, Interventions: []string{"BodyScan", "MicroBreak", "ResonanceBreathing"},
+		Strength: config.Strength{Value: 0.5, Min: 0.1, Max: 0.9}, Context: "Social",
+		Privacy:   config.Privacy{Retention: config.Duration{Duration: 720 * time.Hour}, MinCohortSize: 11},
+		TokenFile: "x", ReadOnlyTokenFile: "x", PseudonymizationKeyFile: "x", DataDir: "x", ListenAddress: "x", Seed: 1,
+	}
+}
+
+func newService(b *testing.B, opts ...store.Option) (*service.Service, *store.Store) {
+	db, err := store.Open(b.TempDir(), opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = db.Close() })
+	svc, err := service.New(benchConfig(), service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Now: func() time.Time { return benchNow }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return svc, db
+}
+
+// realisticBatch is what one world client sends every few seconds for 20
+// users: RR beats from a wearable, behaviour events, SART trials and the
+// occasional chat message — 100 samples.
+func realisticBatch(batch int) []byte {
+	var samples []map[string]any
+	at := benchNow.Add(time.Duration(batch) * time.Second).Format(time.RFC3339Nano)
+	for u := range 20 {
+		user := fmt.Sprintf("user-%05d", (batch*20+u)%2000)
+		rr := make([]float64, 12)
+		for i := range rr {
+			rr[i] = 780 + float64((i*37+batch)%60)
+		}
+		samples = append(samples,
+			map[string]any{"user": user, "kind": "rr", "at": at, "rr_ms": rr},
+			map[string]any{"user": user, "kind": "behaviour", "at": at, "events": []map[string]any{{"type": "focus", "at": at}, {"type": "click", "at": at}, {"type": "task_switch", "at": at}}},
+			map[string]any{"user": user, "kind": "sart", "at": at, "trials": []map[string]any{{"digit": 5, "responded": true, "rt_ms": 380}, {"digit": 3, "responded": false, "rt_ms": 0}, {"digit": 7, "responded": true, "rt_ms": 420}}},
+			map[string]any{"user": user, "kind": "heart_rate", "at": at, "bpm": 72},
+			map[string]any{"user": user, "kind": "text", "at": at, "text": "that was a good session, feeling calmer now"},
+		)
+	}
+	data, _ := json.Marshal(samples)
+	return data
+}
+
+func consentAll(b *testing.B, svc *service.Service, users int) {
+	for u := range users {
+		if _, err := svc.SetConsent(fmt.Sprintf("user-%05d", u), telemetry.Scopes); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+const batches = 64
+
+func benchIngest(b *testing.B, opts ...store.Option) {
+	svc, _ := newService(b, opts...)
+	consentAll(b, svc, 2000)
+	bodies := make([][]byte, batches)
+	for i := range bodies {
+		bodies[i] = realisticBatch(i)
+	}
+	b.ResetTimer()
+	samples := 0
+	for i := range b.N {
+		batch, err := telemetry.DecodeBatch(bytes.NewReader(bodies[i%batches]), false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		res, err := svc.Ingest(context.Background(), batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		samples += res.Accepted
+	}
+	b.ReportMetric(float64(samples)/b.Elapsed().Seconds(), "samples/s")
+}
+
+// BenchmarkIngestDurable: parse, validate, estimate and store with an fsync
+// per commit.
+func BenchmarkIngestDurable(b *testing.B) { benchIngest(b) }
+
+// BenchmarkIngestNoCommit: the same without the durable commit's fsync.
+func BenchmarkIngestNoCommit(b *testing.B) { benchIngest(b, store.WithoutSync()) }
+
+// BenchmarkDecodeBaseline is the limit: plain encoding/json decoding of the
+// same batches, no validation, no processing.
+func BenchmarkDecodeBaseline(b *testing.B) {
+	bodies := make([][]byte, batches)
+	for i := range bodies {
+		bodies[i] = realisticBatch(i)
+	}
+	b.ResetTimer()
+	samples := 0
+	for i := range b.N {
+		var batch []telemetry.Sample
+		if err := json.Unmarshal(bodies[i%batches], &batch); err != nil {
+			b.Fatal(err)
+		}
+		samples += len(batch)
+	}
+	b.ReportMetric(float64(samples)/b.Elapsed().Seconds(), "samples/s")
+}
+
+// BenchmarkStateRecommendation measures GET-state latency (estimate, loss,
+// Thompson draw) with 10,000 stored users, and the bytes stored per user.
+func BenchmarkStateRecommendation(b *testing.B) {
+	svc, db := newService(b, store.WithoutSync())
+	const users = 10_000
+	consentAll(b, svc, users)
+	for batch := 0; batch < users/20; batch++ {
+		var samples []telemetry.Sample
+		if err := json.Unmarshal(realisticBatchFor(batch), &samples); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := svc.Ingest(context.Background(), samples); err != nil {
+			b.Fatal(err)
+		}
+	}
+	size, _ := db.Size()
+	b.ResetTimer()
+	latencies := make([]time.Duration, 0, b.N)
+	for i := range b.N {
+		start := time.Now()
+		if _, err := svc.State(fmt.Sprintf("user-%05d", i%users)); err != nil {
+			b.Fatal(err)
+		}
+		latencies = append(latencies, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(latencies)
+	b.ReportMetric(float64(latencies[len(latencies)/2].Nanoseconds())/1e3, "p50-µs")
+	b.ReportMetric(float64(latencies[len(latencies)*99/100].Nanoseconds())/1e3, "p99-µs")
+	b.ReportMetric(float64(size)/users, "db-bytes/user")
+}
+
+// realisticBatchFor covers users 20·batch … 20·batch+19 exactly once.
+func realisticBatchFor(batch int) []byte {
+	var samples []map[string]any
+	at := benchNow.Format(time.RFC3339Nano)
+	for u := range 20 {
+		user := fmt.Sprintf("user-%05d", batch*20+u)
+		rr := make([]float64, 90)
+		for i := range rr {
+			rr[i] = 780 + float64((i*37+u)%60)
+		}
+		samples = append(samples,
+			map[string]any{"user": user, "kind": "rr", "at": at, "rr_ms": rr},
+			map[string]any{"user": user, "kind": "questionnaire", "at": at, "brs": []int{4, 2, 3, 2, 4, 3}, "mood": 3},
+			map[string]any{"user": user, "kind": "text", "at": at, "text": "busy day but fine"},
+		)
+	}
+	data, _ := json.Marshal(samples)
+	return data
+}
