@@ -87,7 +87,9 @@ func TestEngineServesAndReloadsWithoutRestart(t *testing.T) {
 	dir, path, addr := writeFiles(t, 0.5, 11)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, path, "", 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() {
+		done <- run(ctx, path, "", 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -98,7 +100,10 @@ func TestEngineServesAndReloadsWithoutRestart(t *testing.T) {
 	waitFor(t, func() bool { code, _ := get(t, base+"/v1/cohort", "ro-secret"); return code == 200 })
 
 	writeConfig(t, dir, path, addr, 0.65, 11)
-	waitFor(t, func() bool { _, body := get(t, base+"/v1/cohort", "ro-secret"); return strings.Contains(body, `"strength":0.65`) })
+	waitFor(t, func() bool {
+		_, body := get(t, base+"/v1/cohort", "ro-secret")
+		return strings.Contains(body, `"strength":0.65`)
+	})
 
 	// An invalid change is rejected, counted, and the last good one stays.
 	if err := os.WriteFile(path, []byte(`{"strength": "high"}`), 0o600); err != nil {
