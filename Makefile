@@ -85,3 +85,7 @@ $(CONTROLLER_GEN): hack/tools/go.mod
 .PHONY: bench-engine
 bench-engine: ## Engine: ingest samples/s (durable and without fsync) vs bare JSON decode, state p50/p99 at 10k users, bytes/user.
 	go test -count=1 -run '^$$' -bench 'Ingest|DecodeBaseline|StateRecommendation' -benchtime 3s -cpu 1 ./engine/service/
+
+.PHONY: bench-tuning
+bench-tuning: ## Tuner vs fixed strength vs random search on the simulator: intervals to within 5% of the oracle, regret.
+	go test -count=1 -run '^$$' -bench BenchmarkTuning -benchtime 1x ./test/simulator/

@@ -1,0 +1,258 @@
+// Package tuning searches for the intervention strength that minimises a
+// program's cohort loss. It has no Kubernetes imports: the reconciler feeds
+// it measurements and applies its decisions.
+//
+// # Method: recency-weighted quadratic extremum seeking
+//
+// Loss as a function of strength is unknown, noisy and U-shaped (too little
+// intervention does nothing, too much adds burden), so the tuner seeks its
+// minimum rather than tracking a set point:
+//
+//  1. Keep the recent (strength, loss) observations (the status history, so
+//     an operator restart loses nothing).
+//  2. Fit L(S) ≈ a·S² + b·S + c by weighted least squares, the weight of an
+//     observation k intervals old being λᵏ (λ = 0.9): old data fades, so a
+//     drifting optimum is followed.
+//  3. If the fit is significantly convex (a > 2·se(a)) the target is its
+//     vertex −b/(2a), clamped to [min, max]. Otherwise a weighted straight
+//     line decides: a significant slope (|m| > 2·se(m)) puts the target one
+//     step downhill; no significant slope keeps the target where it is.
+//     Noise alone therefore never produces a confident move.
+//  4. Move toward the target by at most maxStep, aiming alternately at
+//     target + maxStep/2 and target − maxStep/2 (from below, aim above; from
+//     above, aim below): a probing perturbation so the fit keeps seeing
+//     spread around the operating point (the "dither" of classic
+//     extremum-seeking control). A move never exceeds maxStep and the
+//     result never leaves [min, max].
+//  5. With fewer than three distinct strengths observed it probes only:
+//     one step up, then one step down, then fits.
+//
+// Converged: the fit is convex, its vertex is inside the bounds (or the
+// optimum sits at a bound), and the last three targets lie within maxStep of
+// each other and of the strength in force.
+package tuning
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"gonum.org/v1/gonum/mat"
+)
+
+// Observation is one measurement: the strength in force and the loss seen.
+type Observation struct {
+	Strength float64
+	Loss     float64
+}
+
+// Params bound the search.
+type Params struct {
+	Min, Max float64
+	MaxStep  float64
+}
+
+// Decision is the tuner's output for one interval.
+type Decision struct {
+	Strength  float64 // next strength in force
+	Target    float64 // where the tuner believes the optimum is
+	Reason    string  // human-readable: why this move
+	Converged bool
+	// Curvature is the fitted a of a·S² + b·S + c (0 when not fitted).
+	Curvature float64
+}
+
+// Forgetting is λ, the per-interval weight decay of older observations.
+const Forgetting = 0.9
+
+// minCurvature distinguishes a U from a flat or straight line (loss units
+// per strength²).
+const minCurvature = 1e-4
+
+// Decide picks the next strength from the observations (oldest first; the
+// last one was measured at current) and the targets of recent decisions
+// (oldest first, used for the convergence criterion).
+func Decide(history []Observation, current float64, p Params, recentTargets []float64) Decision {
+	current = clamp(current, p.Min, p.Max)
+	if len(history) == 0 || distinctStrengths(history, p.MaxStep/4) < 3 {
+		return probe(history, current, p)
+	}
+	quad, quadOK := fit(history, 2)
+	line, lineOK := fit(history, 1)
+	if !quadOK || !lineOK {
+		return probe(history, current, p)
+	}
+	a, b := quad.coef[2], quad.coef[1]
+	slope := line.coef[1]
+	var target float64
+	var reason string
+	switch {
+	case a > minCurvature && a > 2*quad.se[2]:
+		target = clamp(-b/(2*a), p.Min, p.Max)
+		reason = fmt.Sprintf("fitted a U-shaped loss with its minimum at %.3f; moving toward it", -b/(2*a))
+	case slope > 2*line.se[1]:
+		target, reason = clamp(current-p.MaxStep, p.Min, p.Max), "loss rises with strength; stepping down"
+	case slope < -2*line.se[1]:
+		target, reason = clamp(current+p.MaxStep, p.Min, p.Max), "loss falls with strength; stepping up"
+	default:
+		target, reason = recentCentre(history), "no significant slope: probing around the recent operating point"
+	}
+	// Probe: operate alternately just above and just below the target, so
+	// the fit keeps seeing spread around it without drifting.
+	probeAt := target + p.MaxStep/2
+	if current > target {
+		probeAt = target - p.MaxStep/2
+	}
+	next := clamp(current+clampAbs(probeAt-current, p.MaxStep), p.Min, p.Max)
+	if next == current {
+		next = clamp(current+clampAbs(target-current, p.MaxStep), p.Min, p.Max)
+	}
+	d := Decision{Strength: next, Target: target, Reason: reason, Curvature: a}
+	d.Converged = a > minCurvature && a > 2*quad.se[2] && converged(append(recentTargets, target), current, p.MaxStep)
+	return d
+}
+
+func converged(targets []float64, current, maxStep float64) bool {
+	if len(targets) < 3 {
+		return false
+	}
+	last := targets[len(targets)-3:]
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, t := range last {
+		lo, hi = math.Min(lo, t), math.Max(hi, t)
+	}
+	return hi-lo <= maxStep && math.Abs(last[2]-current) <= maxStep
+}
+
+// recentCentre is the recency-weighted mean of the observed strengths.
+func recentCentre(history []Observation) float64 {
+	var sum, weights float64
+	for i, o := range history {
+		w := math.Pow(Forgetting, float64(len(history)-1-i))
+		sum += w * o.Strength
+		weights += w
+	}
+	return sum / weights
+}
+
+// probe gathers spread before a fit is possible: from a single strength it
+// steps up (down at the upper bound); from two it steps away from the other
+// one, so the third observation extends the range.
+func probe(history []Observation, current float64, p Params) Decision {
+	direction := 1.0
+	for _, o := range history {
+		if math.Abs(o.Strength-current) > p.MaxStep/4 {
+			if o.Strength > current {
+				direction = -1
+			}
+			break
+		}
+	}
+	next := clamp(current+direction*p.MaxStep, p.Min, p.Max)
+	if next == current {
+		next = clamp(current-direction*p.MaxStep, p.Min, p.Max)
+	}
+	return Decision{Strength: next, Target: current, Reason: "probing around the current strength to learn the loss curve"}
+}
+
+// polyFit is a weighted least-squares polynomial fit with the standard
+// errors of its coefficients.
+type polyFit struct {
+	coef []float64 // c0, c1, c2 …
+	se   []float64
+}
+
+// fit solves min Σ wᵢ (yᵢ − Σ βⱼ Sᵢʲ)² for a polynomial of the given degree,
+// the weight of an observation k intervals old being λᵏ. Standard errors
+// come from the residual variance and (XᵀWX)⁻¹.
+func fit(history []Observation, degree int) (polyFit, bool) {
+	n, cols := len(history), degree+1
+	if n <= cols {
+		return polyFit{}, false
+	}
+	x := mat.NewDense(n, cols, nil)
+	y := mat.NewVecDense(n, nil)
+	for i, o := range history {
+		sqrtW := math.Sqrt(math.Pow(Forgetting, float64(n-1-i)))
+		pow := 1.0
+		for j := range cols {
+			x.Set(i, j, sqrtW*pow)
+			pow *= o.Strength
+		}
+		y.SetVec(i, sqrtW*o.Loss)
+	}
+	var xtx mat.Dense
+	xtx.Mul(x.T(), x)
+	var inv mat.Dense
+	if err := inv.Inverse(&xtx); err != nil {
+		return polyFit{}, false
+	}
+	var beta, xty mat.VecDense
+	xty.MulVec(x.T(), y)
+	beta.MulVec(&inv, &xty)
+	var fitted, resid mat.VecDense
+	fitted.MulVec(x, &beta)
+	resid.SubVec(y, &fitted)
+	variance := mat.Dot(&resid, &resid) / float64(n-cols)
+	out := polyFit{coef: make([]float64, cols), se: make([]float64, cols)}
+	for j := range cols {
+		out.coef[j] = beta.AtVec(j)
+		out.se[j] = math.Sqrt(math.Max(0, variance*inv.At(j, j)))
+		if math.IsNaN(out.coef[j]) || math.IsInf(out.coef[j], 0) {
+			return polyFit{}, false
+		}
+	}
+	return out, true
+}
+
+func distinctStrengths(history []Observation, tolerance float64) int {
+	var seen []float64
+	for _, o := range history {
+		dup := false
+		for _, s := range seen {
+			if math.Abs(s-o.Strength) <= tolerance {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			seen = append(seen, o.Strength)
+		}
+	}
+	return len(seen)
+}
+
+func clamp(v, lo, hi float64) float64 { return math.Min(hi, math.Max(lo, v)) }
+
+func clampAbs(v, limit float64) float64 { return clamp(v, -limit, limit) }
+
+// Clamp is exported for callers that must apply bounds outside a decision
+// (a change of bounds clamps the strength at once).
+func Clamp(v, lo, hi float64) float64 { return clamp(v, lo, hi) }
+
+// Measurement is one attempt to observe the cohort loss.
+type Measurement struct {
+	Loss       float64
+	CohortSize int
+	At         time.Time
+	// Err is set when no valid measurement exists (unreachable engines,
+	// cohort below the minimum, NaN, ...). The tuner then holds.
+	Err error
+}
+
+// Step is the safe entry point: it holds the current strength (clamped to
+// the bounds) when the measurement failed or is older than staleAfter;
+// otherwise it appends the measurement to the history and decides.
+func Step(history []Observation, current float64, p Params, recentTargets []float64, m Measurement, now time.Time, staleAfter time.Duration) (Decision, []Observation) {
+	current = clamp(current, p.Min, p.Max)
+	switch {
+	case m.Err != nil:
+		return Decision{Strength: current, Target: current, Reason: "holding: " + m.Err.Error()}, history
+	case staleAfter > 0 && now.Sub(m.At) > staleAfter:
+		return Decision{Strength: current, Target: current, Reason: fmt.Sprintf("holding: the measurement is %s old (staleAfter %s)", now.Sub(m.At).Round(time.Second), staleAfter)}, history
+	case math.IsNaN(m.Loss) || math.IsInf(m.Loss, 0) || m.Loss < 0:
+		return Decision{Strength: current, Target: current, Reason: "holding: the loss is not a finite non-negative number"}, history
+	}
+	history = append(history, Observation{Strength: current, Loss: m.Loss})
+	return Decide(history, current, p, recentTargets), history
+}
