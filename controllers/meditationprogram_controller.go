@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -47,6 +49,8 @@ type MeditationProgramReconciler struct {
 	EngineImage string
 	// MaxConcurrentReconciles bounds parallel reconciles (default 4).
 	MaxConcurrentReconciles int
+	// HTTPClient reads the engines and Prometheus (default http.DefaultClient).
+	HTTPClient *http.Client
 }
 
 // programReconcile carries one reconcile's working state between steps.
@@ -58,6 +62,8 @@ type programReconcile struct {
 	strength   float64
 	configHash string
 	deployment *appsv1.Deployment
+	// requeueAfter is when the next tuning measurement is due (0: none).
+	requeueAfter time.Duration
 }
 
 // errWorldUnusable stops the steps when the world is missing or wrong; the
@@ -75,6 +81,9 @@ var errWorldUnusable = errors.New("world unusable")
 func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	program := &wellbeingv1alpha1.MeditationProgram{}
 	if err := r.Get(ctx, req.NamespacedName, program); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetProgramMetrics(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !program.DeletionTimestamp.IsZero() {
@@ -91,7 +100,7 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		run  func(context.Context, *childApplier, *programReconcile) error
 	}{
 		{"world", r.reconcileWorld},
-		{"strength", r.reconcileStrength},
+		{"tuning", r.reconcileTuning},
 		{"service account", r.reconcileServiceAccount},
 		{"token secret", r.reconcileTokenSecret},
 		{"config map", r.reconcileConfigMap},
@@ -119,8 +128,9 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	if stepErr != nil {
 		log.FromContext(ctx).Error(stepErr, "reconcile program")
+		return ctrl.Result{}, stepErr
 	}
-	return ctrl.Result{}, stepErr
+	return ctrl.Result{RequeueAfter: rc.requeueAfter}, nil
 }
 
 // reconcileWorld resolves the program's world and checks the program lives
@@ -148,13 +158,6 @@ func (r *MeditationProgramReconciler) worldUnusable(rc *programReconcile, reason
 	rc.conds.set(wellbeingv1alpha1.ConditionReconciled, metav1.ConditionFalse, reason, message)
 	rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
 	rc.conds.set(wellbeingv1alpha1.ConditionDegraded, metav1.ConditionTrue, reason, message)
-}
-
-// reconcileStrength decides the strength in force for this reconcile.
-func (r *MeditationProgramReconciler) reconcileStrength(_ context.Context, _ *childApplier, rc *programReconcile) error {
-	rc.strength = StrengthInForce(rc.program)
-	rc.status.Strength = &rc.strength
-	return nil
 }
 
 // StrengthInForce applies the mode and bounds to the last strength: Manual
