@@ -1,0 +1,289 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+	"github.com/attune-io/attune/controllers"
+	"github.com/attune-io/attune/test/engineruntime"
+	"github.com/attune-io/attune/test/simulator"
+)
+
+var (
+	engineBinaryOnce sync.Once
+	engineBinary     string
+	engineBinaryErr  error
+)
+
+// buildEngine compiles cmd/engine once per test run.
+func buildEngine(t *testing.T) string {
+	t.Helper()
+	engineBinaryOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "attune-engine-bin")
+		if err != nil {
+			engineBinaryErr = err
+			return
+		}
+		engineBinary = filepath.Join(dir, "engine")
+		out, err := exec.Command("go", "build", "-o", engineBinary, "github.com/attune-io/attune/cmd/engine").CombinedOutput()
+		if err != nil {
+			engineBinaryErr = fmt.Errorf("build engine: %v\n%s", err, out)
+		}
+	})
+	if engineBinaryErr != nil {
+		t.Fatal(engineBinaryErr)
+	}
+	return engineBinary
+}
+
+// loopFixture is a program whose engines run as real processes on loopback
+// and are announced to the operator as Ready pods (envtest has no kubelet).
+type loopFixture struct {
+	t       *testing.T
+	program *wellbeingv1alpha1.MeditationProgram
+	engines []*engineruntime.Process
+	dirs    []string
+	ports   []int
+	token   string
+}
+
+func startLoop(t *testing.T, world string, program *wellbeingv1alpha1.MeditationProgram, replicas int) *loopFixture {
+	t.Helper()
+	ctx := context.Background()
+	buildEngine(t)
+	create(t, program)
+	cmName, tokenName := program.Name+"-engine-config", program.Name+"-engine-token"
+	eventually(t, "engine config and token", func() error {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: world, Name: cmName}, &corev1.ConfigMap{}); err != nil {
+			return err
+		}
+		return k8s.Get(ctx, client.ObjectKey{Namespace: world, Name: tokenName}, &corev1.Secret{})
+	})
+	f := &loopFixture{t: t, program: program}
+	secret := &corev1.Secret{}
+	get(t, client.ObjectKey{Namespace: world, Name: tokenName}, secret)
+	f.token = string(secret.Data[controllers.TokenKey])
+	for i := range replicas {
+		port, err := engineruntime.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.ports = append(f.ports, port)
+		f.dirs = append(f.dirs, t.TempDir())
+		f.startEngine(i)
+		f.announcePod(i)
+	}
+	t.Cleanup(f.stopEngines)
+	return f
+}
+
+func (f *loopFixture) source() engineruntime.Source {
+	return engineruntime.Source{
+		Namespace: f.program.Namespace, ConfigMap: f.program.Name + "-engine-config", TokenSecret: f.program.Name + "-engine-token",
+		KeySecret: controllers.PseudonymizationKeySecretName, KeySecretKey: controllers.PseudonymizationKeySecretKey,
+	}
+}
+
+func (f *loopFixture) startEngine(i int) {
+	f.t.Helper()
+	p, err := engineruntime.Start(context.Background(), k8s, buildEngine(f.t), f.dirs[i], f.ports[i], f.source())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if i < len(f.engines) {
+		f.engines[i] = p
+	} else {
+		f.engines = append(f.engines, p)
+	}
+}
+
+func (f *loopFixture) stopEngines() {
+	for i, e := range f.engines {
+		if e != nil {
+			e.Stop()
+			f.engines[i] = nil
+		}
+	}
+}
+
+func (f *loopFixture) urls() []string {
+	var out []string
+	for _, p := range f.ports {
+		out = append(out, fmt.Sprintf("http://127.0.0.1:%d", p))
+	}
+	return out
+}
+
+// announcePod creates a Ready engine pod whose IP and port lead to engine i,
+// the way a kubelet would report it.
+func (f *loopFixture) announcePod(i int) {
+	f.t.Helper()
+	ctx := context.Background()
+	// The pod is what the Deployment's template makes, except that each
+	// engine process has its own loopback port.
+	deployment := &appsv1.Deployment{}
+	get(f.t, client.ObjectKey{Namespace: f.program.Namespace, Name: f.program.Name + "-engine"}, deployment)
+	template := deployment.Spec.Template.DeepCopy()
+	template.Spec.Containers[0].Ports[0].ContainerPort = int32(f.ports[i])
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-engine-%d", f.program.Name, i), Namespace: f.program.Namespace, Labels: template.Labels},
+		Spec:       template.Spec,
+	}
+	create(f.t, pod)
+	pod.Status = corev1.PodStatus{
+		Phase: corev1.PodRunning, PodIP: "127.0.0.1",
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+	}
+	if err := k8s.Status().Update(ctx, pod); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// drive runs the simulator against the engines until stop is closed.
+func drive(t *testing.T, d *simulator.Driver, every time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if _, err := d.Tick(ctx); err != nil && ctx.Err() == nil && !strings.Contains(err.Error(), "connection refused") {
+				t.Logf("simulator tick: %v", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(every):
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func tunedProgram(namespace, name string) *wellbeingv1alpha1.MeditationProgram {
+	p := newProgram(namespace, name, namespace)
+	p.Spec.Strength = wellbeingv1alpha1.StrengthBounds{Initial: 0.9, Min: 0.1, Max: 0.9}
+	p.Spec.Tuning = wellbeingv1alpha1.Tuning{Mode: wellbeingv1alpha1.TuningAuto, Interval: &metav1.Duration{Duration: 10 * time.Second}, MaxStep: 0.05}
+	p.Spec.Engine.Replicas = ptr.To[int32](2)
+	return p
+}
+
+// TestClosedLoopTunesTowardTheOptimum runs real engine processes and a
+// simulated cohort whose optimal strength is about 0.4, starting the program
+// at 0.9: the operator must move the strength down in steps of at most
+// maxStep, hold it with LossObserved=False when the engines stop, and resume
+// when they return.
+func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
+	if testing.Short() {
+		t.Skip("closed loop takes about two minutes")
+	}
+	setupWorld(t, "loop", wellbeingv1alpha1.ContextSocial)
+	program := tunedProgram("loop", "tuned")
+	f := startLoop(t, "loop", program, 2)
+
+	params := simulator.DefaultParams()
+	params.Users, params.Seed = 60, 7
+	driver := &simulator.Driver{Model: simulator.New(params), Engines: f.urls(), Token: f.token}
+	stopDriver := drive(t, driver, 1*time.Second)
+	defer stopDriver()
+
+	// Tuning: at least five valid measurements, each move ≤ maxStep, and
+	// the strength well below where it started.
+	var last *wellbeingv1alpha1.MeditationProgram
+	waitUpTo(t, 150*time.Second, "strength moves toward the optimum", func() error {
+		p := &wellbeingv1alpha1.MeditationProgram{}
+		get(t, client.ObjectKeyFromObject(program), p)
+		last = p
+		if len(p.Status.History) < 6 || p.Status.Strength == nil || *p.Status.Strength > 0.75 {
+			return fmt.Errorf("history %d, strength %v, LossObserved %v", len(p.Status.History), ptr.Deref(p.Status.Strength, -1), condition(p, wellbeingv1alpha1.ConditionLossObserved))
+		}
+		return nil
+	})
+	strengths := []float64{}
+	for _, h := range last.Status.History {
+		strengths = append(strengths, h.Strength)
+	}
+	strengths = append(strengths, *last.Status.Strength)
+	for i := 1; i < len(strengths); i++ {
+		if math.Abs(strengths[i]-strengths[i-1]) > 0.05+1e-9 {
+			t.Errorf("step %d: %.3f → %.3f exceeds maxStep 0.05 (history %v)", i, strengths[i-1], strengths[i], strengths)
+		}
+	}
+	if err := conditionIs(last.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved, metav1.ConditionTrue, wellbeingv1alpha1.ReasonObserved); err != nil {
+		t.Error(err)
+	}
+	if last.Status.Loss == nil || last.Status.Loss.CohortSize < 11 {
+		t.Errorf("status.loss = %+v, want a published cohort", last.Status.Loss)
+	}
+
+	// Outage: the engines stop; the next measurement fails and holds.
+	stopDriver()
+	f.stopEngines()
+	var held float64
+	waitUpTo(t, 40*time.Second, "LossObserved=False while engines are down", func() error {
+		p := &wellbeingv1alpha1.MeditationProgram{}
+		get(t, client.ObjectKeyFromObject(program), p)
+		held = ptr.Deref(p.Status.Strength, -1)
+		return conditionIs(p.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved, metav1.ConditionFalse, wellbeingv1alpha1.ReasonMetricsUnavailable)
+	})
+	historyAtOutage := 0
+	p := &wellbeingv1alpha1.MeditationProgram{}
+	get(t, client.ObjectKeyFromObject(program), p)
+	historyAtOutage = len(p.Status.History)
+	time.Sleep(11 * time.Second) // one more interval without engines
+	get(t, client.ObjectKeyFromObject(program), p)
+	if ptr.Deref(p.Status.Strength, -1) != held || p.Status.ConsecutiveErrors < 1 {
+		t.Errorf("during the outage the strength moved %.3f → %.3f (errors %d)", held, ptr.Deref(p.Status.Strength, -1), p.Status.ConsecutiveErrors)
+	}
+
+	// The engines return (with their data): tuning resumes.
+	for i := range f.dirs {
+		f.startEngine(i)
+	}
+	stopDriver = drive(t, driver, time.Second)
+	waitUpTo(t, 60*time.Second, "tuning resumes", func() error {
+		get(t, client.ObjectKeyFromObject(program), p)
+		if len(p.Status.History) <= historyAtOutage && historyAtOutage < wellbeingv1alpha1.MaxTuningHistory {
+			return fmt.Errorf("history still %d", len(p.Status.History))
+		}
+		return conditionIs(p.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved, metav1.ConditionTrue, wellbeingv1alpha1.ReasonObserved)
+	})
+	if p.Status.ConsecutiveErrors != 0 {
+		t.Errorf("consecutiveErrors = %d after recovery", p.Status.ConsecutiveErrors)
+	}
+}
+
+func condition(p *wellbeingv1alpha1.MeditationProgram, condType string) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == condType {
+			return fmt.Sprintf("%s/%s: %s", c.Status, c.Reason, c.Message)
+		}
+	}
+	return "unset"
+}
+
+func waitUpTo(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if last = check(); last == nil {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("%s: still failing after %s: %v", what, timeout, last)
+}

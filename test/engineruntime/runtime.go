@@ -1,0 +1,190 @@
+// Package engineruntime runs real engine processes for engine pods where no
+// kubelet runs containers (envtest, the local kwok cluster). Like a kubelet
+// it materialises the pod's ConfigMap and Secrets as files, keeps them in
+// sync when the objects change (atomic rename, so the engine sees a whole
+// file), and stops the process when asked.
+package engineruntime
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	engineconfig "github.com/attune-io/attune/engine/config"
+)
+
+// Source names the objects an engine pod mounts.
+type Source struct {
+	Namespace    string
+	ConfigMap    string // holds engineconfig.FileName
+	TokenSecret  string // keys "token", "read-only-token"
+	KeySecret    string
+	KeySecretKey string
+}
+
+// Process is one running engine.
+type Process struct {
+	Dir  string
+	Port int
+	cmd  *exec.Cmd
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// URL is the engine's base URL.
+func (p *Process) URL() string { return "http://127.0.0.1:" + strconv.Itoa(p.Port) }
+
+// FreePort asks the kernel for an unused loopback port.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start materialises the files under dir, starts binary on 127.0.0.1:port
+// and keeps the files in sync every second until Stop. The engine's log
+// goes to dir/engine.log.
+func Start(ctx context.Context, c client.Reader, binary, dir string, port int, src Source) (*Process, error) {
+	for _, sub := range []string{"config", "token", "key", "data"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := materialise(ctx, c, dir, port, src); err != nil {
+		return nil, err
+	}
+	logFile, err := os.OpenFile(filepath.Join(dir, "engine.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(binary, "--config", filepath.Join(dir, "config", engineconfig.FileName), "--reload-interval", "500ms")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test or CLI
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
+	syncCtx, cancel := context.WithCancel(context.Background())
+	p := &Process{Dir: dir, Port: port, cmd: cmd, stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		_ = cmd.Wait()
+		_ = logFile.Close()
+	}()
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-syncCtx.Done():
+				return
+			case <-t.C:
+				_, _ = materialise(syncCtx, c, dir, port, src)
+			}
+		}
+	}()
+	if err := waitReady(p, 15*time.Second); err != nil {
+		p.Stop()
+		log, _ := os.ReadFile(filepath.Join(dir, "engine.log"))
+		return nil, fmt.Errorf("%w; engine log:\n%s", err, log)
+	}
+	return p, nil
+}
+
+func waitReady(p *Process, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("engine exited during start-up")
+		default:
+		}
+		if resp, err := http.Get(p.URL() + "/readyz"); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("engine not ready on %s after %s", p.URL(), timeout)
+}
+
+// Stop terminates the engine (SIGTERM, then SIGKILL after 5 s) and stops
+// syncing its files. The data directory stays, as a pod's volume would
+// across a container restart.
+func (p *Process) Stop() {
+	p.stop()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// materialise writes the ConfigMap's configuration (with file paths pointed
+// into dir) and the Secrets' contents; it reports whether anything changed.
+func materialise(ctx context.Context, c client.Reader, dir string, port int, src Source) (bool, error) {
+	cm := &corev1.ConfigMap{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: src.ConfigMap}, cm); err != nil {
+		return false, fmt.Errorf("get config map: %w", err)
+	}
+	cfg, err := engineconfig.Parse([]byte(cm.Data[engineconfig.FileName]))
+	if err != nil {
+		return false, fmt.Errorf("config map %s: %w", src.ConfigMap, err)
+	}
+	cfg.TokenFile = filepath.Join(dir, "token", "token")
+	cfg.ReadOnlyTokenFile = filepath.Join(dir, "token", "read-only-token")
+	cfg.PseudonymizationKeyFile = filepath.Join(dir, "key", "key")
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.ListenAddress = "127.0.0.1:" + strconv.Itoa(port)
+	rendered, err := cfg.Render()
+	if err != nil {
+		return false, err
+	}
+	token := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: src.TokenSecret}, token); err != nil {
+		return false, fmt.Errorf("get token secret: %w", err)
+	}
+	key := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: src.KeySecret}, key); err != nil {
+		return false, fmt.Errorf("get key secret: %w", err)
+	}
+	files := map[string][]byte{
+		filepath.Join(dir, "config", engineconfig.FileName): rendered,
+		filepath.Join(dir, "token", "token"):                token.Data["token"],
+		filepath.Join(dir, "token", "read-only-token"):      token.Data["read-only-token"],
+		filepath.Join(dir, "key", "key"):                    key.Data[src.KeySecretKey],
+	}
+	changed := false
+	for path, content := range files {
+		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, content) {
+			continue
+		}
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, content, 0o600); err != nil {
+			return changed, err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return changed, err
+		}
+		changed = true
+	}
+	return changed, nil
+}
