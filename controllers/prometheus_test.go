@@ -1,0 +1,173 @@
+package controllers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+	"github.com/attune-io/attune/controllers"
+	"github.com/attune-io/attune/test/engineruntime"
+	"github.com/attune-io/attune/test/simulator"
+)
+
+// startPrometheus runs Debian's prometheus binary on loopback, scraping the
+// given engines every second with their read-only token.
+func startPrometheus(t *testing.T, targets []int, tokenFile string) string {
+	t.Helper()
+	binary, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Skip("prometheus binary not found: install Debian's prometheus package (.ci/run does) to run the Prometheus source test")
+	}
+	port, err := engineruntime.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var list []string
+	for _, p := range targets {
+		list = append(list, fmt.Sprintf("'127.0.0.1:%d'", p))
+	}
+	config := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: attune-engines
+    authorization:
+      credentials_file: %s
+    static_configs:
+      - targets: [%s]
+`, tokenFile, strings.Join(list, ", "))
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logFile, _ := os.Create(filepath.Join(dir, "prometheus.log"))
+	cmd := exec.Command(binary, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port))
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = logFile.Close() })
+	address := fmt.Sprintf("http://127.0.0.1:%d", port)
+	waitUpTo(t, 30*time.Second, "prometheus ready", func() error {
+		resp, err := http.Get(address + "/-/ready")
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+	return address
+}
+
+func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
+	ctx := context.Background()
+	setupWorld(t, "observatory", wellbeingv1alpha1.ContextSocial)
+	program := tunedProgram("observatory", "scraped")
+	program.Spec.Strength = wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.1, Max: 0.9}
+	f := startLoop(t, "observatory", program, 2)
+	address := startPrometheus(t, f.ports, filepath.Join(f.dirs[0], "token", "read-only-token"))
+
+	params := simulator.DefaultParams()
+	params.Users, params.Seed = 40, 3
+	driver := &simulator.Driver{Model: simulator.New(params), Engines: f.urls(), Token: f.token}
+	for range 3 {
+		if _, err := driver.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The operator, switched to the Prometheus source, observes the loss.
+	get(t, client.ObjectKeyFromObject(program), program)
+	program.Spec.Tuning.Source = wellbeingv1alpha1.LossSource{Type: wellbeingv1alpha1.LossSourcePrometheus, Prometheus: &wellbeingv1alpha1.PrometheusSource{Address: address}}
+	if err := k8s.Update(ctx, program); err != nil {
+		t.Fatal(err)
+	}
+	waitUpTo(t, 60*time.Second, "loss observed through Prometheus", func() error {
+		p := &wellbeingv1alpha1.MeditationProgram{}
+		get(t, client.ObjectKeyFromObject(program), p)
+		c := condition(p, wellbeingv1alpha1.ConditionLossObserved)
+		if !strings.Contains(c, "True/Observed") || !strings.Contains(c, "prometheus") {
+			return fmt.Errorf("LossObserved %s", c)
+		}
+		if p.Status.Loss == nil || p.Status.Loss.CohortSize != 40 {
+			return fmt.Errorf("loss %+v, want a cohort of 40", p.Status.Loss)
+		}
+		return nil
+	})
+
+	reader := &controllers.PrometheusLossReader{}
+	engineReader := &controllers.EngineLossReader{Client: k8s}
+	fromEngines, err := engineReader.Read(ctx, program, 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUpTo(t, 10*time.Second, "Prometheus agrees with the engines", func() error {
+		m, err := reader.Read(ctx, program, 11)
+		if err != nil {
+			return err
+		}
+		if math.Abs(m.Loss-fromEngines.Loss) > 1e-9 || m.CohortSize != fromEngines.CohortSize {
+			return fmt.Errorf("prometheus %.6f/%d, engines %.6f/%d", m.Loss, m.CohortSize, fromEngines.Loss, fromEngines.CohortSize)
+		}
+		return nil
+	})
+
+	// Bad answers from the real server are errors with a reason.
+	cases := map[string]struct {
+		query, reason, message string
+		minCohort              int
+	}{
+		"no series":        {`absent(up)`, wellbeingv1alpha1.ReasonMetricsUnavailable, "no series", 11},
+		"two series":       {`vector(1) or label_replace(vector(2), "x", "y", "", "")`, wellbeingv1alpha1.ReasonMetricsUnavailable, "2 series", 11},
+		"NaN":              {`vector(0) / 0`, wellbeingv1alpha1.ReasonMetricsUnavailable, "not a finite number", 11},
+		"invalid PromQL":   {`sum(`, wellbeingv1alpha1.ReasonMetricsUnavailable, "query failed", 11},
+		"cohort too small": {``, wellbeingv1alpha1.ReasonCohortTooSmall, "below the world's minimum of 100", 100},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := program.DeepCopy()
+			p.Spec.Tuning.Source.Prometheus.Query = tc.query
+			_, err := reader.Read(ctx, p, tc.minCohort)
+			var me *controllers.MeasurementError
+			if !errors.As(err, &me) || me.Reason != tc.reason || !strings.Contains(me.Message, tc.message) {
+				t.Fatalf("err = %v, want reason %s mentioning %q", err, tc.reason, tc.message)
+			}
+		})
+	}
+	unreachable := program.DeepCopy()
+	unreachable.Spec.Tuning.Source.Prometheus.Address = "http://127.0.0.1:1"
+	if _, err := reader.Read(ctx, unreachable, 11); err == nil {
+		t.Error("an unreachable Prometheus gave a measurement")
+	}
+
+	// The engine source: a partial answer is valid only if the reachable
+	// cohort meets the minimum.
+	f.engines[1].Stop()
+	f.engines[1] = nil
+	partial, err := engineReader.Read(ctx, program, 11)
+	if err != nil || partial.CohortSize != 20 || !strings.Contains(partial.Sources, "1/2 engines answered") {
+		t.Fatalf("one of two engines down: %+v, %v; want the other's 20 users", partial, err)
+	}
+	_, err = engineReader.Read(ctx, program, 21)
+	var me *controllers.MeasurementError
+	if !errors.As(err, &me) || me.Reason != wellbeingv1alpha1.ReasonCohortTooSmall {
+		t.Fatalf("reachable cohort 20 < 21: err = %v, want CohortTooSmall", err)
+	}
+}
