@@ -552,3 +552,46 @@ func TestSteadyStateMakesNoWrites(t *testing.T) {
 		return nil
 	})
 }
+
+func TestManualPausedAndBoundsClamp(t *testing.T) {
+	ctx := context.Background()
+	setupWorld(t, "modes", wellbeingv1alpha1.ContextSocial)
+	p := newProgram("modes", "steady-hand", "modes")
+	p.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
+	p.Spec.Strength = wellbeingv1alpha1.StrengthBounds{Initial: 0.3, Min: 0.1, Max: 0.9}
+	create(t, p)
+	strengthIs := func(want float64) {
+		t.Helper()
+		eventually(t, fmt.Sprintf("strength %.2f", want), func() error {
+			get(t, client.ObjectKeyFromObject(p), p)
+			if got := ptr.Deref(p.Status.Strength, -1); got != want || p.Status.ObservedGeneration != p.Generation {
+				return fmt.Errorf("strength %.3f (generation %d/%d)", got, p.Status.ObservedGeneration, p.Generation)
+			}
+			return nil
+		})
+	}
+	update := func(mutate func(*wellbeingv1alpha1.MeditationProgram)) {
+		t.Helper()
+		get(t, client.ObjectKeyFromObject(p), p)
+		mutate(p)
+		if err := k8s.Update(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	strengthIs(0.3)
+	if err := conditionIs(p.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved, metav1.ConditionUnknown, wellbeingv1alpha1.ReasonTuningDisabled); err != nil {
+		t.Error(err)
+	}
+	// Paused freezes the strength in force even when initial changes…
+	update(func(p *wellbeingv1alpha1.MeditationProgram) {
+		p.Spec.Tuning.Mode = wellbeingv1alpha1.TuningPaused
+		p.Spec.Strength.Initial = 0.5
+	})
+	strengthIs(0.3)
+	// …but a change of bounds clamps it at once.
+	update(func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Strength = wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.45, Max: 0.9} })
+	strengthIs(0.45)
+	// Manual puts strength.initial in force.
+	update(func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual })
+	strengthIs(0.5)
+}
