@@ -89,3 +89,16 @@ bench-engine: ## Engine: ingest samples/s (durable and without fsync) vs bare JS
 .PHONY: bench-tuning
 bench-tuning: ## Tuner vs fixed strength vs random search on the simulator: intervals to within 5% of the oracle, regret.
 	go test -count=1 -run '^$$' -bench BenchmarkTuning -benchtime 1x ./test/simulator/
+
+##@ Local cluster
+
+.PHONY: test-e2e
+test-e2e: cluster-binaries ## End-to-end tests on the local cluster (etcd, apiserver, controller manager, scheduler, kwok GPU nodes, real engines).
+	ATTUNE_K8S_BIN=$(ENVTEST_ASSETS) go test -tags e2e -count=1 -timeout 20m -v ./test/e2e/
+
+.PHONY: demo
+demo: ## The whole system on this machine: local cluster, operator, GPU engines, simulated cohort, live tuning table.
+	@echo "make demo: the first run builds the Kubernetes binaries from source (several minutes); later runs start in seconds."
+	hack/k8s-binaries.sh cluster
+	go build -o $(LOCALBIN)/engine ./cmd/engine
+	go run ./cmd/attune demo --k8s-bin $(ENVTEST_ASSETS) --engine-binary $(LOCALBIN)/engine $(DEMO_FLAGS)

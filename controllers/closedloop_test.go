@@ -101,7 +101,7 @@ func (f *loopFixture) source() engineruntime.Source {
 
 func (f *loopFixture) startEngine(i int) {
 	f.t.Helper()
-	p, err := engineruntime.Start(context.Background(), k8s, buildEngine(f.t), f.dirs[i], f.ports[i], f.source())
+	p, err := engineruntime.Start(context.Background(), k8s, buildEngine(f.t), f.dirs[i], "127.0.0.1", f.ports[i], f.source())
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -589,7 +589,9 @@ func TestManualPausedAndBoundsClamp(t *testing.T) {
 	})
 	strengthIs(0.3)
 	// …but a change of bounds clamps it at once.
-	update(func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Strength = wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.45, Max: 0.9} })
+	update(func(p *wellbeingv1alpha1.MeditationProgram) {
+		p.Spec.Strength = wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.45, Max: 0.9}
+	})
 	strengthIs(0.45)
 	// Manual puts strength.initial in force.
 	update(func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual })

@@ -36,6 +36,7 @@ type Source struct {
 // Process is one running engine.
 type Process struct {
 	Dir  string
+	Host string
 	Port int
 	cmd  *exec.Cmd
 	stop context.CancelFunc
@@ -43,7 +44,7 @@ type Process struct {
 }
 
 // URL is the engine's base URL.
-func (p *Process) URL() string { return "http://127.0.0.1:" + strconv.Itoa(p.Port) }
+func (p *Process) URL() string { return "http://" + net.JoinHostPort(p.Host, strconv.Itoa(p.Port)) }
 
 // FreePort asks the kernel for an unused loopback port.
 func FreePort() (int, error) {
@@ -55,16 +56,17 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// Start materialises the files under dir, starts binary on 127.0.0.1:port
-// and keeps the files in sync every second until Stop. The engine's log
+// Start materialises the files under dir, starts binary on host:port (a
+// loopback address: Linux routes all of 127.0.0.0/8 to lo) and keeps the files in sync every second until Stop. The engine's log
 // goes to dir/engine.log.
-func Start(ctx context.Context, c client.Reader, binary, dir string, port int, src Source) (*Process, error) {
+func Start(ctx context.Context, c client.Reader, binary, dir, host string, port int, src Source) (*Process, error) {
 	for _, sub := range []string{"config", "token", "key", "data"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, err
 		}
 	}
-	if _, err := materialise(ctx, c, dir, port, src); err != nil {
+	listen := net.JoinHostPort(host, strconv.Itoa(port))
+	if _, err := materialise(ctx, c, dir, listen, src); err != nil {
 		return nil, err
 	}
 	logFile, err := os.OpenFile(filepath.Join(dir, "engine.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -79,7 +81,7 @@ func Start(ctx context.Context, c client.Reader, binary, dir string, port int, s
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
 	syncCtx, cancel := context.WithCancel(context.Background())
-	p := &Process{Dir: dir, Port: port, cmd: cmd, stop: cancel, done: make(chan struct{})}
+	p := &Process{Dir: dir, Host: host, Port: port, cmd: cmd, stop: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
 		_ = cmd.Wait()
@@ -93,7 +95,7 @@ func Start(ctx context.Context, c client.Reader, binary, dir string, port int, s
 			case <-syncCtx.Done():
 				return
 			case <-t.C:
-				_, _ = materialise(syncCtx, c, dir, port, src)
+				_, _ = materialise(syncCtx, c, dir, listen, src)
 			}
 		}
 	}()
@@ -124,6 +126,16 @@ func waitReady(p *Process, timeout time.Duration) error {
 	return fmt.Errorf("engine not ready on %s after %s", p.URL(), timeout)
 }
 
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Stop terminates the engine (SIGTERM, then SIGKILL after 5 s) and stops
 // syncing its files. The data directory stays, as a pod's volume would
 // across a container restart.
@@ -140,7 +152,7 @@ func (p *Process) Stop() {
 
 // materialise writes the ConfigMap's configuration (with file paths pointed
 // into dir) and the Secrets' contents; it reports whether anything changed.
-func materialise(ctx context.Context, c client.Reader, dir string, port int, src Source) (bool, error) {
+func materialise(ctx context.Context, c client.Reader, dir, listen string, src Source) (bool, error) {
 	cm := &corev1.ConfigMap{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: src.ConfigMap}, cm); err != nil {
 		return false, fmt.Errorf("get config map: %w", err)
@@ -153,7 +165,7 @@ func materialise(ctx context.Context, c client.Reader, dir string, port int, src
 	cfg.ReadOnlyTokenFile = filepath.Join(dir, "token", "read-only-token")
 	cfg.PseudonymizationKeyFile = filepath.Join(dir, "key", "key")
 	cfg.DataDir = filepath.Join(dir, "data")
-	cfg.ListenAddress = "127.0.0.1:" + strconv.Itoa(port)
+	cfg.ListenAddress = listen
 	rendered, err := cfg.Render()
 	if err != nil {
 		return false, err

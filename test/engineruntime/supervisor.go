@@ -1,0 +1,170 @@
+package engineruntime
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Supervisor plays the kubelet's container runtime for engine pods on a
+// kwok cluster: for every engine pod that kwok reports Running it starts a
+// real engine process on the pod's IP and container port, with the pod's
+// mounted ConfigMap and Secrets materialised as files and kept in sync, and
+// it stops the process when the pod goes away.
+type Supervisor struct {
+	Client   client.Reader
+	Binary   string
+	StateDir string // per-pod directories and logs go here
+	Log      io.Writer
+	// Selector picks engine pods (default app.kubernetes.io/name=attune-engine).
+	Selector client.MatchingLabels
+
+	mu    sync.Mutex
+	procs map[types.UID]*Process
+}
+
+// Run reconciles processes with pods every interval until ctx ends, then
+// stops every process it started.
+func (s *Supervisor) Run(ctx context.Context, interval time.Duration) {
+	defer s.StopAll()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := s.Sync(ctx); err != nil && ctx.Err() == nil && s.Log != nil {
+			fmt.Fprintf(s.Log, "[engines] %v\n", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Sync starts processes for new Running engine pods and stops those whose
+// pods are gone, not running, or being deleted.
+func (s *Supervisor) Sync(ctx context.Context) error {
+	selector := s.Selector
+	if selector == nil {
+		selector = client.MatchingLabels{"app.kubernetes.io/name": "attune-engine"}
+	}
+	pods := &corev1.PodList{}
+	if err := s.Client.List(ctx, pods, selector); err != nil {
+		return fmt.Errorf("list engine pods: %w", err)
+	}
+	s.mu.Lock()
+	if s.procs == nil {
+		s.procs = map[types.UID]*Process{}
+	}
+	s.mu.Unlock()
+	wanted := map[types.UID]bool{}
+	var errs []error
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if pod.Status.Phase != corev1.PodRunning || pod.Status.PodIP == "" || !pod.DeletionTimestamp.IsZero() {
+			continue
+		}
+		wanted[pod.UID] = true
+		s.mu.Lock()
+		p := s.procs[pod.UID]
+		s.mu.Unlock()
+		if p != nil && !p.Exited() {
+			continue
+		}
+		src, port, err := sourceOf(pod)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		dir := filepath.Join(s.StateDir, pod.Namespace, pod.Name)
+		p, err = Start(ctx, s.Client, s.Binary, dir, pod.Status.PodIP, port, src)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("start engine for pod %s/%s: %w", pod.Namespace, pod.Name, err))
+			continue
+		}
+		if s.Log != nil {
+			fmt.Fprintf(s.Log, "[engines] started engine for pod %s/%s on %s\n", pod.Namespace, pod.Name, p.URL())
+		}
+		s.mu.Lock()
+		s.procs[pod.UID] = p
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	for uid, p := range s.procs {
+		if !wanted[uid] {
+			p.Stop()
+			delete(s.procs, uid)
+			if s.Log != nil {
+				fmt.Fprintf(s.Log, "[engines] stopped engine on %s (pod gone)\n", p.URL())
+			}
+		}
+	}
+	s.mu.Unlock()
+	if len(errs) > 0 {
+		return fmt.Errorf("%v", errs)
+	}
+	return nil
+}
+
+// Running returns the URLs of the running engine processes.
+func (s *Supervisor) Running() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, p := range s.procs {
+		if !p.Exited() {
+			out = append(out, p.URL())
+		}
+	}
+	return out
+}
+
+// StopAll stops every process.
+func (s *Supervisor) StopAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for uid, p := range s.procs {
+		p.Stop()
+		delete(s.procs, uid)
+	}
+}
+
+// sourceOf reads which ConfigMap and Secrets the pod mounts and its port.
+func sourceOf(pod *corev1.Pod) (Source, int, error) {
+	src := Source{Namespace: pod.Namespace}
+	for _, v := range pod.Spec.Volumes {
+		switch {
+		case v.Name == "config" && v.ConfigMap != nil:
+			src.ConfigMap = v.ConfigMap.Name
+		case v.Name == "token" && v.Secret != nil:
+			src.TokenSecret = v.Secret.SecretName
+		case v.Name == "pseudonymization-key" && v.Secret != nil:
+			src.KeySecret = v.Secret.SecretName
+			src.KeySecretKey = "key"
+			if len(v.Secret.Items) > 0 {
+				src.KeySecretKey = v.Secret.Items[0].Key
+			}
+		}
+	}
+	port := 0
+	for _, c := range pod.Spec.Containers {
+		if c.Name == "engine" {
+			for _, p := range c.Ports {
+				if p.Name == "http" {
+					port = int(p.ContainerPort)
+				}
+			}
+		}
+	}
+	if src.ConfigMap == "" || src.TokenSecret == "" || src.KeySecret == "" || port == 0 {
+		return src, 0, fmt.Errorf("pod %s/%s does not look like an engine pod (config, token, key volumes and http port)", pod.Namespace, pod.Name)
+	}
+	return src, port, nil
+}

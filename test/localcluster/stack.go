@@ -1,0 +1,169 @@
+package localcluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
+
+	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+	"github.com/attune-io/attune/controllers"
+	"github.com/attune-io/attune/test/engineruntime"
+)
+
+// Stack is the whole system on one machine: the local cluster, Attune's
+// CRDs, the operator (in this process) and the engine supervisor.
+type Stack struct {
+	*Cluster
+	Client     client.Client
+	Scheme     *runtime.Scheme
+	Supervisor *engineruntime.Supervisor
+	cancel     context.CancelFunc
+	done       []chan struct{}
+}
+
+// StackOptions configure a stack.
+type StackOptions struct {
+	Options
+	// RepoRoot locates config/crd/bases.
+	RepoRoot string
+	// EngineBinary is the engine to run for engine pods; built into the
+	// state directory when empty.
+	EngineBinary string
+}
+
+// NewScheme knows the core types, CRDs and Attune's types.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = apiextensionsv1.AddToScheme(s)
+	_ = wellbeingv1alpha1.AddToScheme(s)
+	return s
+}
+
+// StartStack starts the cluster, installs the CRDs, and runs the operator
+// and the engine supervisor until Stop.
+func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
+	cluster, err := Start(ctx, o.Options)
+	if err != nil {
+		return nil, err
+	}
+	s = &Stack{Cluster: cluster, Scheme: NewScheme()}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	if s.Client, err = client.New(cluster.Config, client.Options{Scheme: s.Scheme}); err != nil {
+		return nil, err
+	}
+	if err := s.installCRDs(ctx, filepath.Join(o.RepoRoot, "config", "crd", "bases")); err != nil {
+		return nil, err
+	}
+	binary := o.EngineBinary
+	if binary == "" {
+		binary = filepath.Join(o.StateDir, "bin", "engine")
+		s.logf("building the engine binary")
+		cmd := exec.Command("go", "build", "-o", binary, "./cmd/engine")
+		cmd.Dir = o.RepoRoot
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("build engine: %v\n%s", err, out)
+		}
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+
+	mgr, err := ctrl.NewManager(cluster.Config, ctrl.Options{
+		Scheme: s.Scheme, Cache: controllers.CacheOptions(),
+		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("operator manager: %w", err)
+	}
+	if err := controllers.SetupWithManager(mgr, controllers.Options{OperatorNamespace: "attune-system", EngineImage: "ghcr.io/attune-io/attune-engine:dev"}); err != nil {
+		return nil, err
+	}
+	mgrDone := make(chan struct{})
+	go func() {
+		defer close(mgrDone)
+		if err := mgr.Start(runCtx); err != nil {
+			s.logf("operator stopped: %v", err)
+		}
+	}()
+	s.done = append(s.done, mgrDone)
+	s.logf("operator running")
+
+	logFile, err := os.OpenFile(filepath.Join(o.StateDir, "logs", "engines.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	s.Supervisor = &engineruntime.Supervisor{Client: s.Client, Binary: binary, StateDir: filepath.Join(o.StateDir, "engines"), Log: logFile}
+	supDone := make(chan struct{})
+	go func() {
+		defer close(supDone)
+		defer func() { _ = logFile.Close() }()
+		s.Supervisor.Run(runCtx, 500*time.Millisecond)
+	}()
+	s.done = append(s.done, supDone)
+	s.logf("engine supervisor running (logs in %s)", filepath.Join(o.StateDir, "logs"))
+	return s, nil
+}
+
+func (s *Stack) installCRDs(ctx context.Context, dir string) error {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil || len(paths) == 0 {
+		return fmt.Errorf("no CRDs in %s", dir)
+	}
+	for _, path := range paths {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		if err := yaml.Unmarshal(data, crd); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if err := s.Client.Create(ctx, crd); err != nil {
+			return fmt.Errorf("install %s: %w", crd.Name, err)
+		}
+		if err := waitFor(ctx, 30*time.Second, "CRD "+crd.Name+" established", func() error {
+			got := &apiextensionsv1.CustomResourceDefinition{}
+			if err := s.Client.Get(ctx, client.ObjectKey{Name: crd.Name}, got); err != nil {
+				return err
+			}
+			for _, c := range got.Status.Conditions {
+				if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
+					return nil
+				}
+			}
+			return fmt.Errorf("not established")
+		}); err != nil {
+			return err
+		}
+	}
+	s.logf("installed %d CRDs", len(paths))
+	return nil
+}
+
+// Stop stops the supervisor and its engines, the operator, then the cluster.
+func (s *Stack) Stop() {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	for _, d := range s.done {
+		<-d
+	}
+	if s.Cluster != nil {
+		s.Cluster.Stop()
+	}
+}
