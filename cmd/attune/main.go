@@ -1,9 +1,10 @@
-// Command attune is the developer CLI. Today it has one subcommand:
+// Command attune is the developer CLI:
 //
 //	attune simulate --engines http://127.0.0.1:8080 --token-file token [flags]
+//	attune demo --k8s-bin DIR [--duration 80s] [--users 120] [--keep]
 //
-// which drives a synthetic population against real engines (see
-// test/simulator) and prints one line per tick.
+// simulate drives a synthetic population against running engines (see
+// test/simulator); demo runs the whole system on a local cluster (make demo).
 package main
 
 import (
@@ -20,12 +21,13 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] != "simulate" {
-		fmt.Fprintln(os.Stderr, "usage: attune simulate [flags]   (attune simulate -h for flags)")
+	commands := map[string]func([]string) error{"simulate": simulate, "demo": demo}
+	if len(os.Args) < 2 || commands[os.Args[1]] == nil {
+		fmt.Fprintln(os.Stderr, "usage: attune simulate|demo [flags]   (attune <command> -h for flags)")
 		os.Exit(2)
 	}
-	if err := simulate(os.Args[2:]); err != nil {
-		fmt.Fprintln(os.Stderr, "attune simulate:", err)
+	if err := commands[os.Args[1]](os.Args[2:]); err != nil {
+		fmt.Fprintf(os.Stderr, "attune %s: %v\n", os.Args[1], err)
 		os.Exit(1)
 	}
 }

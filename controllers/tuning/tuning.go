@@ -24,8 +24,9 @@
 //     spread around the operating point (the "dither" of classic
 //     extremum-seeking control). A move never exceeds maxStep and the
 //     result never leaves [min, max].
-//  5. With fewer than three distinct strengths observed it probes only:
-//     one step up, then one step down, then fits.
+//  5. With fewer than three distinct strengths observed it probes only: one
+//     step up, then downhill along the secant of the two points seen, then
+//     fits.
 //
 // Converged: the fit is convex, its vertex is inside the bounds (or the
 // optimum sits at a bound), and the last three targets lie within maxStep of
@@ -135,17 +136,16 @@ func recentCentre(history []Observation) float64 {
 	return sum / weights
 }
 
-// probe gathers spread before a fit is possible: from a single strength it
-// steps up (down at the upper bound); from two it steps away from the other
-// one, so the third observation extends the range.
+// probe gathers spread before a fit is possible. From a single strength it
+// steps up (down at the upper bound). With two strengths seen it heads
+// downhill along their secant (toward the one with the lower loss and
+// beyond), so the third distinct point is also the more promising one.
 func probe(history []Observation, current float64, p Params) Decision {
 	direction := 1.0
-	for _, o := range history {
-		if math.Abs(o.Strength-current) > p.MaxStep/4 {
-			if o.Strength > current {
-				direction = -1
-			}
-			break
+	if other, ok := otherStrength(history, current, p.MaxStep/4); ok {
+		currentLoss, otherLoss := lossAt(history, current, p.MaxStep/4), lossAt(history, other.Strength, p.MaxStep/4)
+		if (otherLoss < currentLoss) == (other.Strength < current) {
+			direction = -1
 		}
 	}
 	next := clamp(current+direction*p.MaxStep, p.Min, p.Max)
@@ -153,6 +153,33 @@ func probe(history []Observation, current float64, p Params) Decision {
 		next = clamp(current-direction*p.MaxStep, p.Min, p.Max)
 	}
 	return Decision{Strength: next, Target: current, Reason: "probing around the current strength to learn the loss curve"}
+}
+
+// otherStrength returns the most recent observation at a strength other
+// than current.
+func otherStrength(history []Observation, current, tolerance float64) (Observation, bool) {
+	for i := len(history) - 1; i >= 0; i-- {
+		if math.Abs(history[i].Strength-current) > tolerance {
+			return history[i], true
+		}
+	}
+	return Observation{}, false
+}
+
+// lossAt is the mean loss observed near a strength.
+func lossAt(history []Observation, strength, tolerance float64) float64 {
+	var sum float64
+	var n int
+	for _, o := range history {
+		if math.Abs(o.Strength-strength) <= tolerance {
+			sum += o.Loss
+			n++
+		}
+	}
+	if n == 0 {
+		return math.Inf(1)
+	}
+	return sum / float64(n)
 }
 
 // polyFit is a weighted least-squares polynomial fit with the standard

@@ -187,7 +187,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	c.logf("starting kwok (fake nodes, pod IPs in 127.1.0.0/16)")
 	if err := c.run("kwok", "--kubeconfig", c.Kubeconfig, "--manage-all-nodes", "--cidr", "127.1.0.0/16", "--node-ip", "127.0.0.1",
-		"--config", stages, "--server-address", fmt.Sprintf("127.0.0.1:%d", kwokPort)); err != nil {
+		"--config", stages, "--node-lease-duration-seconds", "40", "--server-address", fmt.Sprintf("127.0.0.1:%d", kwokPort)); err != nil {
 		return nil, err
 	}
 	if err := c.createNodes(ctx, clientset); err != nil {

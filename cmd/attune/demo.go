@@ -1,0 +1,273 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"image/color"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+	"github.com/attune-io/attune/controllers"
+	"github.com/attune-io/attune/test/localcluster"
+	"github.com/attune-io/attune/test/simulator"
+)
+
+// demoPoint is one row of the trace.
+type demoPoint struct {
+	Time         time.Time `json:"time"`
+	Strength     float64   `json:"strength"`
+	ObservedLoss *float64  `json:"observedLoss,omitempty"`
+	CohortSize   int32     `json:"cohortSize,omitempty"`
+	TrueLoss     float64   `json:"trueLoss"`
+	ReadyEngines int32     `json:"readyEngines"`
+	Action       string    `json:"action"`
+}
+
+type demoTrace struct {
+	OracleStrength float64     `json:"oracleStrength"`
+	OracleLoss     float64     `json:"oracleLoss"`
+	Params         any         `json:"simulator"`
+	Points         []demoPoint `json:"points"`
+}
+
+func demo(args []string) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	duration := fs.Duration("duration", 80*time.Second, "How long the simulated cohort runs.")
+	users := fs.Int("users", 120, "Simulated cohort size.")
+	keep := fs.Bool("keep", false, "Keep the cluster running afterwards (Ctrl-C stops it) and print its kubeconfig.")
+	stateDir := fs.String("state-dir", ".attune/demo", "Directory for every file of the demo (cluster state, logs, chart, trace).")
+	k8sBin := fs.String("k8s-bin", "", "Directory with the source-built Kubernetes binaries (hack/k8s-binaries.sh dir).")
+	engineBinary := fs.String("engine-binary", "", "Engine binary (built when empty).")
+	initial := fs.Float64("initial-strength", 0.7, "The program's initial strength.")
+	seed := fs.Uint64("seed", 2, "Simulator seed.")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *k8sBin == "" {
+		return fmt.Errorf("--k8s-bin is required (make demo passes it)")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	_ = os.RemoveAll(*stateDir)
+	if err := os.MkdirAll(*stateDir, 0o700); err != nil {
+		return err
+	}
+	root, _ := os.Getwd()
+	start := time.Now()
+	say := func(format string, a ...any) { fmt.Printf("[demo %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...)) }
+
+	say("starting the local cluster (etcd, kube-apiserver, controller manager, scheduler, kwok with fake GPU nodes)")
+	stack, err := localcluster.StartStack(ctx, localcluster.StackOptions{
+		Options:      localcluster.Options{StateDir: *stateDir, BinDir: *k8sBin, GPUNodes: 1, GPUsPerNode: 4, CPUNodes: 1, Log: os.Stdout},
+		RepoRoot:     root,
+		EngineBinary: *engineBinary,
+	})
+	if err != nil {
+		return err
+	}
+	defer stack.Stop()
+
+	params := simulator.DefaultParams()
+	params.Users, params.Seed = *users, *seed
+	oracleS, oracleL := simulator.Oracle(params, 0.1, 0.9)
+
+	world := &wellbeingv1alpha1.VirtualWorld{
+		ObjectMeta: metav1.ObjectMeta{Name: "harbor-social"},
+		Spec: wellbeingv1alpha1.VirtualWorldSpec{Namespace: "harbor-social", DisplayName: "Harbor (social hub)", Context: wellbeingv1alpha1.ContextSocial,
+			GPUQuota: wellbeingv1alpha1.GPUQuota{Limit: ptr.To[int32](4)}},
+	}
+	program := &wellbeingv1alpha1.MeditationProgram{
+		ObjectMeta: metav1.ObjectMeta{Name: "evening-calm", Namespace: "harbor-social"},
+		Spec: wellbeingv1alpha1.MeditationProgramSpec{
+			WorldRef:      wellbeingv1alpha1.WorldReference{Name: "harbor-social"},
+			Target:        wellbeingv1alpha1.StateVector{Attention: params.Target[0], Emotion: params.Target[1], Resilience: params.Target[2]},
+			Weights:       wellbeingv1alpha1.Weights{Attention: 1, Emotion: 1, Resilience: 1},
+			Interventions: []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.ResonanceBreathing, wellbeingv1alpha1.FocusedAttention, wellbeingv1alpha1.MicroBreak},
+			Strength:      wellbeingv1alpha1.StrengthBounds{Initial: *initial, Min: 0.1, Max: 0.9},
+			Tuning:        wellbeingv1alpha1.Tuning{Mode: wellbeingv1alpha1.TuningAuto, Interval: &metav1.Duration{Duration: 10 * time.Second}, MaxStep: 0.05},
+			Engine: wellbeingv1alpha1.EngineSpec{Replicas: ptr.To[int32](2), GPU: wellbeingv1alpha1.GPUSpec{
+				Count: ptr.To[int32](1), Product: "NVIDIA-H100-80GB-HBM3", RuntimeClassName: nil,
+			}},
+		},
+	}
+	c := stack.Client
+	if err := c.Create(ctx, world); err != nil {
+		return fmt.Errorf("create world: %w", err)
+	}
+	if err := waitUntil(ctx, 30*time.Second, func() bool {
+		return c.Get(ctx, client.ObjectKey{Name: "harbor-social"}, &corev1.Namespace{}) == nil
+	}); err != nil {
+		return fmt.Errorf("world namespace: %w", err)
+	}
+	if err := c.Create(ctx, program); err != nil {
+		return fmt.Errorf("create program: %w", err)
+	}
+	say("applied VirtualWorld harbor-social and MeditationProgram evening-calm (2 engines × 1 nvidia.com/gpu, tuning every 10s)")
+	if err := waitUntil(ctx, 90*time.Second, func() bool {
+		p := &wellbeingv1alpha1.MeditationProgram{}
+		return c.Get(ctx, client.ObjectKeyFromObject(program), p) == nil && p.Status.ReadyReplicas == 2 && len(stack.Supervisor.Running()) == 2
+	}); err != nil {
+		return fmt.Errorf("engines did not become ready: %w", err)
+	}
+	pods := &corev1.PodList{}
+	_ = c.List(ctx, pods, client.InNamespace("harbor-social"), client.MatchingLabels(controllers.EngineSelectorLabels(program)))
+	for _, pod := range pods.Items {
+		say("engine pod %s on node %s, IP %s", pod.Name, pod.Spec.NodeName, pod.Status.PodIP)
+	}
+	token := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "harbor-social", Name: "evening-calm-engine-token"}, token); err != nil {
+		return err
+	}
+	driver := &simulator.Driver{Model: simulator.New(params), Engines: stack.Supervisor.Running(), Token: string(token.Data[controllers.TokenKey])}
+	say("driving %d simulated users against %v (oracle: strength %.3f, loss %.5f)", params.Users, driver.Engines, oracleS, oracleL)
+
+	driveCtx, stopDriving := context.WithCancel(ctx)
+	go func() {
+		for driveCtx.Err() == nil {
+			if _, err := driver.Tick(driveCtx); err != nil && driveCtx.Err() == nil {
+				say("simulator: %v", err)
+			}
+			select {
+			case <-driveCtx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+
+	trace := demoTrace{OracleStrength: oracleS, OracleLoss: oracleL, Params: params}
+	fmt.Printf("\n%-9s %-9s %-11s %-7s %-6s %-10s %s\n", "time", "strength", "cohort loss", "cohort", "ready", "true loss", "tuner")
+	var lastTune time.Time
+	deadline := time.Now().Add(*duration)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(500 * time.Millisecond)
+		p := &wellbeingv1alpha1.MeditationProgram{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(program), p); err != nil || p.Status.LastTuneTime == nil || !p.Status.LastTuneTime.After(lastTune) {
+			continue
+		}
+		lastTune = p.Status.LastTuneTime.Time
+		point := demoPoint{Time: lastTune, Strength: ptr.Deref(p.Status.Strength, 0), TrueLoss: driver.Model.CohortLoss(), ReadyEngines: p.Status.ReadyReplicas, Action: tunerAction(p)}
+		lossText, cohortText := "—", "—"
+		if observed := meta.FindStatusCondition(p.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved); observed != nil && observed.Status == metav1.ConditionTrue && p.Status.Loss != nil {
+			point.ObservedLoss, point.CohortSize = &p.Status.Loss.Value, p.Status.Loss.CohortSize
+			lossText, cohortText = fmt.Sprintf("%.5f", p.Status.Loss.Value), fmt.Sprint(p.Status.Loss.CohortSize)
+		}
+		trace.Points = append(trace.Points, point)
+		fmt.Printf("%-9s %-9.3f %-11s %-7s %-6d %-10.5f %s\n", lastTune.Format("15:04:05"), point.Strength, lossText, cohortText, point.ReadyEngines, point.TrueLoss, point.Action)
+	}
+	stopDriving()
+
+	final := trace.Points
+	if len(final) == 0 {
+		return fmt.Errorf("no tuning interval completed")
+	}
+	last := final[len(final)-1]
+	fmt.Printf("\nsummary: strength %.3f (oracle %.3f), true cohort loss %.5f (oracle %.5f, %+.1f%%), %d tuning intervals in %s\n",
+		last.Strength, oracleS, last.TrueLoss, oracleL, 100*(last.TrueLoss/oracleL-1), len(final), time.Since(start).Round(time.Second))
+	tracePath := filepath.Join(*stateDir, "demo-trace.json")
+	data, _ := json.MarshalIndent(trace, "", "  ")
+	if err := os.WriteFile(tracePath, data, 0o600); err != nil {
+		return err
+	}
+	chartPath := filepath.Join(*stateDir, "demo-chart.png")
+	if err := writeChart(chartPath, trace); err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	say("wrote %s and %s", chartPath, tracePath)
+	if *keep {
+		abs, _ := filepath.Abs(stack.Kubeconfig)
+		say("cluster kept running. Try:\n  export KUBECONFIG=%s\n  kubectl get vw,mp -A -o wide\nCtrl-C stops everything.", abs)
+		<-ctx.Done()
+	}
+	return nil
+}
+
+// tunerAction says what the tuner did, from the program's conditions.
+func tunerAction(p *wellbeingv1alpha1.MeditationProgram) string {
+	if c := meta.FindStatusCondition(p.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved); c != nil && c.Status != metav1.ConditionTrue {
+		return "held: " + c.Message
+	}
+	if c := meta.FindStatusCondition(p.Status.Conditions, wellbeingv1alpha1.ConditionConverged); c != nil {
+		if c.Status == metav1.ConditionTrue {
+			return "converged: " + c.Message
+		}
+		return c.Message
+	}
+	return ""
+}
+
+func writeChart(path string, trace demoTrace) error {
+	pl := plot.New()
+	pl.Title.Text = "Attune demo: strength and cohort loss per tuning interval"
+	pl.X.Label.Text = "seconds"
+	pl.Y.Label.Text = "strength / loss×10"
+	t0 := trace.Points[0].Time
+	var strength, trueLoss, observed plotter.XYs
+	for _, p := range trace.Points {
+		x := p.Time.Sub(t0).Seconds()
+		strength = append(strength, plotter.XY{X: x, Y: p.Strength})
+		trueLoss = append(trueLoss, plotter.XY{X: x, Y: 10 * p.TrueLoss})
+		if p.ObservedLoss != nil {
+			observed = append(observed, plotter.XY{X: x, Y: 10 * *p.ObservedLoss})
+		}
+	}
+	add := func(name string, xys plotter.XYs, c color.Color) error {
+		if len(xys) == 0 {
+			return nil
+		}
+		line, err := plotter.NewLine(xys)
+		if err != nil {
+			return err
+		}
+		line.Color = c
+		pl.Add(line)
+		pl.Legend.Add(name, line)
+		return nil
+	}
+	oracle := plotter.XYs{{X: 0, Y: trace.OracleStrength}, {X: strength[len(strength)-1].X, Y: trace.OracleStrength}}
+	for _, s := range []struct {
+		name string
+		xys  plotter.XYs
+		c    color.Color
+	}{
+		{"strength", strength, color.RGBA{B: 200, A: 255}},
+		{"oracle strength", oracle, color.RGBA{B: 200, G: 200, A: 255}},
+		{"true loss ×10", trueLoss, color.RGBA{R: 200, A: 255}},
+		{"engine-observed loss ×10", observed, color.RGBA{R: 200, G: 120, A: 255}},
+	} {
+		if err := add(s.name, s.xys, s.c); err != nil {
+			return err
+		}
+	}
+	pl.Legend.Top = true
+	return pl.Save(8*vg.Inch, 4*vg.Inch, path)
+}
+
+func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if cond() {
+			return nil
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return fmt.Errorf("timed out after %s", timeout)
+}
+
