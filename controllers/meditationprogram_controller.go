@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -64,6 +65,8 @@ type programReconcile struct {
 	deployment *appsv1.Deployment
 	// requeueAfter is when the next tuning measurement is due (0: none).
 	requeueAfter time.Duration
+	// unavailableReason and unavailableMessage explain missing engines.
+	unavailableReason, unavailableMessage string
 }
 
 // errWorldUnusable stops the steps when the world is missing or wrong; the
@@ -238,7 +241,36 @@ func (r *MeditationProgramReconciler) reconcileDeployment(ctx context.Context, a
 		return fmt.Errorf("read deployment status: %w", err)
 	}
 	rc.deployment = current
+	if current.Status.AvailableReplicas < desiredReplicas(rc.program) {
+		rc.unavailableReason, rc.unavailableMessage = r.whyUnavailable(ctx, rc.program, current)
+	}
 	return nil
+}
+
+// whyUnavailable finds what keeps engines from running: the quota refusing
+// pods (the ReplicaSet's failure, surfaced on the Deployment) or the
+// scheduler finding no node (GPUs exhausted, no matching product).
+func (r *MeditationProgramReconciler) whyUnavailable(ctx context.Context, p *wellbeingv1alpha1.MeditationProgram, d *appsv1.Deployment) (string, string) {
+	for _, c := range d.Status.Conditions {
+		if c.Type == appsv1.DeploymentReplicaFailure && c.Status == corev1.ConditionTrue {
+			if strings.Contains(c.Message, "exceeded quota") {
+				return wellbeingv1alpha1.ReasonQuotaExceeded, c.Message
+			}
+			return wellbeingv1alpha1.ReasonReplicaFailure, c.Message
+		}
+	}
+	pods := &corev1.PodList{}
+	if err := r.List(ctx, pods, client.InNamespace(p.Namespace), client.MatchingLabels(EngineSelectorLabels(p))); err != nil {
+		return "", ""
+	}
+	for _, pod := range pods.Items {
+		for _, c := range pod.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+				return wellbeingv1alpha1.ReasonUnschedulable, fmt.Sprintf("pod %s cannot be scheduled: %s", pod.Name, c.Message)
+			}
+		}
+	}
+	return "", ""
 }
 
 func (r *MeditationProgramReconciler) reconcileService(ctx context.Context, a *childApplier, rc *programReconcile) error {
@@ -291,17 +323,21 @@ func (r *MeditationProgramReconciler) computeStatus(rc *programReconcile, stepEr
 	rc.conds.set(wellbeingv1alpha1.ConditionSuspended, metav1.ConditionFalse, wellbeingv1alpha1.ReasonNotSuspended, "engines run")
 
 	available := st.ReadyReplicas >= replicas
-	reason := wellbeingv1alpha1.ReasonAvailable
+	reason, message := wellbeingv1alpha1.ReasonAvailable, fmt.Sprintf("%d of %d engine replicas available", st.ReadyReplicas, replicas)
 	if !available {
 		reason = wellbeingv1alpha1.ReasonProgressing
+		if rc.unavailableReason != "" {
+			reason, message = rc.unavailableReason, fmt.Sprintf("%d of %d engine replicas available: %s", st.ReadyReplicas, replicas, rc.unavailableMessage)
+		}
 	}
-	rc.conds.set(wellbeingv1alpha1.ConditionEngineAvailable, boolStatus(available), reason,
-		fmt.Sprintf("%d of %d engine replicas available", st.ReadyReplicas, replicas))
+	rc.conds.set(wellbeingv1alpha1.ConditionEngineAvailable, boolStatus(available), reason, message)
 	if available {
 		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionTrue, wellbeingv1alpha1.ReasonAvailable, "engines are serving")
 	} else {
-		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, wellbeingv1alpha1.ReasonProgressing,
-			fmt.Sprintf("waiting for engines: %d of %d available", st.ReadyReplicas, replicas))
+		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, reason, "waiting for engines: "+message)
+	}
+	if reason == wellbeingv1alpha1.ReasonQuotaExceeded || reason == wellbeingv1alpha1.ReasonUnschedulable || reason == wellbeingv1alpha1.ReasonReplicaFailure {
+		rc.conds.set(wellbeingv1alpha1.ConditionDegraded, metav1.ConditionTrue, reason, message)
 	}
 }
 
@@ -345,12 +381,24 @@ func (r *MeditationProgramReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}, ignoreCreates).
 		Owns(&corev1.ServiceAccount{}, ignoreCreates).
 		Owns(&policyv1.PodDisruptionBudget{}, ignoreCreates).
+		// Engine pods are not owned by the program (their ReplicaSet owns
+		// them), but their scheduling state explains missing engines.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(programOfPod)).
 		// A world appearing, changing or moving re-evaluates its programs.
 		Watches(&wellbeingv1alpha1.VirtualWorld{}, handler.EnqueueRequestsFromMapFunc(r.programsOfWorld),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
 		Named("meditationprogram").
 		Complete(r)
+}
+
+// programOfPod maps an engine pod to its program by the instance label.
+func programOfPod(_ context.Context, obj client.Object) []reconcile.Request {
+	name := obj.GetLabels()[LabelInstance]
+	if name == "" || obj.GetLabels()[LabelName] != EngineAppName {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: obj.GetNamespace(), Name: name}}}
 }
 
 func (r *MeditationProgramReconciler) programsOfWorld(ctx context.Context, obj client.Object) []reconcile.Request {

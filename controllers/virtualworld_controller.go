@@ -96,8 +96,11 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	case stepErr != nil:
 		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, wellbeingv1alpha1.ReasonApplyFailed, stepErr.Error())
 	default:
-		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionTrue, wellbeingv1alpha1.ReasonReconciled,
-			fmt.Sprintf("namespace %s is ready", world.Spec.Namespace))
+		message := fmt.Sprintf("namespace %s is ready; programs request %d GPUs", world.Spec.Namespace, status.GPUsRequested)
+		if status.GPUQuotaLimit != nil {
+			message += fmt.Sprintf(" of a quota of %d (%d in use)", *status.GPUQuotaLimit, status.GPUsInUse)
+		}
+		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionTrue, wellbeingv1alpha1.ReasonReconciled, message)
 	}
 	applier.recordChanges(world)
 	if err := r.writeStatus(ctx, world, status); err != nil {
@@ -164,18 +167,26 @@ func (r *VirtualWorldReconciler) reconcileKeySecret(ctx context.Context, a *chil
 func (r *VirtualWorldReconciler) reconcileQuota(ctx context.Context, a *childApplier, rc *worldReconcile) error {
 	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: GPUQuotaName, Namespace: rc.world.Spec.Namespace, Labels: worldLabels(rc.world)}}
 	limit := rc.world.Spec.GPUQuota.Limit
+	rc.status.GPUQuotaLimit = limit
 	if limit == nil {
+		rc.status.GPUsInUse = 0
 		return a.deleteIfOwned(ctx, rc.world, quota)
 	}
 	resourceName := rc.world.Spec.GPUQuota.ResourceName
 	if resourceName == "" {
 		resourceName = "nvidia.com/gpu"
 	}
-	quota.Spec.Hard = corev1.ResourceList{
-		corev1.ResourceName("requests." + resourceName): *resource.NewQuantity(int64(*limit), resource.DecimalSI),
+	quotaResource := corev1.ResourceName("requests." + resourceName)
+	quota.Spec.Hard = corev1.ResourceList{quotaResource: *resource.NewQuantity(int64(*limit), resource.DecimalSI)}
+	if _, err := a.apply(ctx, rc.world, quota); err != nil {
+		return err
 	}
-	_, err := a.apply(ctx, rc.world, quota)
-	return err
+	current := &corev1.ResourceQuota{}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(quota), current); err == nil {
+		used := current.Status.Used[quotaResource]
+		rc.status.GPUsInUse = int32(used.Value())
+	}
+	return nil
 }
 
 // reconcileNetworkPolicy admits ingress only from the world's own namespace

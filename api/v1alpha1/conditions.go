@@ -43,4 +43,7 @@ const (
 	ReasonTuningDisabled     = "TuningDisabled"
 	ReasonSearching          = "Searching"
 	ReasonConverged          = "Converged"
+	ReasonUnschedulable      = "Unschedulable"
+	ReasonQuotaExceeded      = "QuotaExceeded"
+	ReasonReplicaFailure     = "ReplicaFailure"
 )

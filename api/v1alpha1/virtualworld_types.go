@@ -159,6 +159,15 @@ type VirtualWorldStatus struct {
 	// gpusRequested is the number of GPUs the world's programs request.
 	// +optional
 	GPUsRequested int32 `json:"gpusRequested,omitempty"`
+
+	// gpuQuotaLimit is spec.gpuQuota.limit in force (unset: no quota).
+	// +optional
+	GPUQuotaLimit *int32 `json:"gpuQuotaLimit,omitempty"`
+
+	// gpusInUse is the GPUs requested by the namespace's admitted pods, as
+	// the ResourceQuota counts them.
+	// +optional
+	GPUsInUse int32 `json:"gpusInUse,omitempty"`
 }
 
 // VirtualWorld is a tenant of the platform: its namespace, GPU quota,
@@ -170,6 +179,8 @@ type VirtualWorldStatus struct {
 // +kubebuilder:printcolumn:name="Context",type=string,JSONPath=`.spec.context`
 // +kubebuilder:printcolumn:name="Programs",type=integer,JSONPath=`.status.programs`
 // +kubebuilder:printcolumn:name="GPUs",type=integer,JSONPath=`.status.gpusRequested`
+// +kubebuilder:printcolumn:name="Quota",type=integer,JSONPath=`.status.gpuQuotaLimit`
+// +kubebuilder:printcolumn:name="In-Use",type=integer,JSONPath=`.status.gpusInUse`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type VirtualWorld struct {

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -42,12 +41,7 @@ func program(ns, name string, replicas int32) *wellbeingv1alpha1.MeditationProgr
 
 func TestEnginesRunOnFakeGPUNodes(t *testing.T) {
 	ctx := context.Background()
-	if err := stack.Client.Create(ctx, world("smoke", nil)); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 30*time.Second, "namespace", func() error {
-		return stack.Client.Get(ctx, client.ObjectKey{Name: "smoke"}, &corev1.Namespace{})
-	})
+	newWorld(t, "smoke", nil)
 	p := program("smoke", "calm", 2)
 	if err := stack.Client.Create(ctx, p); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,295 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+	"github.com/attune-io/attune/controllers"
+	"github.com/attune-io/attune/test/simulator"
+)
+
+func mustCreate(t *testing.T, obj client.Object) {
+	t.Helper()
+	if err := stack.Client.Create(context.Background(), obj); err != nil {
+		t.Fatalf("create %s: %v", obj.GetName(), err)
+	}
+}
+
+func getProgram(t *testing.T, p *wellbeingv1alpha1.MeditationProgram) *wellbeingv1alpha1.MeditationProgram {
+	t.Helper()
+	got := &wellbeingv1alpha1.MeditationProgram{}
+	if err := stack.Client.Get(context.Background(), client.ObjectKeyFromObject(p), got); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// newWorld creates a world and waits for its namespace; the world (and with
+// it the namespace and everything in it) is deleted when the test ends.
+func newWorld(t *testing.T, name string, gpuLimit *int32) {
+	t.Helper()
+	ctx := context.Background()
+	w := world(name, gpuLimit)
+	mustCreate(t, w)
+	eventually(t, 30*time.Second, "namespace "+name, func() error {
+		return stack.Client.Get(ctx, client.ObjectKey{Name: name}, &corev1.Namespace{})
+	})
+	t.Cleanup(func() { deleteWorld(t, name) })
+}
+
+func deleteWorld(t *testing.T, name string) {
+	ctx := context.Background()
+	w := &wellbeingv1alpha1.VirtualWorld{}
+	if err := stack.Client.Get(ctx, client.ObjectKey{Name: name}, w); err != nil {
+		return
+	}
+	_ = stack.Client.Delete(ctx, w, client.PropagationPolicy("Foreground"))
+	eventually(t, 90*time.Second, "namespace "+name+" removed", func() error {
+		if err := stack.Client.Get(ctx, client.ObjectKey{Name: name}, &corev1.Namespace{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (err=%v)", err)
+		}
+		return nil
+	})
+}
+
+func enginesIn(namespace string) []string {
+	var out []string
+	for _, u := range stack.Supervisor.Running() {
+		out = append(out, u)
+	}
+	pods := &corev1.PodList{}
+	_ = stack.Client.List(context.Background(), pods, client.InNamespace(namespace))
+	ips := map[string]bool{}
+	for _, p := range pods.Items {
+		ips[p.Status.PodIP] = true
+	}
+	var mine []string
+	for _, u := range out {
+		host := strings.TrimPrefix(u, "http://")
+		host = host[:strings.LastIndex(host, ":")]
+		if ips[host] {
+			mine = append(mine, u)
+		}
+	}
+	return mine
+}
+
+// TestDemoScenarioConverges is make demo's scenario with assertions: from
+// strength 0.7 the operator finds the simulator's optimum (within 0.1) and
+// the cohort's true loss comes within 10% of the oracle's.
+func TestDemoScenarioConverges(t *testing.T) {
+	ctx := context.Background()
+	newWorld(t, "converge", nil)
+	p := program("converge", "evening-calm", 2)
+	p.Spec.Strength.Initial = 0.7
+	mustCreate(t, p)
+	eventually(t, 60*time.Second, "two engines", func() error {
+		if got := getProgram(t, p); got.Status.ReadyReplicas != 2 || len(enginesIn("converge")) != 2 {
+			return fmt.Errorf("ready %d, processes %v", got.Status.ReadyReplicas, enginesIn("converge"))
+		}
+		return nil
+	})
+	token := &corev1.Secret{}
+	if err := stack.Client.Get(ctx, client.ObjectKey{Namespace: "converge", Name: "evening-calm-engine-token"}, token); err != nil {
+		t.Fatal(err)
+	}
+	params := simulator.DefaultParams()
+	params.Users, params.Seed = 120, 2
+	oracleS, oracleL := simulator.Oracle(params, 0.1, 0.9)
+	driver := &simulator.Driver{Model: simulator.New(params), Engines: enginesIn("converge"), Token: string(token.Data[controllers.TokenKey])}
+
+	var mu sync.Mutex
+	var trueLoss float64
+	driveCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for driveCtx.Err() == nil {
+			if r, err := driver.Tick(driveCtx); err == nil {
+				mu.Lock()
+				trueLoss = r.TrueLoss
+				mu.Unlock()
+			}
+			select {
+			case <-driveCtx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	defer func() { stop(); <-done }()
+
+	eventually(t, 180*time.Second, fmt.Sprintf("strength near the oracle %.3f and loss within 10%% of %.5f", oracleS, oracleL), func() error {
+		got := getProgram(t, p)
+		s := ptr.Deref(got.Status.Strength, -1)
+		mu.Lock()
+		l := trueLoss
+		mu.Unlock()
+		if math.Abs(s-oracleS) > 0.1 || l > 1.1*oracleL {
+			return fmt.Errorf("strength %.3f, true loss %.5f", s, l)
+		}
+		return nil
+	})
+}
+
+// TestGPUShortageIsReported: a quota that refuses pods and nodes without
+// enough GPUs both show up in EngineAvailable with the cluster's reason, and
+// the world shows GPUs requested against its quota.
+func TestGPUShortageIsReported(t *testing.T) {
+	newWorld(t, "crowded", ptr.To[int32](2))
+	overQuota := program("crowded", "too-many", 3)
+	overQuota.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
+	mustCreate(t, overQuota)
+	eventually(t, 60*time.Second, "QuotaExceeded", func() error {
+		got := getProgram(t, overQuota)
+		c := meta.FindStatusCondition(got.Status.Conditions, wellbeingv1alpha1.ConditionEngineAvailable)
+		if c == nil || c.Reason != wellbeingv1alpha1.ReasonQuotaExceeded || !strings.Contains(c.Message, "exceeded quota") {
+			return fmt.Errorf("EngineAvailable %+v", c)
+		}
+		return nil
+	})
+	eventually(t, 30*time.Second, "world quota status", func() error {
+		w := &wellbeingv1alpha1.VirtualWorld{}
+		if err := stack.Client.Get(context.Background(), client.ObjectKey{Name: "crowded"}, w); err != nil {
+			return err
+		}
+		if w.Status.GPUsRequested != 3 || ptr.Deref(w.Status.GPUQuotaLimit, -1) != 2 || w.Status.GPUsInUse != 2 {
+			return fmt.Errorf("requested %d, quota %v, in use %d", w.Status.GPUsRequested, w.Status.GPUQuotaLimit, w.Status.GPUsInUse)
+		}
+		return nil
+	})
+	deleteWorld(t, "crowded")
+
+	newWorld(t, "greedy", nil)
+	tooBig := program("greedy", "six-gpus", 6) // the GPU node has 4
+	tooBig.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
+	mustCreate(t, tooBig)
+	eventually(t, 60*time.Second, "Unschedulable", func() error {
+		got := getProgram(t, tooBig)
+		c := meta.FindStatusCondition(got.Status.Conditions, wellbeingv1alpha1.ConditionEngineAvailable)
+		if c == nil || c.Reason != wellbeingv1alpha1.ReasonUnschedulable || !strings.Contains(c.Message, "Insufficient nvidia.com/gpu") {
+			return fmt.Errorf("EngineAvailable %+v", c)
+		}
+		if got.Status.ReadyReplicas != 4 {
+			return fmt.Errorf("ready %d, want the 4 that fit", got.Status.ReadyReplicas)
+		}
+		return nil
+	})
+}
+
+// TestScaleStrengthAndDeletion: scaling the program changes the running
+// engine processes; a strength change reaches the running engines without
+// restarting pods; deleting the program stops its engines.
+func TestScaleStrengthAndDeletion(t *testing.T) {
+	ctx := context.Background()
+	newWorld(t, "ops", nil)
+	p := program("ops", "adjustable", 1)
+	p.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
+	mustCreate(t, p)
+	eventually(t, 60*time.Second, "one engine process", func() error {
+		if n := len(enginesIn("ops")); n != 1 {
+			return fmt.Errorf("%d processes", n)
+		}
+		return nil
+	})
+
+	// What `kubectl scale mp/adjustable --replicas=3` does: the scale subresource.
+	scale := &autoscalingv1.Scale{}
+	if err := stack.Client.SubResource("scale").Get(ctx, p, scale); err != nil {
+		t.Fatal(err)
+	}
+	scale.Spec.Replicas = 3
+	if err := stack.Client.SubResource("scale").Update(ctx, p, client.WithSubResourceBody(scale)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "three engine processes", func() error {
+		if n := len(enginesIn("ops")); n != 3 {
+			return fmt.Errorf("%d processes", n)
+		}
+		return nil
+	})
+
+	// A strength change: ConfigMap → files → engines, same pods.
+	pods := &corev1.PodList{}
+	if err := stack.Client.List(ctx, pods, client.InNamespace("ops"), client.MatchingLabels(controllers.EngineSelectorLabels(p))); err != nil {
+		t.Fatal(err)
+	}
+	before := map[types.UID]bool{}
+	for _, pod := range pods.Items {
+		before[pod.UID] = true
+	}
+	deployment := &appsv1.Deployment{}
+	if err := stack.Client.Get(ctx, client.ObjectKey{Namespace: "ops", Name: "adjustable-engine"}, deployment); err != nil {
+		t.Fatal(err)
+	}
+	generation := deployment.Generation
+	got := getProgram(t, p)
+	got.Spec.Strength.Initial = 0.3
+	if err := stack.Client.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	token := &corev1.Secret{}
+	_ = stack.Client.Get(ctx, client.ObjectKey{Namespace: "ops", Name: "adjustable-engine-token"}, token)
+	eventually(t, 30*time.Second, "engines run with strength 0.3", func() error {
+		for _, url := range enginesIn("ops") {
+			req, _ := http.NewRequest(http.MethodGet, url+"/v1/cohort", nil)
+			req.Header.Set("Authorization", "Bearer "+string(token.Data[controllers.ReadOnlyTokenKey]))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			var cohort struct {
+				Strength float64 `json:"strength"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&cohort)
+			_ = resp.Body.Close()
+			if err != nil || cohort.Strength != 0.3 {
+				return fmt.Errorf("%s: strength %v (%v)", url, cohort.Strength, err)
+			}
+		}
+		return nil
+	})
+	if err := stack.Client.List(ctx, pods, client.InNamespace("ops"), client.MatchingLabels(controllers.EngineSelectorLabels(p))); err != nil {
+		t.Fatal(err)
+	}
+	for _, pod := range pods.Items {
+		if !before[pod.UID] {
+			t.Errorf("pod %s is new: the strength change restarted engines", pod.Name)
+		}
+	}
+	if err := stack.Client.Get(ctx, client.ObjectKey{Namespace: "ops", Name: "adjustable-engine"}, deployment); err != nil || deployment.Generation != generation {
+		t.Errorf("deployment generation %d → %d: the pod template changed", generation, deployment.Generation)
+	}
+
+	// Deleting the program removes its engines and their processes.
+	if err := stack.Client.Delete(ctx, got, client.PropagationPolicy("Foreground")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "engines gone", func() error {
+		if n := len(enginesIn("ops")); n != 0 {
+			return fmt.Errorf("%d processes", n)
+		}
+		if err := stack.Client.List(ctx, pods, client.InNamespace("ops"), client.MatchingLabels(controllers.EngineSelectorLabels(p))); err != nil || len(pods.Items) != 0 {
+			return fmt.Errorf("%d pods (err=%v)", len(pods.Items), err)
+		}
+		return nil
+	})
+}
