@@ -69,7 +69,9 @@ func demo(args []string) error {
 	}
 	root, _ := os.Getwd()
 	start := time.Now()
-	say := func(format string, a ...any) { fmt.Printf("[demo %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...)) }
+	say := func(format string, a ...any) {
+		fmt.Printf("[demo %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
+	}
 
 	say("starting the local cluster (etcd, kube-apiserver, controller manager, scheduler, kwok with fake GPU nodes)")
 	stack, err := localcluster.StartStack(ctx, localcluster.StackOptions{
@@ -270,4 +272,3 @@ func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) err
 	}
 	return fmt.Errorf("timed out after %s", timeout)
 }
-
