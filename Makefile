@@ -26,7 +26,7 @@ help: ## Show this help.
 manifests: controller-gen ## Generate CRDs and RBAC from the API markers, and copy the CRDs into the chart.
 	$(CONTROLLER_GEN) rbac:roleName=attune-manager crd:allowDangerousTypes=true paths="./api/..." paths="./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
-	hack/sync-chart-crds.sh
+	go run ./hack/chartgen
 
 .PHONY: generate
 generate: controller-gen ## Generate deepcopy code.
@@ -47,8 +47,8 @@ verify: manifests generate ## Fail when generated files or formatting are stale.
 	@test -z "$$(git status --porcelain -- config api charts)" || { echo "untracked generated files:"; git status --porcelain -- config api charts; exit 1; }
 
 .PHONY: test
-test: vet envtest-assets ## Run go vet, unit tests and envtest integration tests.
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) go test $(GO_TEST_FLAGS) ./...
+test: vet envtest-assets helm ## Run go vet, unit tests and envtest integration tests (chart tests included).
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) HELM=$(HELM) go test $(GO_TEST_FLAGS) -timeout 20m ./...
 
 .PHONY: envtest-assets
 envtest-assets: ## Build etcd and kube-apiserver from source into the cache (once; ~10 min cold).
@@ -77,6 +77,11 @@ bench-operator: envtest-assets ## 500 programs across 5 worlds on envtest: time 
 
 ##@ Tools
 
+.PHONY: helm
+helm: $(HELM)
+$(HELM): hack/tools/go.mod
+	cd hack/tools && go build -o $(HELM) helm.sh/helm/v3/cmd/helm
+
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN)
 $(CONTROLLER_GEN): hack/tools/go.mod
@@ -93,8 +98,8 @@ bench-tuning: ## Tuner vs fixed strength vs random search on the simulator: inte
 ##@ Local cluster
 
 .PHONY: test-e2e
-test-e2e: cluster-binaries ## End-to-end tests on the local cluster (etcd, apiserver, controller manager, scheduler, kwok GPU nodes, real engines).
-	ATTUNE_K8S_BIN=$(ENVTEST_ASSETS) go test -tags e2e -count=1 -timeout 20m -v ./test/e2e/
+test-e2e: cluster-binaries helm ## End-to-end tests on the local cluster (etcd, apiserver, controller manager, scheduler, kwok GPU nodes, real engines).
+	ATTUNE_K8S_BIN=$(ENVTEST_ASSETS) HELM=$(HELM) go test -tags e2e -count=1 -timeout 20m -v ./test/e2e/
 
 .PHONY: demo
 demo: ## The whole system on this machine: local cluster, operator, GPU engines, simulated cohort, live tuning table.

@@ -23,6 +23,7 @@ import (
 	"github.com/attune-io/attune/engine/service"
 	"github.com/attune-io/attune/engine/store"
 	"github.com/attune-io/attune/engine/textemotion"
+	"github.com/attune-io/attune/internal/version"
 )
 
 func main() {
@@ -104,7 +105,7 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 	httpServer := &http.Server{Handler: server, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	errCh := make(chan error, 1)
 	go func() { errCh <- httpServer.Serve(listener) }()
-	log.Info("engine serving", "address", listener.Addr().String(), "program", cfg.Program, "context", cfg.Context)
+	log.Info("engine serving", "version", version.Version, "address", listener.Addr().String(), "program", cfg.Program, "context", cfg.Context)
 	select {
 	case err := <-errCh:
 		return err

@@ -19,6 +19,7 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
+	"github.com/attune-io/attune/internal/version"
 )
 
 func main() {
@@ -106,6 +107,6 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return fmt.Errorf("add ready check: %w", err)
 	}
-	ctrl.Log.Info("starting manager", "watchNamespaces", o.watchNamespaces, "operatorNamespace", o.operatorNS)
+	ctrl.Log.Info("starting manager", "version", version.Version, "watchNamespaces", o.watchNamespaces, "operatorNamespace", o.operatorNS)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
