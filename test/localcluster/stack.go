@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -29,8 +30,12 @@ type Stack struct {
 	Client     client.Client
 	Scheme     *runtime.Scheme
 	Supervisor *engineruntime.Supervisor
-	cancel     context.CancelFunc
-	done       []chan struct{}
+	// OperatorLog is the in-process operator's log file.
+	OperatorLog  string
+	cancel       context.CancelFunc
+	stopOperator context.CancelFunc
+	operatorDone chan struct{}
+	done         []chan struct{}
 }
 
 // StackOptions configure a stack.
@@ -83,11 +88,15 @@ func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	operatorLog, err := os.OpenFile(filepath.Join(o.StateDir, "logs", "operator.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	s.OperatorLog = filepath.Join(o.StateDir, "logs", "operator.log")
+	operatorLog, err := os.OpenFile(s.OperatorLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(operatorLog)))
+	logger := zap.New(zap.WriteTo(operatorLog))
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger) // client-go's own messages (leader election, events) too
+
 
 	mgr, err := ctrl.NewManager(cluster.Config, ctrl.Options{
 		Scheme: s.Scheme, Cache: controllers.CacheOptions(),
@@ -99,14 +108,16 @@ func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
 	if err := controllers.SetupWithManager(mgr, controllers.Options{OperatorNamespace: "attune-system", EngineImage: "ghcr.io/attune-io/attune-engine:dev"}); err != nil {
 		return nil, err
 	}
-	mgrDone := make(chan struct{})
+	mgrCtx, stopOperator := context.WithCancel(runCtx)
+	s.stopOperator = stopOperator
+	s.operatorDone = make(chan struct{})
 	go func() {
-		defer close(mgrDone)
-		if err := mgr.Start(runCtx); err != nil {
+		defer close(s.operatorDone)
+		if err := mgr.Start(mgrCtx); err != nil {
 			s.logf("operator stopped: %v", err)
 		}
 	}()
-	s.done = append(s.done, mgrDone)
+	s.done = append(s.done, s.operatorDone)
 	s.logf("operator running")
 
 	logFile, err := os.OpenFile(filepath.Join(o.StateDir, "logs", "engines.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -159,6 +170,15 @@ func (s *Stack) installCRDs(ctx context.Context, dir string) error {
 	}
 	s.logf("installed %d CRDs", len(paths))
 	return nil
+}
+
+// StopOperator stops the in-process operator (the supervisor keeps
+// running), e.g. to let another manager take over.
+func (s *Stack) StopOperator() {
+	if s.stopOperator != nil {
+		s.stopOperator()
+		<-s.operatorDone
+	}
 }
 
 // Stop stops the supervisor and its engines, the operator, then the cluster.
