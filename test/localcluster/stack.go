@@ -11,8 +11,8 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -96,7 +96,6 @@ func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
 	logger := zap.New(zap.WriteTo(operatorLog))
 	ctrl.SetLogger(logger)
 	klog.SetLogger(logger) // client-go's own messages (leader election, events) too
-
 
 	mgr, err := ctrl.NewManager(cluster.Config, ctrl.Options{
 		Scheme: s.Scheme, Cache: controllers.CacheOptions(),
