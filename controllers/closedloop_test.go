@@ -20,6 +20,7 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
+	"github.com/attune-io/attune/internal/testutil"
 	"github.com/attune-io/attune/test/engineruntime"
 	"github.com/attune-io/attune/test/simulator"
 )
@@ -277,13 +278,5 @@ func condition(p *wellbeingv1alpha1.MeditationProgram, condType string) string {
 
 func waitUpTo(t *testing.T, timeout time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		if last = check(); last == nil {
-			return
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("%s: still failing after %s: %v", what, timeout, last)
+	testutil.Eventually(t, timeout, 250*time.Millisecond, what, check)
 }

@@ -24,6 +24,7 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
+	"github.com/attune-io/attune/internal/testutil"
 )
 
 // operatorNamespace is the namespace the test operator claims to run in.
@@ -92,18 +93,10 @@ func zapLevel() zapcore.Level {
 	return 2 // errors only; tests print what they need
 }
 
-// eventually polls check until it returns nil or the timeout passes.
+// eventually polls check until it returns nil or 20 s pass.
 func eventually(t *testing.T, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	var last error
-	for time.Now().Before(deadline) {
-		if last = check(); last == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: still failing after 20s: %v", what, last)
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, what, check)
 }
 
 // consistently fails if check ever returns an error during d.

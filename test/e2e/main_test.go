@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attune-io/attune/internal/testutil"
 	"github.com/attune-io/attune/test/localcluster"
 )
 
@@ -60,13 +61,5 @@ func run(m *testing.M) int {
 
 func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		if last = check(); last == nil {
-			return
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("%s: still failing after %s: %v", what, timeout, last)
+	testutil.Eventually(t, timeout, 250*time.Millisecond, what, check)
 }

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +28,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/attune-io/attune/test/engineruntime"
 )
 
 // kwokStages are kwok's node "fast" and "heartbeat-with-lease" stages and
@@ -87,16 +88,6 @@ func (c *Cluster) logf(format string, args ...any) {
 	fmt.Fprintf(c.opts.Log, "[cluster %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
-// FreePort returns an unused loopback port.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // Start brings the cluster up and waits until its nodes are Ready. On any
 // error it stops what it started.
 func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
@@ -134,7 +125,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	ports := make([]int, 4)
 	for i := range ports {
-		if ports[i], err = FreePort(); err != nil {
+		if ports[i], err = engineruntime.FreePort(); err != nil {
 			return nil, err
 		}
 	}
