@@ -1,6 +1,7 @@
 package estimate
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"testing"
@@ -212,5 +213,31 @@ func TestPhysiologyAgainstPersonalBaseline(t *testing.T) {
 	}
 	if m.StressSince == nil {
 		t.Error("no stress episode recorded")
+	}
+}
+
+func TestModelRoundTripsThroughJSON(t *testing.T) {
+	m := NewModel()
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	m.AddRR(t0, alternating(90, 800.04, 830.06))
+	m.AddBehaviour([]BehaviourEvent{{"focus", t0}, {"blur", t0.Add(90 * time.Second)}})
+	m.AddTextEmotion(t0, 0.7)
+	data, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Model
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.RR) != len(m.RR) || math.Abs(back.RR[1]-830.1) > 1e-9 {
+		t.Errorf("RR after a round trip: %v… (stored as tenths of ms)", back.RR[:2])
+	}
+	if len(back.Behaviour) != 2 || !back.Behaviour[1].At.Equal(t0.Add(90*time.Second)) || back.Behaviour[1].Type != "blur" {
+		t.Errorf("behaviour after a round trip: %+v", back.Behaviour)
+	}
+	before, after := m.Estimate(t0, true), back.Estimate(t0, true)
+	if math.Abs(before.Emotion.Value-after.Emotion.Value) > 1e-9 || math.Abs(before.Attention.Value-after.Attention.Value) > 1e-9 {
+		t.Errorf("estimates differ after a round trip: %+v vs %+v", before, after)
 	}
 }

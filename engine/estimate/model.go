@@ -62,7 +62,7 @@ func (e *Evidence) ewma(value, alpha, confidence float64, at time.Time) {
 // Model is everything the engine keeps about one user to estimate state.
 // It is serialised into the store, so fields are short-named.
 type Model struct {
-	RR            []float64        `json:"rr,omitempty"`
+	RR            RRBuffer         `json:"rr,omitempty"`
 	RRAt          time.Time        `json:"rrAt"`
 	LnRMSSD       Baseline         `json:"lnRmssd"`
 	HR            Baseline         `json:"hr"`
