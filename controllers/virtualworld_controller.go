@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -14,10 +15,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -245,6 +248,32 @@ func (r *VirtualWorldReconciler) writeStatus(ctx context.Context, world *wellbei
 	return nil
 }
 
+// worldOfProgramDelayed enqueues a program's world after delay; events
+// within the delay collapse into one reconcile.
+func worldOfProgramDelayed(delay time.Duration) handler.EventHandler {
+	enqueue := func(obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		p, ok := obj.(*wellbeingv1alpha1.MeditationProgram)
+		if !ok {
+			return
+		}
+		q.AddAfter(reconcile.Request{NamespacedName: client.ObjectKey{Name: p.Spec.WorldRef.Name}}, delay)
+	}
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(e.Object, q)
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(e.ObjectNew, q)
+			if old, ok := e.ObjectOld.(*wellbeingv1alpha1.MeditationProgram); ok && old.Spec.WorldRef.Name != e.ObjectNew.(*wellbeingv1alpha1.MeditationProgram).Spec.WorldRef.Name {
+				enqueue(e.ObjectOld, q) // the program left that world
+			}
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(e.Object, q)
+		},
+	}
+}
+
 // SetupWithManager registers the controller and its watches.
 func (r *VirtualWorldReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
@@ -253,12 +282,10 @@ func (r *VirtualWorldReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.ResourceQuota{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		Owns(&corev1.Secret{}).
-		// A program's creation, deletion or GPU total changes its world's status.
-		Watches(&wellbeingv1alpha1.MeditationProgram{}, handler.EnqueueRequestsFromMapFunc(
-			func(_ context.Context, obj client.Object) []reconcile.Request {
-				p := obj.(*wellbeingv1alpha1.MeditationProgram)
-				return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: p.Spec.WorldRef.Name}}}
-			})).
+		// A program's creation, deletion or GPU total changes its world's
+		// status. The world is enqueued a moment later so that a burst of
+		// program changes (a rollout of hundreds) costs one status write.
+		Watches(&wellbeingv1alpha1.MeditationProgram{}, worldOfProgramDelayed(time.Second)).
 		Named("virtualworld").
 		Complete(r)
 }
