@@ -23,12 +23,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -105,6 +107,25 @@ func runOperatorBenchmark(b *testing.B) {
 	parallel(len(baselineObjects), func(i int) error { return c.Create(ctx, baselineObjects[i]) })
 	baseline := time.Since(start)
 
+	// A second reference: the same objects written with server-side apply
+	// (what the operator must use) into fresh namespaces.
+	var applyObjects []client.Object
+	for w := range worlds {
+		ns := fmt.Sprintf("baseline-apply-%d", w)
+		mustCreate(b, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		world := world(ns, ns)
+		for i := range programsPerWorld {
+			children, err := controllers.EngineChildren(program(ns, i, world.Name), world, engineImage)
+			if err != nil {
+				b.Fatal(err)
+			}
+			applyObjects = append(applyObjects, children...)
+		}
+	}
+	start = time.Now()
+	parallel(len(applyObjects), func(i int) error { return applyTyped(ctx, c, scheme, applyObjects[i]) })
+	applyBaseline := time.Since(start)
+
 	// The operator: worlds and programs exist, then the manager starts.
 	for w := range worlds {
 		name := fmt.Sprintf("world-%d", w)
@@ -172,11 +193,30 @@ func runOperatorBenchmark(b *testing.B) {
 	b.ReportMetric(float64(idleWrites), "idle-writes")
 	b.ReportMetric(float64(reconcileWrites), "operator-writes")
 	b.ReportMetric(float64(len(baselineObjects)), "plain-client-writes")
+	b.ReportMetric(applyBaseline.Seconds(), "plain-apply-s")
 	fmt.Printf("programs=%d worlds=%d parallelism=%d\n", len(programs), worlds, parallelism)
 	fmt.Printf("plain client creating %d children: %s\n", len(baselineObjects), baseline.Round(time.Millisecond))
 	fmt.Printf("operator until all Reconciled:     %s (%d writes)\n", operator.Round(time.Millisecond), reconcileWrites)
 	fmt.Printf("ratio operator/plain client:       %.2f (goal <= 1.5)\n", ratio)
+	fmt.Printf("plain client, server-side apply:   %s (operator/apply ratio %.2f)\n", applyBaseline.Round(time.Millisecond), operator.Seconds()/applyBaseline.Seconds())
 	fmt.Printf("operator writes in %s idle:       %d (goal 0)\n", idleWindow, idleWrites)
+}
+
+// applyTyped server-side-applies a typed object as the operator does.
+func applyTyped(ctx context.Context, c client.Client, scheme *runtime.Scheme, obj client.Object) error {
+	gvk, err := apiutil.GVKForObject(obj, scheme)
+	if err != nil {
+		return err
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return err
+	}
+	u := &unstructured.Unstructured{Object: m}
+	u.SetGroupVersionKind(gvk)
+	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+	unstructured.RemoveNestedField(u.Object, "status")
+	return c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("bench"), client.ForceOwnership)
 }
 
 func waitAllReconciled(b *testing.B, c client.Client, want int) {
