@@ -135,3 +135,115 @@ func ScoreBehaviour(events []BehaviourEvent) (BehaviourScore, error) {
 }
 
 func clamp01(v float64) float64 { return math.Min(1, math.Max(0, v)) }
+
+// BehaviourWindow keeps what ScoreBehaviour needs about the last ten minutes
+// of events as per-minute aggregates (time on task, task switches), plus
+// whether the user is in focus now: a stored user costs a few hundred bytes
+// instead of every event, and a focus that began before the window is not
+// forgotten.
+type BehaviourWindow struct {
+	Buckets    []BehaviourBucket `json:"b,omitempty"` // ascending by minute
+	InFocus    bool              `json:"f,omitempty"`
+	FocusSince int64             `json:"s,omitempty"` // unix ms
+	First      int64             `json:"a,omitempty"` // unix ms, start of the window
+	Last       int64             `json:"z,omitempty"` // unix ms, newest event
+}
+
+// BehaviourBucket aggregates one minute.
+type BehaviourBucket struct {
+	Minute   int64 `json:"m"` // unix minute
+	FocusMS  int64 `json:"f,omitempty"`
+	Switches int   `json:"s,omitempty"`
+	Events   int   `json:"n,omitempty"`
+}
+
+func (w *BehaviourWindow) bucket(ms int64) *BehaviourBucket {
+	minute := ms / 60_000
+	for i := len(w.Buckets) - 1; i >= 0; i-- {
+		if w.Buckets[i].Minute == minute {
+			return &w.Buckets[i]
+		}
+		if w.Buckets[i].Minute < minute {
+			break
+		}
+	}
+	w.Buckets = append(w.Buckets, BehaviourBucket{Minute: minute})
+	// Events arrive in time order, so appending keeps the order; an older
+	// minute (out-of-order batch) is sorted in.
+	for i := len(w.Buckets) - 1; i > 0 && w.Buckets[i].Minute < w.Buckets[i-1].Minute; i-- {
+		w.Buckets[i], w.Buckets[i-1] = w.Buckets[i-1], w.Buckets[i]
+	}
+	for i := range w.Buckets {
+		if w.Buckets[i].Minute == minute {
+			return &w.Buckets[i]
+		}
+	}
+	return nil // unreachable
+}
+
+// addFocus spreads a focused interval over the minutes it covers.
+func (w *BehaviourWindow) addFocus(from, to int64) {
+	for cur := from; cur < to; {
+		end := min(to, (cur/60_000+1)*60_000)
+		w.bucket(cur).FocusMS += end - cur
+		cur = end
+	}
+}
+
+// Add folds events (in time order) in and drops minutes older than the
+// window.
+func (w *BehaviourWindow) Add(events []BehaviourEvent) {
+	for _, e := range events {
+		t := e.At.UnixMilli()
+		if w.First == 0 {
+			w.First = t
+		}
+		w.Last = max(w.Last, t)
+		w.bucket(t).Events++
+		switch e.Type {
+		case "focus":
+			if !w.InFocus {
+				w.InFocus, w.FocusSince = true, t
+			}
+		case "blur":
+			if w.InFocus {
+				w.addFocus(w.FocusSince, t)
+				w.InFocus = false
+			}
+		case "task_switch":
+			w.bucket(t).Switches++
+		}
+	}
+	start := w.Last - behaviourWindow.Milliseconds()
+	w.First = max(w.First, start)
+	keep := 0
+	for keep < len(w.Buckets) && (w.Buckets[keep].Minute+1)*60_000 <= start {
+		keep++
+	}
+	w.Buckets = w.Buckets[keep:]
+}
+
+// Score applies ScoreBehaviour's formula to the window.
+func (w *BehaviourWindow) Score() (BehaviourScore, int, error) {
+	var s BehaviourScore
+	window := time.Duration(w.Last-w.First) * time.Millisecond
+	events := 0
+	var focusMS int64
+	switches := 0
+	for _, b := range w.Buckets {
+		events += b.Events
+		focusMS += b.FocusMS
+		switches += b.Switches
+	}
+	if events == 0 || window < MinBehaviourWindow {
+		return s, events, ErrInsufficientData
+	}
+	if w.InFocus {
+		focusMS += w.Last - max(w.FocusSince, w.First)
+	}
+	s.WindowMinutes = window.Minutes()
+	s.FocusFraction = clamp01(float64(focusMS) / float64(window.Milliseconds()))
+	s.SwitchesPerMin = float64(switches) / s.WindowMinutes
+	s.Attention = clamp01(s.FocusFraction / (1 + s.SwitchesPerMin/2))
+	return s, events, nil
+}

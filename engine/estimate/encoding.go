@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"time"
 )
 
 // Compact JSON for the largest parts of a stored model: the engine rewrites
@@ -40,28 +39,5 @@ func (b *RRBuffer) UnmarshalJSON(data []byte) error {
 		out[i] = float64(t) / 10
 	}
 	*b = out
-	return nil
-}
-
-// MarshalJSON writes {"y": type, "a": unix milliseconds}.
-func (e BehaviourEvent) MarshalJSON() ([]byte, error) {
-	out := make([]byte, 0, 40)
-	out = append(out, `{"y":`...)
-	out = strconv.AppendQuote(out, e.Type)
-	out = append(out, `,"a":`...)
-	out = strconv.AppendInt(out, e.At.UnixMilli(), 10)
-	return append(out, '}'), nil
-}
-
-// UnmarshalJSON reads {"y": type, "a": unix milliseconds}.
-func (e *BehaviourEvent) UnmarshalJSON(data []byte) error {
-	var raw struct {
-		Y string `json:"y"`
-		A int64  `json:"a"`
-	}
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return fmt.Errorf("behaviour event: %w", err)
-	}
-	e.Type, e.At = raw.Y, time.UnixMilli(raw.A).UTC()
 	return nil
 }

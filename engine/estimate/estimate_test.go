@@ -233,11 +233,48 @@ func TestModelRoundTripsThroughJSON(t *testing.T) {
 	if len(back.RR) != len(m.RR) || math.Abs(back.RR[1]-830.1) > 1e-9 {
 		t.Errorf("RR after a round trip: %v… (stored as tenths of ms)", back.RR[:2])
 	}
-	if len(back.Behaviour) != 2 || !back.Behaviour[1].At.Equal(t0.Add(90*time.Second)) || back.Behaviour[1].Type != "blur" {
+	if len(back.Behaviour.Buckets) != len(m.Behaviour.Buckets) || back.Behaviour.Last != m.Behaviour.Last {
 		t.Errorf("behaviour after a round trip: %+v", back.Behaviour)
 	}
 	before, after := m.Estimate(t0, true), back.Estimate(t0, true)
 	if math.Abs(before.Emotion.Value-after.Emotion.Value) > 1e-9 || math.Abs(before.Attention.Value-after.Attention.Value) > 1e-9 {
 		t.Errorf("estimates differ after a round trip: %+v vs %+v", before, after)
+	}
+}
+
+// TestBehaviourWindowMatchesTheFormula: the per-minute aggregate gives the
+// same score as ScoreBehaviour over the same events, and keeps an ongoing
+// focus that began before the ten-minute window.
+func TestBehaviourWindowMatchesTheFormula(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	at := func(min float64) time.Time { return t0.Add(time.Duration(min * float64(time.Minute))) }
+	events := []BehaviourEvent{
+		{"focus", at(0.5)}, {"task_switch", at(2.2)}, {"click", at(3)}, {"blur", at(4.75)}, {"swipe", at(5)},
+		{"focus", at(6.1)}, {"task_switch", at(8.9)}, {"message", at(9.5)},
+	}
+	want, err := ScoreBehaviour(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w BehaviourWindow
+	w.Add(events[:3])
+	w.Add(events[3:]) // in two batches
+	got, n, err := w.Score()
+	if err != nil || n != len(events) {
+		t.Fatalf("score: %v, %d events", err, n)
+	}
+	near(t, "focus fraction", got.FocusFraction, want.FocusFraction, 1e-9)
+	near(t, "switches/min", got.SwitchesPerMin, want.SwitchesPerMin, 1e-9)
+	near(t, "attention", got.Attention, want.Attention, 1e-9)
+
+	// Thirty minutes later, still focused since 6.1: the whole window is on task.
+	w.Add([]BehaviourEvent{{"click", at(40)}})
+	got, _, err = w.Score()
+	if err != nil {
+		t.Fatal(err)
+	}
+	near(t, "focus fraction of a long focus", got.FocusFraction, 1, 1e-9)
+	if len(w.Buckets) > 11 {
+		t.Errorf("%d buckets kept, want at most the window's", len(w.Buckets))
 	}
 }

@@ -20,7 +20,6 @@ const (
 	baselineUpdateEvery  = time.Minute
 	maxSARTTrials        = 100
 	behaviourWindow      = 10 * time.Minute
-	maxBehaviourEvents   = 200
 	stateDecay           = 30 * time.Minute    // attention and emotion evidence
 	traitDecay           = 14 * 24 * time.Hour // resilience evidence
 	stressZ              = -1.0
@@ -70,7 +69,7 @@ type Model struct {
 	LastHRV       *HRV             `json:"hrv,omitempty"`
 	StressSince   *time.Time       `json:"stress,omitempty"`
 	SART          []SARTTrial      `json:"sart,omitempty"`
-	Behaviour     []BehaviourEvent `json:"beh,omitempty"`
+	Behaviour     BehaviourWindow  `json:"beh"`
 	EmotionPhysio Evidence         `json:"ePhys"`
 	EmotionHR     Evidence         `json:"eHr"`
 	EmotionText   Evidence         `json:"eText"`
@@ -186,24 +185,18 @@ func (m *Model) AddSART(at time.Time, trials []SARTTrial) {
 // AddBehaviour adds interaction events (in time order) and rescores the last
 // ten minutes.
 func (m *Model) AddBehaviour(events []BehaviourEvent) {
-	m.Behaviour = append(m.Behaviour, events...)
-	if len(m.Behaviour) == 0 {
+	if len(events) == 0 {
 		return
 	}
-	last := m.Behaviour[len(m.Behaviour)-1].At
-	from := 0
-	for from < len(m.Behaviour) && (last.Sub(m.Behaviour[from].At) > behaviourWindow || len(m.Behaviour)-from > maxBehaviourEvents) {
-		from++
-	}
-	m.Behaviour = append(m.Behaviour[:0], m.Behaviour[from:]...)
-	s, err := ScoreBehaviour(m.Behaviour)
+	m.Behaviour.Add(events)
+	s, n, err := m.Behaviour.Score()
 	if err != nil {
 		return
 	}
 	m.AttentionBeh.Value = s.Attention
-	m.AttentionBeh.Samples = len(m.Behaviour)
+	m.AttentionBeh.Samples = n
 	m.AttentionBeh.Confidence = 0.6 * math.Min(1, s.WindowMinutes/5) // weaker than a task
-	m.AttentionBeh.At = last
+	m.AttentionBeh.At = time.UnixMilli(m.Behaviour.Last).UTC()
 }
 
 // Dimension is the estimate of one state dimension.
@@ -305,7 +298,7 @@ func (m *Model) Clone() *Model {
 	out := *m
 	out.RR = slices.Clone(m.RR)
 	out.SART = slices.Clone(m.SART)
-	out.Behaviour = slices.Clone(m.Behaviour)
+	out.Behaviour.Buckets = slices.Clone(m.Behaviour.Buckets)
 	if m.LastHRV != nil {
 		h := *m.LastHRV
 		out.LastHRV = &h
