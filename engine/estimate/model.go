@@ -61,23 +61,23 @@ func (e *Evidence) ewma(value, alpha, confidence float64, at time.Time) {
 // Model is everything the engine keeps about one user to estimate state.
 // It is serialised into the store, so fields are short-named.
 type Model struct {
-	RR            RRBuffer         `json:"rr,omitempty"`
-	RRAt          time.Time        `json:"rrAt"`
-	LnRMSSD       Baseline         `json:"lnRmssd"`
-	HR            Baseline         `json:"hr"`
-	BaselineAt    time.Time        `json:"blAt"`
-	LastHRV       *HRV             `json:"hrv,omitempty"`
-	StressSince   *time.Time       `json:"stress,omitempty"`
-	SART          []SARTTrial      `json:"sart,omitempty"`
-	Behaviour     BehaviourWindow  `json:"beh"`
-	EmotionPhysio Evidence         `json:"ePhys"`
-	EmotionHR     Evidence         `json:"eHr"`
-	EmotionText   Evidence         `json:"eText"`
-	EmotionSelf   Evidence         `json:"eSelf"`
-	AttentionSART Evidence         `json:"aSart"`
-	AttentionBeh  Evidence         `json:"aBeh"`
-	ResilienceBRS Evidence         `json:"rBrs"`
-	Recovery      Evidence         `json:"rRec"`
+	RR            RRBuffer        `json:"rr,omitempty"`
+	RRAt          time.Time       `json:"rrAt"`
+	LnRMSSD       Baseline        `json:"lnRmssd"`
+	HR            Baseline        `json:"hr"`
+	BaselineAt    time.Time       `json:"blAt"`
+	LastHRV       *HRV            `json:"hrv,omitempty"`
+	StressSince   *time.Time      `json:"stress,omitempty"`
+	SART          []SARTTrial     `json:"sart,omitempty"`
+	Behaviour     BehaviourWindow `json:"beh"`
+	EmotionPhysio Evidence        `json:"ePhys"`
+	EmotionHR     Evidence        `json:"eHr"`
+	EmotionText   Evidence        `json:"eText"`
+	EmotionSelf   Evidence        `json:"eSelf"`
+	AttentionSART Evidence        `json:"aSart"`
+	AttentionBeh  Evidence        `json:"aBeh"`
+	ResilienceBRS Evidence        `json:"rBrs"`
+	Recovery      Evidence        `json:"rRec"`
 }
 
 // NewModel returns a model with population-prior baselines.
