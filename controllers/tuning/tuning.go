@@ -98,12 +98,18 @@ func Decide(history []Observation, current float64, p Params, recentTargets []fl
 	default:
 		target, reason = recentCentre(history), "no significant slope: probing around the recent operating point"
 	}
-	// Probe: operate alternately just above and just below the target, so
-	// the fit keeps seeing spread around it without drifting.
-	probeAt := target + p.MaxStep/2
+	// Probe: operate just above and just below the target, two intervals
+	// on each side, so the fit keeps seeing spread around it without
+	// drifting; the second interval on a side measures a cohort that has
+	// settled at that strength (the loss responds with a lag).
+	side := -1.0 // the side of the target the strength in force is on
 	if current > target {
-		probeAt = target - p.MaxStep/2
+		side = 1
 	}
+	if sameSideRun(history, target, side) >= 2 {
+		side = -side // two intervals on this side: switch
+	}
+	probeAt := target + side*p.MaxStep/2
 	next := clamp(current+clampAbs(probeAt-current, p.MaxStep), p.Min, p.Max)
 	if next == current {
 		next = clamp(current+clampAbs(target-current, p.MaxStep), p.Min, p.Max)
@@ -123,6 +129,19 @@ func converged(targets []float64, current, maxStep float64) bool {
 		lo, hi = math.Min(lo, t), math.Max(hi, t)
 	}
 	return hi-lo <= maxStep && math.Abs(last[2]-current) <= maxStep
+}
+
+// sameSideRun counts the most recent observations lying on the given side
+// (+1 above, −1 below) of the target.
+func sameSideRun(history []Observation, target, side float64) int {
+	run := 0
+	for i := len(history) - 1; i >= 0; i-- {
+		if (history[i].Strength-target)*side <= 0 {
+			break
+		}
+		run++
+	}
+	return run
 }
 
 // recentCentre is the recency-weighted mean of the observed strengths.
