@@ -5,7 +5,7 @@
 # kept. Usage:
 #
 #   hack/k8s-binaries.sh envtest        # etcd + kube-apiserver (what envtest needs)
-#   hack/k8s-binaries.sh cluster        # + kube-controller-manager, kube-scheduler, kwok
+#   hack/k8s-binaries.sh cluster        # + kube-controller-manager, kube-scheduler, kubectl, kwok
 #   hack/k8s-binaries.sh dir            # print the cache directory and exit
 #
 # The cache lives outside the repository so a fresh clone reuses it.
@@ -41,7 +41,8 @@ build_etcd() {
 # with its published version.
 kubernetes_module() {
   local mod="${WORK_DIR}/kubernetes-${K8S_VERSION}"
-  if [[ -f "${mod}/.ready" ]]; then echo "${mod}"; return; fi
+  # .ready-v2: the module also lists kubectl (older caches lack it).
+  if [[ -f "${mod}/.ready-v2" ]]; then echo "${mod}"; return; fi
   log "kubernetes ${K8S_VERSION}: preparing module (downloads sources)"
   mkdir -p "${mod}"
   (
@@ -64,10 +65,11 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
     go mod tidy
-    touch .ready
+    touch .ready-v2
   ) >&2
   echo "${mod}"
 }
@@ -115,6 +117,7 @@ case "${1:-envtest}" in
     build_kube kube-apiserver 9
     build_kube kube-controller-manager 4
     build_kube kube-scheduler 3
+    build_kube kubectl 2
     build_kwok
     log "cluster binaries ready in ${BIN_DIR}"
     ;;

@@ -192,7 +192,11 @@ func demo(args []string) error {
 	say("wrote %s and %s", chartPath, tracePath)
 	if *keep {
 		abs, _ := filepath.Abs(stack.Kubeconfig)
-		say("cluster kept running. Try:\n  export KUBECONFIG=%s\n  kubectl get vw,mp -A -o wide\nCtrl-C stops everything.", abs)
+		kubectl := "kubectl"
+		if _, err := os.Stat(filepath.Join(*k8sBin, "kubectl")); err == nil {
+			kubectl = filepath.Join(*k8sBin, "kubectl") // the source-built one
+		}
+		say("cluster kept running. Try:\n  export KUBECONFIG=%s\n  %s get vw,mp -A -o wide\nCtrl-C stops everything.", abs, kubectl)
 		<-ctx.Done()
 	}
 	return nil

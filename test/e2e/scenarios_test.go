@@ -8,13 +8,15 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -26,6 +28,16 @@ import (
 	"github.com/attune-io/attune/controllers"
 	"github.com/attune-io/attune/test/simulator"
 )
+
+// kubectl runs the source-built kubectl against the local cluster.
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(os.Getenv("ATTUNE_K8S_BIN"), "kubectl"), append(args, "--kubeconfig", stack.Kubeconfig)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
 
 func mustCreate(t *testing.T, obj client.Object) {
 	t.Helper()
@@ -211,15 +223,7 @@ func TestScaleStrengthAndDeletion(t *testing.T) {
 		return nil
 	})
 
-	// What `kubectl scale mp/adjustable --replicas=3` does: the scale subresource.
-	scale := &autoscalingv1.Scale{}
-	if err := stack.Client.SubResource("scale").Get(ctx, p, scale); err != nil {
-		t.Fatal(err)
-	}
-	scale.Spec.Replicas = 3
-	if err := stack.Client.SubResource("scale").Update(ctx, p, client.WithSubResourceBody(scale)); err != nil {
-		t.Fatal(err)
-	}
+	kubectl(t, "scale", "mp/adjustable", "--namespace", "ops", "--replicas=3")
 	eventually(t, 60*time.Second, "three engine processes", func() error {
 		if n := len(enginesIn("ops")); n != 3 {
 			return fmt.Errorf("%d processes", n)
@@ -277,6 +281,17 @@ func TestScaleStrengthAndDeletion(t *testing.T) {
 	}
 	if err := stack.Client.Get(ctx, client.ObjectKey{Namespace: "ops", Name: "adjustable-engine"}, deployment); err != nil || deployment.Generation != generation {
 		t.Errorf("deployment generation %d → %d: the pod template changed", generation, deployment.Generation)
+	}
+
+	// The printer columns and short names a platform engineer sees.
+	out := kubectl(t, "get", "vw,mp", "--all-namespaces", "-o", "wide")
+	for _, column := range []string{"NAMESPACE", "CONTEXT", "PROGRAMS", "GPUS", "QUOTA", "WORLD", "STRENGTH", "LOSS", "READY", "MODE", "REPLICAS", "AVAILABLE"} {
+		if !strings.Contains(out, column) {
+			t.Errorf("kubectl get vw,mp -o wide lacks the %s column:\n%s", column, out)
+		}
+	}
+	if out := kubectl(t, "get", "attune", "--namespace", "ops"); !strings.Contains(out, "adjustable") {
+		t.Errorf("kubectl get attune (the category) does not list the program:\n%s", out)
 	}
 
 	// Deleting the program removes its engines and their processes.
