@@ -21,20 +21,25 @@ WORK_DIR="${CACHE_ROOT}/build"
 
 log() { printf '[k8s-binaries %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-build_etcd() {
-  [[ -x "${BIN_DIR}/etcd" ]] && { log "etcd ${ETCD_VERSION}: cached"; return; }
-  log "etcd ${ETCD_VERSION}: building (about 2 minutes cold)"
-  local mod="${WORK_DIR}/etcd-${ETCD_VERSION}"
+# build_tool builds a binary whose module cannot be `go install`ed (its
+# go.mod has replace directives) from a throwaway module that requires it.
+build_tool() {
+  local name="$1" pkg="$2" version="$3" minutes="$4"
+  [[ -x "${BIN_DIR}/${name}" ]] && { log "${name} ${version}: cached"; return; }
+  log "${name} ${version}: building (about ${minutes} minutes cold)"
+  local mod="${WORK_DIR}/${name}-${version}"
   mkdir -p "${mod}"
   (
     cd "${mod}"
-    [[ -f go.mod ]] || go mod init attune.local/etcd-build >/dev/null 2>&1
-    go get -tool "go.etcd.io/etcd/server/v3@${ETCD_VERSION}"
-    go build -trimpath -o "${BIN_DIR}/etcd.tmp" go.etcd.io/etcd/server/v3
+    [[ -f go.mod ]] || go mod init "attune.local/${name}-build" >/dev/null 2>&1
+    go get -tool "${pkg}@${version}"
+    go build -trimpath -o "${BIN_DIR}/${name}.tmp" "${pkg}"
   )
-  mv "${BIN_DIR}/etcd.tmp" "${BIN_DIR}/etcd"
-  log "etcd: done"
+  mv "${BIN_DIR}/${name}.tmp" "${BIN_DIR}/${name}"
+  log "${name}: done"
 }
+
+build_etcd() { build_tool etcd go.etcd.io/etcd/server/v3 "${ETCD_VERSION}" 2; }
 
 # kubernetes_module prepares one throwaway module that requires k8s.io/kubernetes
 # and replaces each staging module (which k8s.io/kubernetes points at ./staging)
@@ -89,20 +94,7 @@ build_kube() {
   log "${name}: done"
 }
 
-build_kwok() {
-  [[ -x "${BIN_DIR}/kwok" ]] && { log "kwok ${KWOK_VERSION}: cached"; return; }
-  log "kwok ${KWOK_VERSION}: building (about 6 minutes cold)"
-  local mod="${WORK_DIR}/kwok-${KWOK_VERSION}"
-  mkdir -p "${mod}"
-  (
-    cd "${mod}"
-    [[ -f go.mod ]] || go mod init attune.local/kwok-build >/dev/null 2>&1
-    go get -tool "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
-    go build -trimpath -o "${BIN_DIR}/kwok.tmp" sigs.k8s.io/kwok/cmd/kwok
-  )
-  mv "${BIN_DIR}/kwok.tmp" "${BIN_DIR}/kwok"
-  log "kwok: done"
-}
+build_kwok() { build_tool kwok sigs.k8s.io/kwok/cmd/kwok "${KWOK_VERSION}" 6; }
 
 mkdir -p "${BIN_DIR}" "${WORK_DIR}"
 case "${1:-envtest}" in
