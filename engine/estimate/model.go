@@ -61,7 +61,10 @@ func (e *Evidence) ewma(value, alpha, confidence float64, at time.Time) {
 // Model is everything the engine keeps about one user to estimate state.
 // It is serialised into the store, so fields are short-named.
 type Model struct {
-	RR            RRBuffer        `json:"rr,omitempty"`
+	// RR holds the recent RR intervals in tenths of a millisecond (the
+	// precision of any RR sensor): integers encode several times faster
+	// than floats, and the record is rewritten on every batch.
+	RR            []int32         `json:"rr,omitempty"`
 	RRAt          time.Time       `json:"rrAt"`
 	LnRMSSD       Baseline        `json:"lnRmssd"`
 	HR            Baseline        `json:"hr"`
@@ -94,18 +97,24 @@ func (m *Model) AddRR(at time.Time, rr []float64) {
 	if at.After(m.RRAt) && !m.RRAt.IsZero() && at.Sub(m.RRAt) > 5*time.Minute {
 		m.RR = m.RR[:0] // a gap: the old beats are not contiguous with the new
 	}
-	m.RR = append(m.RR, rr...)
+	for _, v := range rr {
+		m.RR = append(m.RR, int32(math.Round(v*10)))
+	}
 	m.RRAt = at
 	// Keep the most recent beats spanning rrBufferSpanMS.
 	var span float64
 	keepFrom := len(m.RR)
 	for keepFrom > 0 && span < rrBufferSpanMS {
 		keepFrom--
-		span += m.RR[keepFrom]
+		span += float64(m.RR[keepFrom]) / 10
 	}
 	m.RR = append(m.RR[:0], m.RR[keepFrom:]...)
 
-	h, err := ComputeHRV(m.RR)
+	series := make([]float64, len(m.RR))
+	for i, tenths := range m.RR {
+		series[i] = float64(tenths) / 10
+	}
+	h, err := ComputeHRV(series)
 	if err != nil || h.RMSSD <= 0 {
 		return
 	}
