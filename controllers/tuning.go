@@ -92,7 +92,7 @@ func (r *MeditationProgramReconciler) reconcileTuning(ctx context.Context, _ *ch
 
 	params := tuningParams(p)
 	history := observations(st.History)
-	decision, _ := tuning.Step(history, rc.strength, params, recentTargets(history, params),
+	decision, _ := tuning.Step(history, rc.strength, params,
 		tuning.Measurement{Loss: m.Loss, CohortSize: m.CohortSize, At: m.At}, now, staleAfter(p))
 	st.History = append(st.History, wellbeingv1alpha1.TuningRecord{
 		Time: metav1.Time{Time: now}, Strength: rc.strength, Loss: m.Loss, CohortSize: int32(m.CohortSize),
@@ -148,18 +148,4 @@ func observations(history []wellbeingv1alpha1.TuningRecord) []tuning.Observation
 		out[i] = tuning.Observation{Strength: h.Strength, Loss: h.Loss}
 	}
 	return out
-}
-
-// recentTargets replays the tuner over the two previous history prefixes:
-// the convergence criterion needs recent targets, and deriving them from
-// status keeps the tuner stateless across operator restarts.
-func recentTargets(history []tuning.Observation, params tuning.Params) []float64 {
-	var targets []float64
-	for k := len(history) - 1; k <= len(history); k++ {
-		if k < 1 {
-			continue
-		}
-		targets = append(targets, tuning.Decide(history[:k], history[k-1].Strength, params, nil).Target)
-	}
-	return targets
 }

@@ -28,9 +28,9 @@
 //     step up, then downhill along the secant of the two points seen, then
 //     fits.
 //
-// Converged: the fit is convex, its vertex is inside the bounds (or the
-// optimum sits at a bound), and the last three targets lie within maxStep of
-// each other and of the strength in force.
+// Converged: the fit is significantly convex, and the last three targets
+// (the two before are replayed from the history, so no extra state is kept)
+// lie within maxStep of each other and of the strength in force.
 package tuning
 
 import (
@@ -61,6 +61,8 @@ type Decision struct {
 	Converged bool
 	// Curvature is the fitted a of a·S² + b·S + c (0 when not fitted).
 	Curvature float64
+	// convex: the curvature is significantly positive.
+	convex bool
 }
 
 // Forgetting is λ, the per-interval weight decay of older observations.
@@ -71,9 +73,9 @@ const Forgetting = 0.9
 const minCurvature = 1e-4
 
 // Decide picks the next strength from the observations (oldest first; the
-// last one was measured at current) and the targets of recent decisions
-// (oldest first, used for the convergence criterion).
-func Decide(history []Observation, current float64, p Params, recentTargets []float64) Decision {
+// last one was measured at current). It leaves Converged false: that needs
+// the recent decisions, which Step replays.
+func Decide(history []Observation, current float64, p Params) Decision {
 	current = clamp(current, p.Min, p.Max)
 	if len(history) == 0 || distinctStrengths(history, p.MaxStep/4) < 3 {
 		return probe(history, current, p)
@@ -114,9 +116,7 @@ func Decide(history []Observation, current float64, p Params, recentTargets []fl
 	if next == current {
 		next = clamp(current+clampAbs(target-current, p.MaxStep), p.Min, p.Max)
 	}
-	d := Decision{Strength: next, Target: target, Reason: reason, Curvature: a}
-	d.Converged = a > minCurvature && a > 2*quad.se[2] && converged(append(recentTargets, target), current, p.MaxStep)
-	return d
+	return Decision{Strength: next, Target: target, Reason: reason, Curvature: a, convex: a > minCurvature && a > 2*quad.se[2]}
 }
 
 func converged(targets []float64, current, maxStep float64) bool {
@@ -286,10 +286,15 @@ type Measurement struct {
 	Err error
 }
 
+// HistoryLimit is how many observations the tuner keeps (and the status
+// history holds).
+const HistoryLimit = 20
+
 // Step is the safe entry point: it holds the current strength (clamped to
 // the bounds) when the measurement failed or is older than staleAfter;
-// otherwise it appends the measurement to the history and decides.
-func Step(history []Observation, current float64, p Params, recentTargets []float64, m Measurement, now time.Time, staleAfter time.Duration) (Decision, []Observation) {
+// otherwise it appends the measurement to the history (keeping the last
+// HistoryLimit), decides, and judges convergence.
+func Step(history []Observation, current float64, p Params, m Measurement, now time.Time, staleAfter time.Duration) (Decision, []Observation) {
 	current = clamp(current, p.Min, p.Max)
 	switch {
 	case m.Err != nil:
@@ -300,5 +305,20 @@ func Step(history []Observation, current float64, p Params, recentTargets []floa
 		return Decision{Strength: current, Target: current, Reason: "holding: the loss is not a finite non-negative number"}, history
 	}
 	history = append(history, Observation{Strength: current, Loss: m.Loss})
-	return Decide(history, current, p, recentTargets), history
+	if n := len(history); n > HistoryLimit {
+		history = history[n-HistoryLimit:]
+	}
+	d := Decide(history, current, p)
+	d.Converged = d.convex && converged(append(replayTargets(history, p), d.Target), current, p.MaxStep)
+	return d, history
+}
+
+// replayTargets re-runs Decide on the two previous history prefixes, each
+// with the strength that was in force at its last observation.
+func replayTargets(history []Observation, p Params) []float64 {
+	var targets []float64
+	for k := max(1, len(history)-2); k < len(history); k++ {
+		targets = append(targets, Decide(history[:k], history[k-1].Strength, p).Target)
+	}
+	return targets
 }

@@ -16,20 +16,15 @@ func run(t *testing.T, curve func(interval int, s float64) float64, start float6
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 1))
 	var history []Observation
-	var targets []float64
 	s := start
 	strengths := []float64{s}
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range n {
 		m := Measurement{Loss: math.Max(0, curve(i, s)+0.002*rng.NormFloat64()), At: now, CohortSize: 100}
 		var d Decision
-		d, history = Step(history, s, params, targets, m, now, time.Minute)
-		if len(history) > 20 {
-			history = history[len(history)-20:]
-		}
-		targets = append(targets, d.Target)
-		if len(targets) > 5 {
-			targets = targets[1:]
+		d, history = Step(history, s, params, m, now, time.Minute)
+		if len(history) > HistoryLimit {
+			t.Fatalf("interval %d: history grew to %d", i, len(history))
 		}
 		if math.Abs(d.Strength-s) > params.MaxStep+1e-12 {
 			t.Fatalf("interval %d: moved %.4f → %.4f, more than maxStep", i, s, d.Strength)
@@ -112,13 +107,13 @@ func TestHoldsOnBadData(t *testing.T) {
 		"negative": {Loss: -1, At: now},
 	}
 	for name, m := range cases {
-		d, h := Step(history, 0.5, params, nil, m, now, 5*time.Minute)
+		d, h := Step(history, 0.5, params, m, now, 5*time.Minute)
 		if d.Strength != 0.5 || len(h) != len(history) {
 			t.Errorf("%s: moved to %.3f (history %d); want hold at 0.5 with history unchanged", name, d.Strength, len(h))
 		}
 	}
 	// Holding still clamps into new bounds at once.
-	d, _ := Step(history, 0.95, params, nil, cases["error"], now, time.Minute)
+	d, _ := Step(history, 0.95, params, cases["error"], now, time.Minute)
 	if d.Strength != 0.9 {
 		t.Errorf("strength above max held at %.3f, want clamped to 0.9", d.Strength)
 	}
@@ -126,19 +121,17 @@ func TestHoldsOnBadData(t *testing.T) {
 
 func TestConvergedFlag(t *testing.T) {
 	var history []Observation
-	var targets []float64
 	s := 0.5
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var d Decision
 	for range 40 {
-		d, history = Step(history, s, params, targets, Measurement{Loss: uShape(0.45)(0, s), At: now}, now, 0)
-		targets = append(targets, d.Target)
+		d, history = Step(history, s, params, Measurement{Loss: uShape(0.45)(0, s), At: now}, now, 0)
 		s = d.Strength
 	}
 	if !d.Converged {
 		t.Errorf("not converged after 40 noiseless intervals at %.3f (target %.3f)", s, d.Target)
 	}
-	d = Decide([]Observation{{0.5, 0.1}}, 0.5, params, nil)
+	d, _ = Step(nil, 0.5, params, Measurement{Loss: 0.1, At: now}, now, 0)
 	if d.Converged {
 		t.Error("converged with one observation")
 	}

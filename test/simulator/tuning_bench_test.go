@@ -33,23 +33,16 @@ type randomSearch struct{ rng *rand.Rand }
 
 func (r randomSearch) next(float64) float64 { return lo + (hi-lo)*r.rng.Float64() }
 
+// tuner is the operator's tuner, fed exactly as the reconciler feeds it.
 type tuner struct {
 	s       float64
 	history []tuning.Observation
-	targets []float64
 }
 
 func (t *tuner) next(measured float64) float64 {
 	now := time.Unix(0, 0)
-	d, h := tuning.Step(t.history, t.s, tuning.Params{Min: lo, Max: hi, MaxStep: maxStep}, t.targets, tuning.Measurement{Loss: measured, At: now}, now, time.Minute)
-	if len(h) > 20 { // the status history cap
-		h = h[len(h)-20:]
-	}
-	t.history = h
-	t.targets = append(t.targets, d.Target)
-	if len(t.targets) > 5 {
-		t.targets = t.targets[1:]
-	}
+	var d tuning.Decision
+	d, t.history = tuning.Step(t.history, t.s, tuning.Params{Min: lo, Max: hi, MaxStep: maxStep}, tuning.Measurement{Loss: measured, At: now}, now, time.Minute)
 	t.s = d.Strength
 	return t.s
 }
