@@ -68,12 +68,12 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 	}
 	defer func() { _ = db.Close() }()
 
-	var svc *service.Service
-	m := metrics.New(cfg.Program, cohortSource{&svc})
-	svc, err = service.New(cfg, service.Options{Store: db, Key: key, Scorer: scorer(cfg, m), Metrics: m, Logger: log})
+	m := metrics.New(cfg.Program)
+	svc, err := service.New(cfg, service.Options{Store: db, Key: key, Scorer: scorer(cfg, m), Metrics: m, Logger: log})
 	if err != nil {
 		return err
 	}
+	m.RegisterCohort(svc)
 	server := api.New(svc, m, tokens, log)
 
 	go config.Watch(ctx, configPath, reloadEvery, raw, func(next *config.Config, _ []byte) {
@@ -117,24 +117,6 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
-}
-
-// cohortSource defers to the service once it exists (metrics are created
-// first so the service can count into them).
-type cohortSource struct{ svc **service.Service }
-
-func (c cohortSource) PublishedCohort() (float64, int, bool) {
-	if *c.svc == nil {
-		return 0, 0, false
-	}
-	return (*c.svc).PublishedCohort()
-}
-
-func (c cohortSource) StoredUsers() int {
-	if *c.svc == nil {
-		return 0
-	}
-	return (*c.svc).StoredUsers()
 }
 
 func scorer(cfg *config.Config, m *metrics.Metrics) textemotion.Scorer {

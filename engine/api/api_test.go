@@ -73,21 +73,16 @@ func startEngine(t *testing.T, cfg *config.Config) *engine {
 	clock := &fakeClock{now: time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC)}
 	logs := &bytes.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
-	var svc *service.Service
-	m := metrics.New(cfg.Program, lateSource{&svc})
-	svc, err = service.New(cfg, service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Metrics: m, Now: clock.Now, Logger: logger})
+	m := metrics.New(cfg.Program)
+	svc, err := service.New(cfg, service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Metrics: m, Now: clock.Now, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.RegisterCohort(svc)
 	srv := httptest.NewServer(api.New(svc, m, api.Tokens{ReadWrite: rwToken, ReadOnly: roToken}, logger))
 	t.Cleanup(srv.Close)
 	return &engine{t: t, url: srv.URL, svc: svc, clock: clock, logs: logs, store: db}
 }
-
-type lateSource struct{ svc **service.Service }
-
-func (l lateSource) PublishedCohort() (float64, int, bool) { return (*l.svc).PublishedCohort() }
-func (l lateSource) StoredUsers() int                      { return (*l.svc).StoredUsers() }
 
 type response struct {
 	status int

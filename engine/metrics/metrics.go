@@ -9,6 +9,7 @@ import (
 
 // Metrics are the engine's instruments, registered on their own registry.
 type Metrics struct {
+	constLabels       prometheus.Labels
 	Registry          *prometheus.Registry
 	SamplesIngested   *prometheus.CounterVec
 	RequestsRejected  *prometheus.CounterVec
@@ -30,11 +31,13 @@ type CohortSource interface {
 }
 
 // New creates and registers the instruments. program becomes a constant
-// label so that a Prometheus server can select one program's engines.
-func New(program string, cohort CohortSource) *Metrics {
+// label so that a Prometheus server can select one program's engines. The
+// cohort gauges are added by RegisterCohort once their source exists.
+func New(program string) *Metrics {
 	constLabels := prometheus.Labels{"program": program}
 	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
+		constLabels: constLabels,
+		Registry:    prometheus.NewRegistry(),
 		SamplesIngested: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "attune_engine_samples_ingested_total", Help: "Telemetry samples durably stored, by kind.", ConstLabels: constLabels,
 		}, []string{"kind"}),
@@ -66,9 +69,13 @@ func New(program string, cohort CohortSource) *Metrics {
 	}
 	m.Registry.MustRegister(m.SamplesIngested, m.RequestsRejected, m.RequestDuration, m.ConfigReloads, m.ConfigReloadFails,
 		m.TextFallbacks, m.UsersErased, m.UsersExpired, m.Strength,
-		&cohortCollector{source: cohort, constLabels: constLabels},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// RegisterCohort adds the cohort gauges, read from source at scrape time.
+func (m *Metrics) RegisterCohort(source CohortSource) {
+	m.Registry.MustRegister(&cohortCollector{source: source, constLabels: m.constLabels})
 }
 
 // cohortCollector reads the cohort at scrape time and emits the loss and

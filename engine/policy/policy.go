@@ -206,16 +206,25 @@ func hashKey(key string) uint64 {
 	return h.Sum64()
 }
 
+func cloneArms(arms map[string]*Stats) map[string]*Stats {
+	if arms == nil {
+		return nil
+	}
+	out := make(map[string]*Stats, len(arms))
+	for k, v := range arms {
+		s := *v
+		out[k] = &s
+	}
+	return out
+}
+
+// Clone returns a deep copy.
+func (p Population) Clone() Population { return Population{Arms: cloneArms(p.Arms)} }
+
 // Clone returns a deep copy.
 func (u User) Clone() User {
 	out := u
-	if u.Arms != nil {
-		out.Arms = make(map[string]*Stats, len(u.Arms))
-		for k, v := range u.Arms {
-			s := *v
-			out.Arms[k] = &s
-		}
-	}
+	out.Arms = cloneArms(u.Arms)
 	if u.Pending != nil {
 		p := *u.Pending
 		out.Pending = &p

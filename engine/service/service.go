@@ -190,15 +190,15 @@ func (s *Service) dropIfEmpty(pseudonym string, e *userEntry) {
 
 // cloneRecord deep-copies a record so a request works on its own copy and
 // the stored state changes only after the commit.
-func cloneRecord(r *Record) (*Record, error) {
+func cloneRecord(r *Record) *Record {
 	if r == nil {
-		return &Record{Model: estimate.NewModel()}, nil
+		return &Record{Model: estimate.NewModel()}
 	}
 	out := *r
 	out.Consent.Scopes = slices.Clone(r.Consent.Scopes)
 	out.Model = r.Model.Clone()
 	out.Policy = r.Policy.Clone()
-	return &out, nil
+	return &out
 }
 
 // SetConsent records the scopes a user consents to (replacing earlier ones).
@@ -208,10 +208,7 @@ func (s *Service) SetConsent(userID string, scopes []telemetry.Scope) (Consent, 
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	defer s.dropIfEmpty(key, e)
-	rec, err := cloneRecord(e.rec)
-	if err != nil {
-		return Consent{}, err
-	}
+	rec := cloneRecord(e.rec)
 	now := s.now()
 	rec.Consent = Consent{Scopes: normaliseScopes(scopes), At: now}
 	rec.LastSeen = now
@@ -236,10 +233,7 @@ func (s *Service) WithdrawConsent(userID string, scopes []telemetry.Scope) (Cons
 	if e.rec == nil {
 		return Consent{}, ErrUnknownUser
 	}
-	rec, err := cloneRecord(e.rec)
-	if err != nil {
-		return Consent{}, err
-	}
+	rec := cloneRecord(e.rec)
 	if len(scopes) == 0 {
 		rec.Consent.Scopes = nil
 	} else {
@@ -271,17 +265,38 @@ func (s *Service) Erase(userID string) error {
 	if e.rec == nil {
 		return ErrUnknownUser
 	}
-	if err := s.store.Commit(store.Change{Users: map[string][]byte{key: nil}}); err != nil {
+	if err := s.remove(key, e); err != nil {
 		return fmt.Errorf("erase: %w", err)
+	}
+	if s.metrics != nil {
+		s.metrics.UsersErased.Inc()
+	}
+	return nil
+}
+
+// remove deletes a user from the store, then from memory. The caller holds
+// e.mu.
+func (s *Service) remove(key string, e *userEntry) error {
+	if err := s.store.Commit(store.Change{Users: map[string][]byte{key: nil}}); err != nil {
+		return err
 	}
 	e.rec = nil
 	s.mu.Lock()
 	delete(s.users, key)
 	s.mu.Unlock()
-	if s.metrics != nil {
-		s.metrics.UsersErased.Inc()
-	}
 	return nil
+}
+
+// snapshot lists the entries without holding s.mu afterwards: never hold
+// s.mu while locking an entry (writers lock the entry, then the map).
+func (s *Service) snapshot() map[string]*userEntry {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[string]*userEntry, len(s.users))
+	for key, e := range s.users {
+		out[key] = e
+	}
+	return out
 }
 
 // commitUsers encodes and durably stores records (and the population prior
@@ -381,18 +396,10 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 	popChanged := false
 	s.popMu.Lock()
 	defer s.popMu.Unlock()
-	popBefore, err := json.Marshal(&s.pop)
-	if err != nil {
-		return IngestResult{}, err
-	}
-	var pop policy.Population
-	_ = json.Unmarshal(popBefore, &pop)
+	pop := s.pop.Clone() // changed only if a reward is observed; swapped in after the commit
 	result := IngestResult{ByKind: map[string]int{}, Users: len(keys)}
 	for i, k := range keys {
-		rec, err := cloneRecord(entries[i].rec)
-		if err != nil {
-			return IngestResult{}, err
-		}
+		rec := cloneRecord(entries[i].rec)
 		for _, idx := range byUser[k] {
 			if s.apply(rec, &samples[idx], textScores, idx, cfg, &pop, now) {
 				popChanged = true
@@ -573,12 +580,7 @@ func (s *Service) Cohort() CohortSummary {
 }
 
 func (s *Service) aggregate(cfg *config.Config, now time.Time) loss.Aggregate {
-	s.mu.RLock()
-	entries := make([]*userEntry, 0, len(s.users))
-	for _, e := range s.users {
-		entries = append(entries, e)
-	}
-	s.mu.RUnlock()
+	entries := s.snapshot()
 	allowPhysio := !cfg.ProhibitsBiometricEmotion()
 	retention := cfg.Privacy.Retention.Duration
 	current := make([]loss.Entry, 0, len(entries))
@@ -629,40 +631,19 @@ func (s *Service) StoredUsers() int {
 func (s *Service) Sweep() (int, error) {
 	cfg := s.Config()
 	cutoff := s.now().Add(-cfg.Privacy.Retention.Duration)
-	// Never hold s.mu while locking an entry: writers lock entry, then map.
-	s.mu.RLock()
-	all := make(map[string]*userEntry, len(s.users))
-	for key, e := range s.users {
-		all[key] = e
-	}
-	s.mu.RUnlock()
-	var expired []string
-	for key, e := range all {
-		e.mu.Lock()
-		if e.rec != nil && e.rec.LastSeen.Before(cutoff) {
-			expired = append(expired, key)
-		}
-		e.mu.Unlock()
-	}
 	deleted := 0
-	for _, key := range expired {
-		e := s.entry(key, false)
-		if e == nil {
-			continue
-		}
+	for key, e := range s.snapshot() {
 		e.mu.Lock()
-		if e.rec != nil && e.rec.LastSeen.Before(cutoff) { // not refreshed meanwhile
-			if err := s.store.Commit(store.Change{Users: map[string][]byte{key: nil}}); err != nil {
-				e.mu.Unlock()
-				return deleted, fmt.Errorf("retention sweep: %w", err)
+		var err error
+		if e.rec != nil && e.rec.LastSeen.Before(cutoff) {
+			if err = s.remove(key, e); err == nil {
+				deleted++
 			}
-			e.rec = nil
-			s.mu.Lock()
-			delete(s.users, key)
-			s.mu.Unlock()
-			deleted++
 		}
 		e.mu.Unlock()
+		if err != nil {
+			return deleted, fmt.Errorf("retention sweep: %w", err)
+		}
 	}
 	if s.metrics != nil {
 		s.metrics.UsersExpired.Add(float64(deleted))
