@@ -140,7 +140,7 @@ func DecodeBatch(r io.Reader, ndjson bool) ([]Sample, error) {
 	if ndjson {
 		scanner := bufio.NewScanner(r)
 		scanner.Buffer(make([]byte, 64*1024), 1<<20)
-		for line := 0; scanner.Scan(); line++ {
+		for scanner.Scan() {
 			text := bytes.TrimSpace(scanner.Bytes())
 			if len(text) == 0 {
 				continue
@@ -162,33 +162,35 @@ func DecodeBatch(r io.Reader, ndjson bool) ([]Sample, error) {
 		if err != nil {
 			return nil, bodyErr(err)
 		}
-		// Fast path: one strict pass over the whole array. Only when it
-		// fails do we decode element by element to name the sample.
-		if err := decodeStrict(body, &samples, "samples"); err == nil {
-			if len(samples) > MaxBatchSamples {
-				return nil, fieldErr("samples", "%d samples in one batch; at most %d", len(samples), MaxBatchSamples)
-			}
-		} else {
-			var raw []json.RawMessage
-			if err := decodeStrict(body, &raw, "samples"); err != nil {
-				return nil, err
-			}
-			if len(raw) > MaxBatchSamples {
-				return nil, fieldErr("samples", "%d samples in one batch; at most %d", len(raw), MaxBatchSamples)
-			}
-			samples = make([]Sample, len(raw))
-			for i, item := range raw {
-				if err := decodeStrict(item, &samples[i], fmt.Sprintf("samples[%d]", i)); err != nil {
-					return nil, err
-				}
-			}
-			return nil, err // unreachable in practice: the per-sample pass names the failure
+		// One strict pass over the whole array; only when it fails is the
+		// body decoded again, element by element, to name the sample.
+		if err := decodeStrict(body, &samples, "samples"); err != nil {
+			return nil, locateError(body, err)
+		}
+		if len(samples) > MaxBatchSamples {
+			return nil, fieldErr("samples", "%d samples in one batch; at most %d", len(samples), MaxBatchSamples)
 		}
 	}
 	if len(samples) == 0 {
 		return nil, fieldErr("samples", "the batch is empty")
 	}
 	return samples, nil
+}
+
+// locateError turns a failed whole-array decode into an error naming the
+// offending sample; errors of the array itself are returned as they are.
+func locateError(body []byte, arrayErr error) error {
+	var raw []json.RawMessage
+	if err := decodeStrict(body, &raw, "samples"); err != nil {
+		return err
+	}
+	for i, item := range raw {
+		var s Sample
+		if err := decodeStrict(item, &s, fmt.Sprintf("samples[%d]", i)); err != nil {
+			return err
+		}
+	}
+	return arrayErr
 }
 
 func bodyErr(err error) error {
