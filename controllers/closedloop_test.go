@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -41,10 +40,7 @@ func buildEngine(t *testing.T) string {
 			return
 		}
 		engineBinary = filepath.Join(dir, "engine")
-		out, err := exec.Command("go", "build", "-o", engineBinary, "github.com/attune-io/attune/cmd/engine").CombinedOutput()
-		if err != nil {
-			engineBinaryErr = fmt.Errorf("build engine: %v\n%s", err, out)
-		}
+		engineBinaryErr = engineruntime.BuildEngine(engineBinary)
 	})
 	if engineBinaryErr != nil {
 		t.Fatal(engineBinaryErr)

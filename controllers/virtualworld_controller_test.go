@@ -75,7 +75,7 @@ func TestWorldCreatesNamespaceQuotaKeyAndPolicy(t *testing.T) {
 		t.Errorf("observedGeneration = %d, want %d", w.Status.ObservedGeneration, w.Generation)
 	}
 
-	// Removing the limit removes the quota; a deleted key is regenerated.
+	// Removing the limit removes the quota.
 	get(t, client.ObjectKey{Name: "plaza"}, w)
 	w.Spec.GPUQuota.Limit = nil
 	if err := k8s.Update(ctx, w); err != nil {

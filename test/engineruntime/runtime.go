@@ -46,6 +46,16 @@ type Process struct {
 // URL is the engine's base URL.
 func (p *Process) URL() string { return "http://" + net.JoinHostPort(p.Host, strconv.Itoa(p.Port)) }
 
+// BuildEngine compiles cmd/engine to path (the go command resolves the
+// package from any directory inside this module).
+func BuildEngine(path string) error {
+	out, err := exec.Command("go", "build", "-o", path, "github.com/attune-io/attune/cmd/engine").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("build engine: %v\n%s", err, out)
+	}
+	return nil
+}
+
 // FreePort asks the kernel for an unused loopback port.
 func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

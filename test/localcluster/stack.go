@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -80,10 +79,8 @@ func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
 	if binary == "" {
 		binary = filepath.Join(o.StateDir, "bin", "engine")
 		s.logf("building the engine binary")
-		cmd := exec.Command("go", "build", "-o", binary, "./cmd/engine")
-		cmd.Dir = o.RepoRoot
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build engine: %v\n%s", err, out)
+		if err := engineruntime.BuildEngine(binary); err != nil {
+			return nil, err
 		}
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
