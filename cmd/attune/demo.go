@@ -103,7 +103,7 @@ func demo(args []string) error {
 			Strength:      wellbeingv1alpha1.StrengthBounds{Initial: *initial, Min: 0.1, Max: 0.9},
 			Tuning:        wellbeingv1alpha1.Tuning{Mode: wellbeingv1alpha1.TuningAuto, Interval: &metav1.Duration{Duration: 10 * time.Second}, MaxStep: 0.05},
 			Engine: wellbeingv1alpha1.EngineSpec{Replicas: ptr.To[int32](2), GPU: wellbeingv1alpha1.GPUSpec{
-				Count: ptr.To[int32](1), Product: "NVIDIA-H100-80GB-HBM3", RuntimeClassName: nil,
+				Count: ptr.To[int32](1), Product: "NVIDIA-H100-80GB-HBM3",
 			}},
 		},
 	}

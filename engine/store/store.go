@@ -5,9 +5,11 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -26,7 +28,14 @@ type Store struct {
 	db      *bolt.DB
 	commits chan commitRequest
 	done    chan struct{}
+	// closing guards commits: Close takes it exclusively, so no Commit
+	// sends on the closed channel (a sweep racing a shutdown gets ErrClosed).
+	closing sync.RWMutex
+	closed  bool
 }
+
+// ErrClosed is returned by Commit after Close.
+var ErrClosed = errors.New("store is closed")
 
 type commitRequest struct {
 	change Change
@@ -71,7 +80,14 @@ func Open(dir string, opts ...Option) (*Store, error) {
 
 // Close stops the committer and closes the database.
 func (s *Store) Close() error {
+	s.closing.Lock()
+	if s.closed {
+		s.closing.Unlock()
+		return nil
+	}
+	s.closed = true
 	close(s.commits)
+	s.closing.Unlock()
 	<-s.done
 	return s.db.Close()
 }
@@ -125,7 +141,13 @@ type Change struct {
 // it fails and none is stored.
 func (s *Store) Commit(c Change) error {
 	result := make(chan error, 1)
+	s.closing.RLock()
+	if s.closed {
+		s.closing.RUnlock()
+		return ErrClosed
+	}
 	s.commits <- commitRequest{change: c, result: result}
+	s.closing.RUnlock()
 	return <-result
 }
 

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -117,5 +118,11 @@ func TestDeleteAndMeta(t *testing.T) {
 	}
 	if v, _ := s.Meta("population"); string(v) != "p" {
 		t.Errorf("meta = %q", v)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(Change{Users: map[string][]byte{"c": []byte("3")}}); !errors.Is(err, ErrClosed) {
+		t.Errorf("commit after close: err = %v, want ErrClosed", err)
 	}
 }
