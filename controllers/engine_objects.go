@@ -197,6 +197,38 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 	}
 }
 
+// engineServiceAccount is the engines' identity; they never call the API
+// server, so no token is mounted.
+func engineServiceAccount(p *wellbeingv1alpha1.MeditationProgram) *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{
+		ObjectMeta:                   metav1.ObjectMeta{Name: engineName(p), Namespace: p.Namespace, Labels: engineLabels(p)},
+		AutomountServiceAccountToken: ptr.To(false),
+	}
+}
+
+// engineTokenSecret holds the engine's read-write and read-only API tokens.
+func engineTokenSecret(p *wellbeingv1alpha1.MeditationProgram, readWrite, readOnly string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: engineTokenName(p), Namespace: p.Namespace, Labels: engineLabels(p)},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{TokenKey: []byte(readWrite), ReadOnlyTokenKey: []byte(readOnly)},
+	}
+}
+
+// engineConfigMap holds the rendered engine configuration; it also returns
+// the configuration's restart hash for the pod template.
+func engineConfigMap(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alpha1.VirtualWorld, strength float64) (*corev1.ConfigMap, string, error) {
+	cfg := renderEngineConfig(p, w, strength)
+	data, err := cfg.Render()
+	if err != nil {
+		return nil, "", err
+	}
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: engineConfigName(p), Namespace: p.Namespace, Labels: engineLabels(p)},
+		Data:       map[string]string{engineconfig.FileName: string(data)},
+	}, cfg.RestartHash(), nil
+}
+
 func engineService(p *wellbeingv1alpha1.MeditationProgram) *corev1.Service {
 	return &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: engineName(p), Namespace: p.Namespace, Labels: engineLabels(p)},
@@ -230,17 +262,15 @@ func minCohortSize(w *wellbeingv1alpha1.VirtualWorld) int {
 // EngineChildren returns the objects the operator writes for a program, as a
 // plain client would create them (benchmarks compare the two).
 func EngineChildren(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alpha1.VirtualWorld, image string) ([]client.Object, error) {
-	cfg := renderEngineConfig(p, w, StrengthInForce(p))
-	data, err := cfg.Render()
+	cm, hash, err := engineConfigMap(p, w, StrengthInForce(p))
 	if err != nil {
 		return nil, err
 	}
-	labels := engineLabels(p)
 	children := []client.Object{
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: engineName(p), Namespace: p.Namespace, Labels: labels}},
-		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: engineConfigName(p), Namespace: p.Namespace, Labels: labels}, Data: map[string]string{engineconfig.FileName: string(data)}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: engineTokenName(p), Namespace: p.Namespace, Labels: labels}, Data: map[string][]byte{TokenKey: []byte("t"), ReadOnlyTokenKey: []byte("r")}},
-		engineDeployment(p, w, image, cfg.RestartHash()),
+		engineServiceAccount(p),
+		cm,
+		engineTokenSecret(p, "benchmark-read-write-token", "benchmark-read-only-token"),
+		engineDeployment(p, w, image, hash),
 		engineService(p),
 	}
 	if desiredReplicas(p) > 1 {

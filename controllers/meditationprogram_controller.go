@@ -32,7 +32,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
-	engineconfig "github.com/attune-io/attune/engine/config"
 )
 
 // DefaultEngineImage is the engine image used when a program names none.
@@ -175,11 +174,7 @@ func StrengthInForce(p *wellbeingv1alpha1.MeditationProgram) float64 {
 }
 
 func (r *MeditationProgramReconciler) reconcileServiceAccount(ctx context.Context, a *childApplier, rc *programReconcile) error {
-	sa := &corev1.ServiceAccount{
-		ObjectMeta:                   metav1.ObjectMeta{Name: engineName(rc.program), Namespace: rc.program.Namespace, Labels: engineLabels(rc.program)},
-		AutomountServiceAccountToken: new(false),
-	}
-	_, err := a.apply(ctx, rc.program, sa)
+	_, err := a.apply(ctx, rc.program, engineServiceAccount(rc.program))
 	return err
 }
 
@@ -194,12 +189,7 @@ func (r *MeditationProgramReconciler) reconcileTokenSecret(ctx context.Context, 
 	if err != nil {
 		return err
 	}
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: engineTokenName(rc.program), Namespace: rc.program.Namespace, Labels: engineLabels(rc.program)},
-		Type:       corev1.SecretTypeOpaque,
-		Data:       map[string][]byte{TokenKey: []byte(readWrite), ReadOnlyTokenKey: []byte(readOnly)},
-	}
-	_, err = a.createIfMissing(ctx, rc.program, secret)
+	_, err = a.createIfMissing(ctx, rc.program, engineTokenSecret(rc.program, readWrite, readOnly))
 	return err
 }
 
@@ -212,16 +202,11 @@ func randomToken() (string, error) {
 }
 
 func (r *MeditationProgramReconciler) reconcileConfigMap(ctx context.Context, a *childApplier, rc *programReconcile) error {
-	cfg := renderEngineConfig(rc.program, rc.world, rc.strength)
-	data, err := cfg.Render()
+	cm, hash, err := engineConfigMap(rc.program, rc.world, rc.strength)
 	if err != nil {
 		return err
 	}
-	rc.configHash = cfg.RestartHash()
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: engineConfigName(rc.program), Namespace: rc.program.Namespace, Labels: engineLabels(rc.program)},
-		Data:       map[string]string{engineconfig.FileName: string(data)},
-	}
+	rc.configHash = hash
 	_, err = a.apply(ctx, rc.program, cm)
 	return err
 }
