@@ -111,8 +111,8 @@ func demo(args []string) error {
 	if err := c.Create(ctx, world); err != nil {
 		return fmt.Errorf("create world: %w", err)
 	}
-	if err := waitUntil(ctx, 30*time.Second, func() bool {
-		return c.Get(ctx, client.ObjectKey{Name: "harbor-social"}, &corev1.Namespace{}) == nil
+	if err := localcluster.WaitFor(ctx, 30*time.Second, "world namespace", func() error {
+		return c.Get(ctx, client.ObjectKey{Name: "harbor-social"}, &corev1.Namespace{})
 	}); err != nil {
 		return fmt.Errorf("world namespace: %w", err)
 	}
@@ -120,9 +120,15 @@ func demo(args []string) error {
 		return fmt.Errorf("create program: %w", err)
 	}
 	say("applied VirtualWorld harbor-social and MeditationProgram evening-calm (2 engines × 1 nvidia.com/gpu, tuning every 10s)")
-	if err := waitUntil(ctx, 90*time.Second, func() bool {
+	if err := localcluster.WaitFor(ctx, 90*time.Second, "two engines", func() error {
 		p := &wellbeingv1alpha1.MeditationProgram{}
-		return c.Get(ctx, client.ObjectKeyFromObject(program), p) == nil && p.Status.ReadyReplicas == 2 && len(stack.Supervisor.Running()) == 2
+		if err := c.Get(ctx, client.ObjectKeyFromObject(program), p); err != nil {
+			return err
+		}
+		if p.Status.ReadyReplicas != 2 || len(stack.Supervisor.Running()) != 2 {
+			return fmt.Errorf("%d ready, %d engine processes", p.Status.ReadyReplicas, len(stack.Supervisor.Running()))
+		}
+		return nil
 	}); err != nil {
 		return fmt.Errorf("engines did not become ready: %w", err)
 	}
@@ -261,18 +267,4 @@ func writeChart(path string, trace demoTrace) error {
 	}
 	pl.Legend.Top = true
 	return pl.Save(8*vg.Inch, 4*vg.Inch, path)
-}
-
-func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if cond() {
-			return nil
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	return fmt.Errorf("timed out after %s", timeout)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/internal/testutil"
 )
 
 func freeAddr(t *testing.T) string {
@@ -125,12 +127,10 @@ func TestEngineServesAndReloadsWithoutRestart(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
+	testutil.Eventually(t, 10*time.Second, 25*time.Millisecond, "condition", func() error {
+		if !cond() {
+			return errors.New("not met")
 		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	t.Fatal("condition not met within 10s")
+		return nil
+	})
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/attune-io/attune/internal/testutil"
 )
 
 const valid = `{
@@ -124,12 +126,10 @@ func TestWatchAppliesGoodAndKeepsLastGoodOnBad(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
+	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, "condition", func() error {
+		if !cond() {
+			return errors.New("not met")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("condition not met within 5s")
+		return nil
+	})
 }

@@ -158,7 +158,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := waitFor(ctx, 60*time.Second, "kube-apiserver ready", func() error {
+	if err := WaitFor(ctx, 60*time.Second, "kube-apiserver ready", func() error {
 		return clientset.RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
 	}); err != nil {
 		return nil, c.withLog(err, "kube-apiserver")
@@ -186,7 +186,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	// Pods need their namespace's default ServiceAccount, which the
 	// controller manager creates; wait for it so the first pod is not refused.
-	if err := waitFor(ctx, 60*time.Second, "default service account", func() error {
+	if err := WaitFor(ctx, 60*time.Second, "default service account", func() error {
 		_, err := clientset.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 		return err
 	}); err != nil {
@@ -230,7 +230,7 @@ func (c *Cluster) createNodes(ctx context.Context, clientset *kubernetes.Clients
 		names = append(names, n.Name)
 	}
 	c.logf("created %d GPU node(s) with %d× %s and %d CPU node(s)", c.opts.GPUNodes, c.opts.GPUsPerNode, c.opts.GPUProduct, c.opts.CPUNodes)
-	return waitFor(ctx, 60*time.Second, "nodes Ready", func() error {
+	return WaitFor(ctx, 60*time.Second, "nodes Ready", func() error {
 		for _, name := range names {
 			n, err := clientset.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
@@ -327,7 +327,9 @@ func writeKubeconfig(path, server, caFile, token string) error {
 	return clientcmd.WriteToFile(*cfg, path)
 }
 
-func waitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
+// WaitFor polls check every 200 ms until it returns nil, ctx ends or the
+// timeout passes.
+func WaitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {

@@ -149,7 +149,7 @@ func (s *Stack) installCRDs(ctx context.Context, dir string) error {
 		if err := s.Client.Create(ctx, crd); err != nil {
 			return fmt.Errorf("install %s: %w", crd.Name, err)
 		}
-		if err := waitFor(ctx, 30*time.Second, "CRD "+crd.Name+" established", func() error {
+		if err := WaitFor(ctx, 30*time.Second, "CRD "+crd.Name+" established", func() error {
 			got := &apiextensionsv1.CustomResourceDefinition{}
 			if err := s.Client.Get(ctx, client.ObjectKey{Name: crd.Name}, got); err != nil {
 				return err
