@@ -76,7 +76,7 @@ func Start(ctx context.Context, c client.Reader, binary, dir, host string, port 
 		}
 	}
 	listen := net.JoinHostPort(host, strconv.Itoa(port))
-	if _, err := materialise(ctx, c, dir, listen, src); err != nil {
+	if err := materialise(ctx, c, dir, listen, src); err != nil {
 		return nil, err
 	}
 	logFile, err := os.OpenFile(filepath.Join(dir, "engine.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -105,7 +105,7 @@ func Start(ctx context.Context, c client.Reader, binary, dir, host string, port 
 			case <-syncCtx.Done():
 				return
 			case <-t.C:
-				_, _ = materialise(syncCtx, c, dir, listen, src)
+				_ = materialise(syncCtx, c, dir, listen, src) // retried next tick
 			}
 		}
 	}()
@@ -161,15 +161,15 @@ func (p *Process) Stop() {
 }
 
 // materialise writes the ConfigMap's configuration (with file paths pointed
-// into dir) and the Secrets' contents; it reports whether anything changed.
-func materialise(ctx context.Context, c client.Reader, dir, listen string, src Source) (bool, error) {
+// into dir) and the Secrets' contents, rewriting only files that changed.
+func materialise(ctx context.Context, c client.Reader, dir, listen string, src Source) error {
 	cm := &corev1.ConfigMap{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: src.ConfigMap}, cm); err != nil {
-		return false, fmt.Errorf("get config map: %w", err)
+		return fmt.Errorf("get config map: %w", err)
 	}
 	cfg, err := engineconfig.Parse([]byte(cm.Data[engineconfig.FileName]))
 	if err != nil {
-		return false, fmt.Errorf("config map %s: %w", src.ConfigMap, err)
+		return fmt.Errorf("config map %s: %w", src.ConfigMap, err)
 	}
 	cfg.TokenFile = filepath.Join(dir, "token", "token")
 	cfg.ReadOnlyTokenFile = filepath.Join(dir, "token", "read-only-token")
@@ -178,15 +178,15 @@ func materialise(ctx context.Context, c client.Reader, dir, listen string, src S
 	cfg.ListenAddress = listen
 	rendered, err := cfg.Render()
 	if err != nil {
-		return false, err
+		return err
 	}
 	token := &corev1.Secret{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: src.TokenSecret}, token); err != nil {
-		return false, fmt.Errorf("get token secret: %w", err)
+		return fmt.Errorf("get token secret: %w", err)
 	}
 	key := &corev1.Secret{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: src.KeySecret}, key); err != nil {
-		return false, fmt.Errorf("get key secret: %w", err)
+		return fmt.Errorf("get key secret: %w", err)
 	}
 	files := map[string][]byte{
 		filepath.Join(dir, "config", engineconfig.FileName): rendered,
@@ -194,19 +194,17 @@ func materialise(ctx context.Context, c client.Reader, dir, listen string, src S
 		filepath.Join(dir, "token", "read-only-token"):      token.Data["read-only-token"],
 		filepath.Join(dir, "key", "key"):                    key.Data[src.KeySecretKey],
 	}
-	changed := false
 	for path, content := range files {
 		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, content) {
 			continue
 		}
 		tmp := path + ".tmp"
 		if err := os.WriteFile(tmp, content, 0o600); err != nil {
-			return changed, err
+			return err
 		}
 		if err := os.Rename(tmp, path); err != nil {
-			return changed, err
+			return err
 		}
-		changed = true
 	}
-	return changed, nil
+	return nil
 }
