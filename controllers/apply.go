@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -39,68 +40,71 @@ func (a *childApplier) recordChanges(owner client.Object) {
 	a.changes = nil
 }
 
-// apply makes desired (owned by owner) exist as declared. It reports whether
-// a write was made.
-func (a *childApplier) apply(ctx context.Context, owner, desired client.Object) (bool, error) {
+// apply makes desired (owned by owner) exist as declared; writes are
+// recorded for the reconcile's event.
+func (a *childApplier) apply(ctx context.Context, owner, desired client.Object) error {
 	gvk, err := apiutil.GVKForObject(desired, a.scheme)
 	if err != nil {
-		return false, fmt.Errorf("resolve kind of %T: %w", desired, err)
+		return fmt.Errorf("resolve kind of %T: %w", desired, err)
 	}
 	if err := controllerutil.SetControllerReference(owner, desired, a.scheme); err != nil {
-		return false, fmt.Errorf("set owner of %s %s: %w", gvk.Kind, desired.GetName(), err)
+		return fmt.Errorf("set owner of %s %s: %w", gvk.Kind, desired.GetName(), err)
 	}
 	existing, err := a.get(ctx, gvk, client.ObjectKeyFromObject(desired))
 	if err != nil {
-		return false, err
+		return err
 	}
 	desiredMap, err := a.toApplyMap(desired, gvk)
 	if err != nil {
-		return false, err
+		return err
 	}
 	if existing != nil {
 		existingMap, err := runtime.DefaultUnstructuredConverter.ToUnstructured(existing)
 		if err != nil {
-			return false, fmt.Errorf("convert %s %s: %w", gvk.Kind, desired.GetName(), err)
+			return fmt.Errorf("convert %s %s: %w", gvk.Kind, desired.GetName(), err)
 		}
 		if isSubset(desiredMap, existingMap) {
-			return false, nil
+			return nil
 		}
 	}
 	u := &unstructured.Unstructured{Object: desiredMap}
 	if err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		a.recorder.Eventf(owner, nil, "Warning", "ApplyFailed", "Apply", "apply %s %s: %v", gvk.Kind, desired.GetName(), err)
-		return false, fmt.Errorf("apply %s %s: %w", gvk.Kind, desired.GetName(), err)
+		return fmt.Errorf("apply %s %s: %w", gvk.Kind, desired.GetName(), err)
 	}
 	verb := "Updated"
 	if existing == nil {
 		verb = "Created"
 	}
 	a.changes = append(a.changes, fmt.Sprintf("%s %s %s", verb, gvk.Kind, desired.GetName()))
-	return true, nil
+	return nil
 }
 
-// createIfMissing creates obj only when no object of that name exists. It is
-// for generated secrets, which must never be overwritten once issued.
-func (a *childApplier) createIfMissing(ctx context.Context, owner, obj client.Object) (bool, error) {
-	gvk, err := apiutil.GVKForObject(obj, a.scheme)
+// createSecretIfMissing creates the Secret that generate returns, only when
+// none of that name exists: generated keys and tokens must never be
+// overwritten once issued, and are not even generated when they exist.
+func (a *childApplier) createSecretIfMissing(ctx context.Context, owner client.Object, key client.ObjectKey, generate func() (*corev1.Secret, error)) error {
+	existing := &corev1.Secret{}
+	if err := a.client.Get(ctx, key, existing); err == nil {
+		return nil
+	} else if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("get Secret %s: %w", key, err)
+	}
+	secret, err := generate()
 	if err != nil {
-		return false, fmt.Errorf("resolve kind of %T: %w", obj, err)
+		return err
 	}
-	existing, err := a.get(ctx, gvk, client.ObjectKeyFromObject(obj))
-	if err != nil || existing != nil {
-		return false, err
+	if err := controllerutil.SetControllerReference(owner, secret, a.scheme); err != nil {
+		return fmt.Errorf("set owner of Secret %s: %w", key, err)
 	}
-	if err := controllerutil.SetControllerReference(owner, obj, a.scheme); err != nil {
-		return false, fmt.Errorf("set owner of %s %s: %w", gvk.Kind, obj.GetName(), err)
-	}
-	if err := a.client.Create(ctx, obj, client.FieldOwner(FieldOwner)); err != nil {
+	if err := a.client.Create(ctx, secret, client.FieldOwner(FieldOwner)); err != nil {
 		if apierrors.IsAlreadyExists(err) { // exists but outside our cache's label selector
-			return false, nil
+			return nil
 		}
-		return false, fmt.Errorf("create %s %s: %w", gvk.Kind, obj.GetName(), err)
+		return fmt.Errorf("create Secret %s: %w", key, err)
 	}
-	a.changes = append(a.changes, fmt.Sprintf("Created %s %s", gvk.Kind, obj.GetName()))
-	return true, nil
+	a.changes = append(a.changes, "Created Secret "+key.Name)
+	return nil
 }
 
 // deleteIfOwned removes an optional child that is no longer wanted, but only

@@ -174,23 +174,24 @@ func StrengthInForce(p *wellbeingv1alpha1.MeditationProgram) float64 {
 }
 
 func (r *MeditationProgramReconciler) reconcileServiceAccount(ctx context.Context, a *childApplier, rc *programReconcile) error {
-	_, err := a.apply(ctx, rc.program, engineServiceAccount(rc.program))
-	return err
+	return a.apply(ctx, rc.program, engineServiceAccount(rc.program))
 }
 
 // reconcileTokenSecret issues the engine's API tokens once: a read-write
 // token for virtual-world clients and a read-only one for the operator.
 func (r *MeditationProgramReconciler) reconcileTokenSecret(ctx context.Context, a *childApplier, rc *programReconcile) error {
-	readWrite, err := randomToken()
-	if err != nil {
-		return err
-	}
-	readOnly, err := randomToken()
-	if err != nil {
-		return err
-	}
-	_, err = a.createIfMissing(ctx, rc.program, engineTokenSecret(rc.program, readWrite, readOnly))
-	return err
+	key := client.ObjectKey{Namespace: rc.program.Namespace, Name: engineTokenName(rc.program)}
+	return a.createSecretIfMissing(ctx, rc.program, key, func() (*corev1.Secret, error) {
+		readWrite, err := randomToken()
+		if err != nil {
+			return nil, err
+		}
+		readOnly, err := randomToken()
+		if err != nil {
+			return nil, err
+		}
+		return engineTokenSecret(rc.program, readWrite, readOnly), nil
+	})
 }
 
 func randomToken() (string, error) {
@@ -207,8 +208,7 @@ func (r *MeditationProgramReconciler) reconcileConfigMap(ctx context.Context, a 
 		return err
 	}
 	rc.configHash = hash
-	_, err = a.apply(ctx, rc.program, cm)
-	return err
+	return a.apply(ctx, rc.program, cm)
 }
 
 func (r *MeditationProgramReconciler) reconcileDeployment(ctx context.Context, a *childApplier, rc *programReconcile) error {
@@ -217,7 +217,7 @@ func (r *MeditationProgramReconciler) reconcileDeployment(ctx context.Context, a
 		image = DefaultEngineImage
 	}
 	deployment := engineDeployment(rc.program, rc.world, image, rc.configHash)
-	if _, err := a.apply(ctx, rc.program, deployment); err != nil {
+	if err := a.apply(ctx, rc.program, deployment); err != nil {
 		return err
 	}
 	// Read back the cached object for its status (available replicas).
@@ -259,8 +259,7 @@ func (r *MeditationProgramReconciler) whyUnavailable(ctx context.Context, p *wel
 }
 
 func (r *MeditationProgramReconciler) reconcileService(ctx context.Context, a *childApplier, rc *programReconcile) error {
-	_, err := a.apply(ctx, rc.program, engineService(rc.program))
-	return err
+	return a.apply(ctx, rc.program, engineService(rc.program))
 }
 
 // reconcileDisruptionBudget keeps one engine up through voluntary
@@ -270,8 +269,7 @@ func (r *MeditationProgramReconciler) reconcileDisruptionBudget(ctx context.Cont
 	if desiredReplicas(rc.program) <= 1 {
 		return a.deleteIfOwned(ctx, rc.program, pdb)
 	}
-	_, err := a.apply(ctx, rc.program, pdb)
-	return err
+	return a.apply(ctx, rc.program, pdb)
 }
 
 // computeStatus derives counts and conditions from what the steps observed.

@@ -141,7 +141,7 @@ func (r *VirtualWorldReconciler) reconcileNamespace(ctx context.Context, a *chil
 	labels["pod-security.kubernetes.io/enforce"] = "restricted"
 	labels["pod-security.kubernetes.io/enforce-version"] = "latest"
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
-	_, err = a.apply(ctx, rc.world, ns)
+	err = a.apply(ctx, rc.world, ns)
 	rc.namespace = ns
 	return err
 }
@@ -153,17 +153,18 @@ func (r *VirtualWorldReconciler) reconcileKeySecret(ctx context.Context, a *chil
 	if rc.world.Spec.Privacy.PseudonymizationKeyRef != nil {
 		return nil
 	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return fmt.Errorf("generate key: %w", err)
-	}
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: PseudonymizationKeySecretName, Namespace: rc.world.Spec.Namespace, Labels: worldLabels(rc.world)},
-		Type:       corev1.SecretTypeOpaque,
-		Data:       map[string][]byte{PseudonymizationKeySecretKey: key},
-	}
-	_, err := a.createIfMissing(ctx, rc.world, secret)
-	return err
+	name := client.ObjectKey{Namespace: rc.world.Spec.Namespace, Name: PseudonymizationKeySecretName}
+	return a.createSecretIfMissing(ctx, rc.world, name, func() (*corev1.Secret, error) {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("generate key: %w", err)
+		}
+		return &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name.Name, Namespace: name.Namespace, Labels: worldLabels(rc.world)},
+			Type:       corev1.SecretTypeOpaque,
+			Data:       map[string][]byte{PseudonymizationKeySecretKey: key},
+		}, nil
+	})
 }
 
 // reconcileQuota caps the GPUs requested in the namespace. No limit, no quota.
@@ -181,7 +182,7 @@ func (r *VirtualWorldReconciler) reconcileQuota(ctx context.Context, a *childApp
 	}
 	quotaResource := corev1.ResourceName("requests." + resourceName)
 	quota.Spec.Hard = corev1.ResourceList{quotaResource: *resource.NewQuantity(int64(*limit), resource.DecimalSI)}
-	if _, err := a.apply(ctx, rc.world, quota); err != nil {
+	if err := a.apply(ctx, rc.world, quota); err != nil {
 		return err
 	}
 	current := &corev1.ResourceQuota{}
@@ -214,8 +215,7 @@ func (r *VirtualWorldReconciler) reconcileNetworkPolicy(ctx context.Context, a *
 			}},
 		}},
 	}
-	_, err := a.apply(ctx, rc.world, policy)
-	return err
+	return a.apply(ctx, rc.world, policy)
 }
 
 // reconcileProgramTotals counts the world's programs and their GPUs.
