@@ -1,8 +1,8 @@
 package store
 
 import (
+	"context"
 	"bufio"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,7 +23,7 @@ func TestMain(m *testing.M) {
 }
 
 func killChild(dir string) {
-	s, err := Open(dir)
+	s, err := OpenBolt(dir)
 	if err != nil {
 		fmt.Println("open:", err)
 		os.Exit(2)
@@ -34,7 +34,7 @@ func killChild(dir string) {
 		wg.Go(func() {
 			for i := range 25 {
 				key := fmt.Sprintf("user-%d-%d", w, i)
-				if err := s.Commit(Change{Users: map[string][]byte{key: []byte("state of " + key)}}); err != nil {
+				if err := s.Commit(context.Background(), Change{Users: map[string]Write{key: {Value: []byte("state of " + key)}}}); err != nil {
 					fmt.Println("commit:", err)
 					os.Exit(2)
 				}
@@ -75,13 +75,13 @@ func TestAcknowledgedCommitsSurviveKill9(t *testing.T) {
 		t.Fatalf("child acknowledged %d commits, want 200", len(acked))
 	}
 
-	s, err := Open(dir)
+	s, err := OpenBolt(dir)
 	if err != nil {
 		t.Fatalf("reopen after kill -9: %v", err)
 	}
 	defer func() { _ = s.Close() }()
 	stored := map[string]string{}
-	if err := s.EachUser(func(k string, v []byte) error { stored[k] = string(v); return nil }); err != nil {
+	if err := s.EachUser(context.Background(), func(k string, it Item) error { stored[k] = string(it.Value); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	for _, key := range acked {
@@ -91,38 +91,3 @@ func TestAcknowledgedCommitsSurviveKill9(t *testing.T) {
 	}
 }
 
-func TestDeleteAndMeta(t *testing.T) {
-	dir := t.TempDir()
-	s, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Commit(Change{Users: map[string][]byte{"a": []byte("1"), "b": []byte("2")}, Meta: map[string][]byte{"population": []byte("p")}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Commit(Change{Users: map[string][]byte{"a": nil}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s, err = Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	var keys []string
-	_ = s.EachUser(func(k string, _ []byte) error { keys = append(keys, k); return nil })
-	if strings.Join(keys, ",") != "b" {
-		t.Errorf("users after delete = %v, want [b]", keys)
-	}
-	if v, _ := s.Meta("population"); string(v) != "p" {
-		t.Errorf("meta = %q", v)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Commit(Change{Users: map[string][]byte{"c": []byte("3")}}); !errors.Is(err, ErrClosed) {
-		t.Errorf("commit after close: err = %v, want ErrClosed", err)
-	}
-}

@@ -1,0 +1,302 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/attune-io/attune/test/postgres"
+)
+
+// backend opens a store on the same durable location each time it is
+// called, so a test can close and reopen it.
+type backend struct {
+	name string
+	open func(t *testing.T) Store
+}
+
+// backends are the implementations the contract runs against: bbolt in a
+// temporary directory and PostgreSQL in a throwaway server.
+func backends(t *testing.T) []backend {
+	dir := t.TempDir()
+	var conn string
+	return []backend{
+		{"bolt", func(t *testing.T) Store {
+			s, err := OpenBolt(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}},
+		{"postgres", func(t *testing.T) Store {
+			if conn == "" {
+				conn = postgres.Start(t).ConnString
+			}
+			s, err := OpenPostgres(context.Background(), conn, "ns/program")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}},
+	}
+}
+
+// TestStoreContract runs the same promises against both backends.
+func TestStoreContract(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			s := b.open(t)
+			t.Cleanup(func() { _ = s.Close() })
+
+			// New keys are written at version 1.
+			if err := s.Commit(ctx, Change{
+				Users: map[string]Write{"a": {Value: []byte("a1")}, "b": {Value: []byte("b1")}},
+				Meta:  map[string]Write{"population": {Value: []byte("p1")}},
+			}); err != nil {
+				t.Fatalf("first commit: %v", err)
+			}
+			got, err := s.Users(ctx, []string{"a", "b", "missing"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 2 || string(got["a"].Value) != "a1" || got["a"].Version != 1 || got["b"].Version != 1 {
+				t.Fatalf("users after first commit = %+v", got)
+			}
+
+			// Inserting a key that exists conflicts.
+			if err := s.Commit(ctx, Change{Users: map[string]Write{"a": {Value: []byte("again")}}}); !errors.Is(err, ErrConflict) {
+				t.Errorf("insert over an existing key: err = %v, want ErrConflict", err)
+			}
+			// A stale version conflicts, and nothing of that change is written,
+			// not even its writes that would have been fine on their own.
+			err = s.Commit(ctx, Change{Users: map[string]Write{
+				"a": {Value: []byte("a2"), IfVersion: 1},
+				"b": {Value: []byte("b-stale"), IfVersion: 7},
+				"c": {Value: []byte("c1")},
+			}})
+			if !errors.Is(err, ErrConflict) {
+				t.Fatalf("stale version: err = %v, want ErrConflict", err)
+			}
+			got, _ = s.Users(ctx, []string{"a", "b", "c"})
+			if string(got["a"].Value) != "a1" || string(got["b"].Value) != "b1" || len(got) != 2 {
+				t.Fatalf("a conflicting change was partly written: %+v", got)
+			}
+
+			// Current versions succeed and advance.
+			if err := s.Commit(ctx, Change{Users: map[string]Write{"a": {Value: []byte("a2"), IfVersion: 1}}, Meta: map[string]Write{"population": {Value: []byte("p2"), IfVersion: 1}}}); err != nil {
+				t.Fatal(err)
+			}
+			if m, _ := s.Meta(ctx, "population"); string(m.Value) != "p2" || m.Version != 2 {
+				t.Errorf("meta = %q v%d, want p2 v2", m.Value, m.Version)
+			}
+			if m, _ := s.Meta(ctx, "absent"); m.Value != nil || m.Version != 0 {
+				t.Errorf("absent meta = %+v", m)
+			}
+			// A conditional delete with a stale version conflicts; a current one deletes.
+			if err := s.Commit(ctx, Change{Users: map[string]Write{"a": {IfVersion: 1}}}); !errors.Is(err, ErrConflict) {
+				t.Errorf("stale delete: err = %v, want ErrConflict", err)
+			}
+			if err := s.Commit(ctx, Change{Users: map[string]Write{"a": {IfVersion: 2}}}); err != nil {
+				t.Fatal(err)
+			}
+			// An unconditional delete (erasure) wins over any version.
+			if err := s.Commit(ctx, Change{Users: map[string]Write{"c": Put([]byte("c1"))}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Commit(ctx, Change{Users: map[string]Write{"c": {IfVersion: AnyVersion}}}); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := s.CountUsers(ctx); err != nil || n != 1 {
+				t.Errorf("count = %d, %v; want 1 (only b)", n, err)
+			}
+
+			// Everything survives close and reopen.
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Commit(ctx, Change{Users: map[string]Write{"d": {Value: []byte("d")}}}); !errors.Is(err, ErrClosed) {
+				t.Errorf("commit after close: err = %v, want ErrClosed", err)
+			}
+			s = b.open(t)
+			t.Cleanup(func() { _ = s.Close() })
+			var keys []string
+			if err := s.EachUser(ctx, func(k string, it Item) error {
+				keys = append(keys, k+"="+string(it.Value)+"@"+strconv.FormatInt(it.Version, 10))
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(keys) != "[b=b1@1]" {
+				t.Errorf("users after reopen = %v, want [b=b1@1]", keys)
+			}
+			if m, _ := s.Meta(ctx, "population"); string(m.Value) != "p2" {
+				t.Errorf("meta after reopen = %q", m.Value)
+			}
+		})
+	}
+}
+
+// TestConcurrentUpdatesLoseNothing: writers that read, change and commit
+// with retry on conflict never overwrite each other.
+func TestConcurrentUpdatesLoseNothing(t *testing.T) {
+	ctx := context.Background()
+	const writers, increments = 8, 25
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			// Separate handles on PostgreSQL act as separate replicas.
+			handles := []Store{b.open(t)}
+			if handles[0].Scope() == ScopeShared {
+				handles = append(handles, b.open(t), b.open(t))
+			}
+			for _, h := range handles {
+				t.Cleanup(func() { _ = h.Close() })
+			}
+			var conflicts atomic.Int64
+			var wg sync.WaitGroup
+			for w := range writers {
+				s := handles[w%len(handles)]
+				wg.Go(func() {
+					for range increments {
+						for {
+							cur, err := s.Users(ctx, []string{"counter"})
+							if err != nil {
+								t.Error(err)
+								return
+							}
+							n, _ := strconv.Atoi(string(cur["counter"].Value))
+							err = s.Commit(ctx, Change{Users: map[string]Write{"counter": {Value: []byte(strconv.Itoa(n + 1)), IfVersion: cur["counter"].Version}}})
+							if errors.Is(err, ErrConflict) {
+								conflicts.Add(1)
+								continue
+							}
+							if err != nil {
+								t.Error(err)
+							}
+							break
+						}
+					}
+				})
+			}
+			wg.Wait()
+			got, _ := handles[0].Users(ctx, []string{"counter"})
+			if string(got["counter"].Value) != strconv.Itoa(writers*increments) {
+				t.Errorf("counter = %s after %d increments (%d conflicts retried)", got["counter"].Value, writers*increments, conflicts.Load())
+			}
+			if got["counter"].Version != writers*increments {
+				t.Errorf("version = %d, want %d", got["counter"].Version, writers*increments)
+			}
+		})
+	}
+}
+
+// TestExclusive: on a shared store only one holder runs a job at a time;
+// an embedded store has one process, so the job always runs.
+func TestExclusive(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			first := b.open(t)
+			if first.Scope() == ScopeReplica {
+				ran, err := first.Exclusive(ctx, "sweep", func(context.Context) error { return nil })
+				if !ran || err != nil {
+					t.Errorf("embedded Exclusive: ran=%v err=%v, want it to run", ran, err)
+				}
+				_ = first.Close()
+				return
+			}
+			second := b.open(t)
+			defer func() { _ = first.Close(); _ = second.Close() }()
+			var innerRan bool
+			ran, err := first.Exclusive(ctx, "sweep", func(ctx context.Context) error {
+				var err error
+				innerRan, err = second.Exclusive(ctx, "sweep", func(context.Context) error { return nil })
+				if err != nil {
+					return err
+				}
+				// A different job is not blocked.
+				other, err := second.Exclusive(ctx, "other", func(context.Context) error { return nil })
+				if !other {
+					return fmt.Errorf("a different lock name was blocked (err %v)", err)
+				}
+				return err
+			})
+			if !ran || err != nil {
+				t.Fatalf("first holder: ran=%v err=%v", ran, err)
+			}
+			if innerRan {
+				t.Error("a second replica ran the job while the first held it")
+			}
+			// Released afterwards: the second replica now runs it.
+			if ran, err := second.Exclusive(ctx, "sweep", func(context.Context) error { return nil }); !ran || err != nil {
+				t.Errorf("after release: ran=%v err=%v", ran, err)
+			}
+		})
+	}
+}
+
+// TestPostgresMigrationsAndPrograms: replicas starting together migrate the
+// schema once; programs sharing a database do not see each other's users.
+func TestPostgresMigrationsAndPrograms(t *testing.T) {
+	ctx := context.Background()
+	conn := postgres.Start(t).ConnString
+	stores := make([]*Postgres, 6)
+	errs := make([]error, len(stores))
+	var wg sync.WaitGroup
+	for i := range stores {
+		wg.Go(func() { stores[i], errs[i] = OpenPostgres(ctx, conn, "ns/p"+strconv.Itoa(i%2)) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+		defer func() { _ = stores[i].Close() }()
+	}
+	var versions []int
+	rows, err := stores[0].pool.Query(ctx, `SELECT version FROM attune_schema_migrations ORDER BY version`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var v int
+		_ = rows.Scan(&v)
+		versions = append(versions, v)
+	}
+	if want := []int{1, 2}; !slices.Equal(versions, want) {
+		t.Errorf("recorded migrations = %v, want %v", versions, want)
+	}
+	if err := stores[0].Commit(ctx, Change{Users: map[string]Write{"u": {Value: []byte("p0")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := stores[1].CountUsers(ctx); n != 0 {
+		t.Errorf("program p1 sees %d users of program p0", n)
+	}
+	if n, _ := stores[2].CountUsers(ctx); n != 1 {
+		t.Errorf("another replica of p0 sees %d users, want 1", n)
+	}
+
+	// A database migrated by a newer engine is refused with a clear error.
+	if _, err := stores[0].pool.Exec(ctx, `INSERT INTO attune_schema_migrations (version) VALUES (99)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenPostgres(ctx, conn, "ns/p0"); err == nil || !strings.Contains(err.Error(), "newer than this engine") {
+		t.Errorf("newer schema: err = %v", err)
+	}
+	// A bad connection string does not echo the password.
+	if _, err := OpenPostgres(ctx, "postgres://u:s3cret@127.0.0.1:notaport/db", "ns/p"); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("bad connection string: err = %v", err)
+	}
+	shortCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := OpenPostgres(shortCtx, "postgres://attune@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2", "ns/p"); err == nil {
+		t.Error("connecting to a closed port succeeded")
+	}
+}
