@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"syscall"
 	"time"
@@ -62,9 +63,9 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 	if err != nil {
 		return err
 	}
-	db, err := store.Open(cfg.DataDir)
+	db, err := openStore(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("dataDir: %w", err)
+		return err
 	}
 	defer func() { _ = db.Close() }()
 
@@ -80,8 +81,8 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 		if listenOverride != "" {
 			next.ListenAddress = listenOverride
 		}
-		if next.ListenAddress != cfg.ListenAddress || next.DataDir != cfg.DataDir {
-			log.Warn("listenAddress and dataDir changes take effect at the next restart")
+		if next.ListenAddress != cfg.ListenAddress || next.DataDir != cfg.DataDir || !reflect.DeepEqual(next.Store, cfg.Store) {
+			log.Warn("listenAddress, dataDir and store changes take effect at the next restart")
 		}
 		if t, err := readTokens(next); err == nil {
 			server.SetTokens(t)
@@ -105,7 +106,7 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 	httpServer := &http.Server{Handler: server, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	errCh := make(chan error, 1)
 	go func() { errCh <- httpServer.Serve(listener) }()
-	log.Info("engine serving", "version", version.Version, "address", listener.Addr().String(), "program", cfg.Program, "context", cfg.Context)
+	log.Info("engine serving", "version", version.Version, "address", listener.Addr().String(), "program", cfg.Program, "context", cfg.Context, "store", db.Scope())
 	select {
 	case err := <-errCh:
 		return err
@@ -117,6 +118,29 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// openStore opens the configured store: bbolt in dataDir, or PostgreSQL
+// through the mounted Secret (migrating the schema).
+func openStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
+	if !cfg.Store.IsShared() {
+		db, err := store.OpenBolt(cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("dataDir: %w", err)
+		}
+		return db, nil
+	}
+	conn, err := store.ConnStringFromDir(cfg.Store.Postgres.SecretDir)
+	if err != nil {
+		return nil, err
+	}
+	connectCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	db, err := store.OpenPostgres(connectCtx, conn, cfg.Program)
+	if err != nil {
+		return nil, fmt.Errorf("store.postgres: %w", err)
+	}
+	return db, nil
 }
 
 func scorer(cfg *config.Config, m *metrics.Metrics) textemotion.Scorer {

@@ -165,6 +165,9 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		s.reject(w, http.StatusForbidden, "prohibited_context", prohibited.Error(), prohibited.Field)
 	case errors.Is(err, service.ErrUnknownUser):
 		s.reject(w, http.StatusNotFound, "unknown_user", "unknown user", "id")
+	case errors.Is(err, service.ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		s.reject(w, http.StatusServiceUnavailable, "busy", err.Error(), "")
 	default:
 		s.log.Error("request failed", "error", err)
 		s.reject(w, http.StatusInternalServerError, "internal", "internal error; nothing was stored", "")
@@ -218,7 +221,7 @@ func (s *Server) postConsent(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	consent, err := s.svc.SetConsent(id, scopes)
+	consent, err := s.svc.SetConsent(r.Context(), id, scopes)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -235,7 +238,7 @@ func (s *Server) deleteConsent(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	consent, err := s.svc.WithdrawConsent(id, scopes)
+	consent, err := s.svc.WithdrawConsent(r.Context(), id, scopes)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -264,7 +267,7 @@ func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	state, err := s.svc.State(id)
+	state, err := s.svc.State(r.Context(), id)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -277,13 +280,18 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.svc.Erase(id); err != nil {
+	if err := s.svc.Erase(r.Context(), id); err != nil {
 		s.fail(w, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) getCohort(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.svc.Cohort())
+func (s *Server) getCohort(w http.ResponseWriter, r *http.Request) {
+	cohort, err := s.svc.Cohort(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, cohort)
 }

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/attune-io/attune/engine/metrics"
 	"github.com/attune-io/attune/engine/service"
 	"github.com/attune-io/attune/engine/store"
+	"github.com/attune-io/attune/test/postgres"
 )
 
 const (
@@ -45,7 +47,36 @@ type engine struct {
 	svc   *service.Service
 	clock *fakeClock
 	logs  *bytes.Buffer
-	store *store.Store
+	store store.Store
+}
+
+// backends are the stores the API is tested over: the embedded bbolt file
+// and a real PostgreSQL server (one database per engine).
+var backends = []struct {
+	name string
+	open func(t *testing.T) store.Store
+}{
+	{"bolt", func(t *testing.T) store.Store {
+		db, err := store.OpenBolt(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}},
+	{"postgres", func(t *testing.T) store.Store {
+		db, err := store.OpenPostgres(context.Background(), postgres.Start(t).ConnString, "plaza/calm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}},
+}
+
+// eachBackend runs a test once per store backend.
+func eachBackend(t *testing.T, test func(t *testing.T, open func(t *testing.T) store.Store)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { test(t, b.open) })
+	}
 }
 
 func testConfig(context string, minCohort int) *config.Config {
@@ -62,13 +93,16 @@ func testConfig(context string, minCohort int) *config.Config {
 	}
 }
 
-// startEngine runs the real API on a loopback HTTP server over a real store.
+// startEngine runs the real API on a loopback HTTP server over a real
+// bbolt store.
 func startEngine(t *testing.T, cfg *config.Config) *engine {
 	t.Helper()
-	db, err := store.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	return startEngineOn(t, cfg, backends[0].open(t))
+}
+
+// startEngineOn runs the real API on a loopback HTTP server over db.
+func startEngineOn(t *testing.T, cfg *config.Config, db store.Store) *engine {
+	t.Helper()
 	t.Cleanup(func() { _ = db.Close() })
 	clock := &fakeClock{now: time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC)}
 	logs := &bytes.Buffer{}
@@ -174,25 +208,27 @@ func TestAuthTokens(t *testing.T) {
 }
 
 func TestConsentGate(t *testing.T) {
-	e := startEngine(t, testConfig("Social", 2))
-	text := map[string]any{"user": "alice", "kind": "text", "at": e.ts(0), "text": "I feel calm"}
-	rr := map[string]any{"user": "alice", "kind": "rr", "at": e.ts(0), "rr_ms": rrSeries(90)}
+	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
+		e := startEngineOn(t, testConfig("Social", 2), open(t))
+		text := map[string]any{"user": "alice", "kind": "text", "at": e.ts(0), "text": "I feel calm"}
+		rr := map[string]any{"user": "alice", "kind": "rr", "at": e.ts(0), "rr_ms": rrSeries(90)}
 
-	expect(t, e.telemetry(text), 403, "samples[0].user", `"text"`)
-	e.consent("alice", "text")
-	expect(t, e.telemetry(text), 200, "", "")
-	expect(t, e.telemetry(text, rr), 403, "samples[1].kind", `scope "physiology"`)
-	e.consent("alice", "text", "physiology")
-	r := e.telemetry(text, rr)
-	expect(t, r, 200, "", "")
-	if r.body["accepted"].(float64) != 2 {
-		t.Errorf("accepted = %v", r.body["accepted"])
-	}
-	// Withdraw physiology only: RR rejected again, text still fine.
-	expect(t, e.do("DELETE", "/v1/users/alice/consent", rwToken, "", map[string]any{"scopes": []string{"physiology"}}), 200, "", "")
-	expect(t, e.telemetry(rr), 403, "samples[0].kind", "physiology")
-	expect(t, e.telemetry(text), 200, "", "")
-	expect(t, e.do("POST", "/v1/users/alice/consent", rwToken, "", map[string]any{"scopes": []string{"dreams"}}), 400, "scopes[0]", "unknown scope")
+		expect(t, e.telemetry(text), 403, "samples[0].user", `"text"`)
+		e.consent("alice", "text")
+		expect(t, e.telemetry(text), 200, "", "")
+		expect(t, e.telemetry(text, rr), 403, "samples[1].kind", `scope "physiology"`)
+		e.consent("alice", "text", "physiology")
+		r := e.telemetry(text, rr)
+		expect(t, r, 200, "", "")
+		if r.body["accepted"].(float64) != 2 {
+			t.Errorf("accepted = %v", r.body["accepted"])
+		}
+		// Withdraw physiology only: RR rejected again, text still fine.
+		expect(t, e.do("DELETE", "/v1/users/alice/consent", rwToken, "", map[string]any{"scopes": []string{"physiology"}}), 200, "", "")
+		expect(t, e.telemetry(rr), 403, "samples[0].kind", "physiology")
+		expect(t, e.telemetry(text), 200, "", "")
+		expect(t, e.do("POST", "/v1/users/alice/consent", rwToken, "", map[string]any{"scopes": []string{"dreams"}}), 400, "scopes[0]", "unknown scope")
+	})
 }
 
 func TestWorkplaceRejectsPhysiologyForEmotion(t *testing.T) {
@@ -223,109 +259,117 @@ func TestWorkplaceRejectsPhysiologyForEmotion(t *testing.T) {
 }
 
 func TestStateAndRecommendation(t *testing.T) {
-	e := startEngine(t, testConfig("Social", 2))
-	e.consent("carol", "behaviour", "physiology", "text")
-	trials := []map[string]any{}
-	for i := range 30 {
-		digit := 5
-		if i%9 == 0 {
-			digit = 3
+	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
+		e := startEngineOn(t, testConfig("Social", 2), open(t))
+		e.consent("carol", "behaviour", "physiology", "text")
+		trials := []map[string]any{}
+		for i := range 30 {
+			digit := 5
+			if i%9 == 0 {
+				digit = 3
+			}
+			trials = append(trials, map[string]any{"digit": digit, "responded": digit != 3, "rt_ms": map[bool]float64{true: 400, false: 0}[digit != 3]})
 		}
-		trials = append(trials, map[string]any{"digit": digit, "responded": digit != 3, "rt_ms": map[bool]float64{true: 400, false: 0}[digit != 3]})
-	}
-	expect(t, e.telemetry(
-		map[string]any{"user": "carol", "kind": "rr", "at": e.ts(0), "rr_ms": rrSeries(100)},
-		map[string]any{"user": "carol", "kind": "sart", "at": e.ts(0), "trials": trials},
-		map[string]any{"user": "carol", "kind": "questionnaire", "at": e.ts(0), "brs": []int{4, 2, 4, 2, 4, 2}},
-		map[string]any{"user": "carol", "kind": "text", "at": e.ts(0), "text": "Feeling a bit stressed about the exam"},
-	), 200, "", "")
-	r := e.do("GET", "/v1/users/carol/state", rwToken, "", nil)
-	expect(t, r, 200, "", "")
-	for _, dim := range []string{"attention", "emotion", "resilience"} {
-		d := r.body[dim].(map[string]any)
-		if d["known"] != true || d["confidence"].(float64) <= 0 || len(d["evidence"].([]any)) == 0 {
-			t.Errorf("%s = %v, want a known estimate with evidence", dim, d)
+		expect(t, e.telemetry(
+			map[string]any{"user": "carol", "kind": "rr", "at": e.ts(0), "rr_ms": rrSeries(100)},
+			map[string]any{"user": "carol", "kind": "sart", "at": e.ts(0), "trials": trials},
+			map[string]any{"user": "carol", "kind": "questionnaire", "at": e.ts(0), "brs": []int{4, 2, 4, 2, 4, 2}},
+			map[string]any{"user": "carol", "kind": "text", "at": e.ts(0), "text": "Feeling a bit stressed about the exam"},
+		), 200, "", "")
+		r := e.do("GET", "/v1/users/carol/state", rwToken, "", nil)
+		expect(t, r, 200, "", "")
+		for _, dim := range []string{"attention", "emotion", "resilience"} {
+			d := r.body[dim].(map[string]any)
+			if d["known"] != true || d["confidence"].(float64) <= 0 || len(d["evidence"].([]any)) == 0 {
+				t.Errorf("%s = %v, want a known estimate with evidence", dim, d)
+			}
 		}
-	}
-	// BRS [4,2,4,2,4,2] → all 4 after reversal → r = 0.75.
-	if v := r.body["resilience"].(map[string]any)["value"].(float64); math.Abs(v-0.75) > 1e-9 {
-		t.Errorf("resilience = %v, want 0.75", v)
-	}
-	if r.body["loss"] == nil {
-		t.Error("no loss")
-	}
-	rec := r.body["recommendation"].(map[string]any)
-	if rec["intervention"] == nil || rec["instructions"] == "" {
-		t.Errorf("recommendation = %v", rec)
-	}
-	expect(t, e.do("GET", "/v1/users/nobody/state", rwToken, "", nil), 404, "id", "unknown user")
+		// BRS [4,2,4,2,4,2] → all 4 after reversal → r = 0.75.
+		if v := r.body["resilience"].(map[string]any)["value"].(float64); math.Abs(v-0.75) > 1e-9 {
+			t.Errorf("resilience = %v, want 0.75", v)
+		}
+		if r.body["loss"] == nil {
+			t.Error("no loss")
+		}
+		rec := r.body["recommendation"].(map[string]any)
+		if rec["intervention"] == nil || rec["instructions"] == "" {
+			t.Errorf("recommendation = %v", rec)
+		}
+		expect(t, e.do("GET", "/v1/users/nobody/state", rwToken, "", nil), 404, "id", "unknown user")
+	})
 }
 
 func TestErasure(t *testing.T) {
-	e := startEngine(t, testConfig("Social", 2))
-	e.consent("dave", "text")
-	expect(t, e.telemetry(map[string]any{"user": "dave", "kind": "text", "at": e.ts(0), "text": "hello"}), 200, "", "")
-	expect(t, e.do("DELETE", "/v1/users/dave", rwToken, "", nil), 204, "", "")
-	expect(t, e.do("GET", "/v1/users/dave/state", rwToken, "", nil), 404, "id", "")
-	expect(t, e.do("DELETE", "/v1/users/dave", rwToken, "", nil), 404, "id", "")
-	// Nothing about dave is left in the database.
-	n := 0
-	_ = e.store.EachUser(func(string, []byte) error { n++; return nil })
-	if n != 0 {
-		t.Errorf("%d user records remain after erasure", n)
-	}
-	// Unknown again: telemetry needs new consent.
-	expect(t, e.telemetry(map[string]any{"user": "dave", "kind": "text", "at": e.ts(0), "text": "hello"}), 403, "samples[0].user", "consent")
+	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
+		e := startEngineOn(t, testConfig("Social", 2), open(t))
+		e.consent("dave", "text")
+		expect(t, e.telemetry(map[string]any{"user": "dave", "kind": "text", "at": e.ts(0), "text": "hello"}), 200, "", "")
+		expect(t, e.do("DELETE", "/v1/users/dave", rwToken, "", nil), 204, "", "")
+		expect(t, e.do("GET", "/v1/users/dave/state", rwToken, "", nil), 404, "id", "")
+		expect(t, e.do("DELETE", "/v1/users/dave", rwToken, "", nil), 404, "id", "")
+		// Nothing about dave is left in the database.
+		n := 0
+		_ = e.store.EachUser(context.Background(), func(string, store.Item) error { n++; return nil })
+		if n != 0 {
+			t.Errorf("%d user records remain after erasure", n)
+		}
+		// Unknown again: telemetry needs new consent.
+		expect(t, e.telemetry(map[string]any{"user": "dave", "kind": "text", "at": e.ts(0), "text": "hello"}), 403, "samples[0].user", "consent")
+	})
 }
 
 func TestRetentionSweep(t *testing.T) {
-	e := startEngine(t, testConfig("Social", 2))
-	e.consent("erin", "text")
-	e.clock.Advance(20 * time.Hour)
-	e.consent("frank", "text")
-	e.clock.Advance(5 * time.Hour) // erin last seen 25h ago, frank 5h ago; retention 24h
-	deleted, err := e.svc.Sweep()
-	if err != nil || deleted != 1 {
-		t.Fatalf("sweep deleted %d (%v), want 1", deleted, err)
-	}
-	expect(t, e.do("GET", "/v1/users/erin/state", rwToken, "", nil), 404, "", "")
-	expect(t, e.do("GET", "/v1/users/frank/state", rwToken, "", nil), 200, "", "")
+	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
+		e := startEngineOn(t, testConfig("Social", 2), open(t))
+		e.consent("erin", "text")
+		e.clock.Advance(20 * time.Hour)
+		e.consent("frank", "text")
+		e.clock.Advance(5 * time.Hour) // erin last seen 25h ago, frank 5h ago; retention 24h
+		deleted, err := e.svc.Sweep(context.Background())
+		if err != nil || deleted != 1 {
+			t.Fatalf("sweep deleted %d (%v), want 1", deleted, err)
+		}
+		expect(t, e.do("GET", "/v1/users/erin/state", rwToken, "", nil), 404, "", "")
+		expect(t, e.do("GET", "/v1/users/frank/state", rwToken, "", nil), 200, "", "")
+	})
 }
 
 func TestCohortIsKAnonymous(t *testing.T) {
-	e := startEngine(t, testConfig("Social", 11))
-	for i := range 10 {
-		user := fmt.Sprintf("user-%02d", i)
-		e.consent(user, "behaviour")
-		expect(t, e.telemetry(map[string]any{"user": user, "kind": "questionnaire", "at": e.ts(0), "brs": []int{3, 3, 3, 3, 3, 3}}), 200, "", "")
-	}
-	r := e.do("GET", "/v1/cohort", roToken, "", nil)
-	if r.body["published"] != false || r.body["size"] != nil || r.body["loss"] != nil {
-		t.Fatalf("10 users under k=11: %s", r.raw)
-	}
-	metricsText := e.do("GET", "/metrics", roToken, "", nil).raw
-	if strings.Contains(metricsText, "attune_engine_cohort_loss{") || !strings.Contains(metricsText, `attune_engine_cohort_published{program="plaza/calm"} 0`) {
-		t.Errorf("metrics publish the loss below k")
-	}
-
-	e.consent("user-10", "behaviour")
-	expect(t, e.telemetry(map[string]any{"user": "user-10", "kind": "questionnaire", "at": e.ts(0), "brs": []int{3, 3, 3, 3, 3, 3}}), 200, "", "")
-	r = e.do("GET", "/v1/cohort", roToken, "", nil)
-	// Every user: resilience 0.5 vs target 0.7 → loss 0.04 (only dimension known).
-	if r.body["published"] != true || r.body["size"].(float64) != 11 || fmt.Sprintf("%.4f", r.body["loss"]) != "0.0400" {
-		t.Fatalf("11 users: %s", r.raw)
-	}
-	metricsText = e.do("GET", "/metrics", roToken, "", nil).raw
-	if !strings.Contains(metricsText, `attune_engine_cohort_size{program="plaza/calm"} 11`) {
-		t.Errorf("metrics lack the published cohort size")
-	}
-	// No user identifier in metrics or logs.
-	for i := range 11 {
-		id := fmt.Sprintf("user-%02d", i)
-		if strings.Contains(metricsText, id) || strings.Contains(e.logs.String(), id) {
-			t.Errorf("user id %s appears in metrics or logs", id)
+	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
+		e := startEngineOn(t, testConfig("Social", 11), open(t))
+		for i := range 10 {
+			user := fmt.Sprintf("user-%02d", i)
+			e.consent(user, "behaviour")
+			expect(t, e.telemetry(map[string]any{"user": user, "kind": "questionnaire", "at": e.ts(0), "brs": []int{3, 3, 3, 3, 3, 3}}), 200, "", "")
 		}
-	}
+		r := e.do("GET", "/v1/cohort", roToken, "", nil)
+		if r.body["published"] != false || r.body["size"] != nil || r.body["loss"] != nil {
+			t.Fatalf("10 users under k=11: %s", r.raw)
+		}
+		metricsText := e.do("GET", "/metrics", roToken, "", nil).raw
+		if strings.Contains(metricsText, "attune_engine_cohort_loss{") || !strings.Contains(metricsText, `attune_engine_cohort_published{program="plaza/calm"} 0`) {
+			t.Errorf("metrics publish the loss below k")
+		}
+
+		e.consent("user-10", "behaviour")
+		expect(t, e.telemetry(map[string]any{"user": "user-10", "kind": "questionnaire", "at": e.ts(0), "brs": []int{3, 3, 3, 3, 3, 3}}), 200, "", "")
+		r = e.do("GET", "/v1/cohort", roToken, "", nil)
+		// Every user: resilience 0.5 vs target 0.7 → loss 0.04 (only dimension known).
+		if r.body["published"] != true || r.body["size"].(float64) != 11 || fmt.Sprintf("%.4f", r.body["loss"]) != "0.0400" {
+			t.Fatalf("11 users: %s", r.raw)
+		}
+		metricsText = e.do("GET", "/metrics", roToken, "", nil).raw
+		if !strings.Contains(metricsText, `attune_engine_cohort_size{program="plaza/calm"} 11`) {
+			t.Errorf("metrics lack the published cohort size")
+		}
+		// No user identifier in metrics or logs.
+		for i := range 11 {
+			id := fmt.Sprintf("user-%02d", i)
+			if strings.Contains(metricsText, id) || strings.Contains(e.logs.String(), id) {
+				t.Errorf("user id %s appears in metrics or logs", id)
+			}
+		}
+	})
 }
 
 func TestBadInput(t *testing.T) {
@@ -419,15 +463,17 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestInterventionRewardUpdatesPolicy(t *testing.T) {
-	e := startEngine(t, testConfig("Social", 2))
-	e.consent("hana", "behaviour")
-	expect(t, e.telemetry(map[string]any{"user": "hana", "kind": "questionnaire", "at": e.ts(0), "brs": []int{2, 4, 2, 4, 2, 4}}), 200, "", "")
-	expect(t, e.telemetry(map[string]any{"user": "hana", "kind": "intervention", "at": e.ts(0), "intervention": "ResonanceBreathing", "completed": true, "rating": 5}), 200, "", "")
-	e.clock.Advance(11 * time.Minute)
-	expect(t, e.telemetry(map[string]any{"user": "hana", "kind": "questionnaire", "at": e.ts(0), "brs": []int{4, 2, 4, 2, 4, 2}}), 200, "", "")
-	// The population prior now holds one positive reward for the arm.
-	raw, err := e.store.Meta("population")
-	if err != nil || !strings.Contains(string(raw), "ResonanceBreathing") {
-		t.Fatalf("population prior after a reward: %s (%v)", raw, err)
-	}
+	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
+		e := startEngineOn(t, testConfig("Social", 2), open(t))
+		e.consent("hana", "behaviour")
+		expect(t, e.telemetry(map[string]any{"user": "hana", "kind": "questionnaire", "at": e.ts(0), "brs": []int{2, 4, 2, 4, 2, 4}}), 200, "", "")
+		expect(t, e.telemetry(map[string]any{"user": "hana", "kind": "intervention", "at": e.ts(0), "intervention": "ResonanceBreathing", "completed": true, "rating": 5}), 200, "", "")
+		e.clock.Advance(11 * time.Minute)
+		expect(t, e.telemetry(map[string]any{"user": "hana", "kind": "questionnaire", "at": e.ts(0), "brs": []int{4, 2, 4, 2, 4, 2}}), 200, "", "")
+		// The population prior now holds one positive reward for the arm.
+		item, err := e.store.Meta(context.Background(), "population")
+		if err != nil || !strings.Contains(string(item.Value), "ResonanceBreathing") {
+			t.Fatalf("population prior after a reward: %s (%v)", item.Value, err)
+		}
+	})
 }

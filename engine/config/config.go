@@ -52,8 +52,11 @@ type Config struct {
 	ReadOnlyTokenFile string `json:"readOnlyTokenFile"`
 	// PseudonymizationKeyFile holds the world's HMAC key for user IDs.
 	PseudonymizationKeyFile string `json:"pseudonymizationKeyFile"`
-	// DataDir holds the engine's database.
+	// DataDir holds the engine's database (the embedded store).
 	DataDir string `json:"dataDir"`
+	// Store selects where user state lives. Omitted: the embedded store in
+	// DataDir.
+	Store Store `json:"store,omitzero"`
 	// ListenAddress is host:port of the HTTP API.
 	ListenAddress string `json:"listenAddress"`
 	// Model, when set, is the Open Inference Protocol text-emotion server.
@@ -177,6 +180,9 @@ func (c *Config) Validate() error {
 			return &FieldError{field, "is required"}
 		}
 	}
+	if err := c.Store.validate(); err != nil {
+		return err
+	}
 	if c.Model != nil {
 		if c.Model.URL == "" {
 			return &FieldError{"model.url", "is required when model is set"}
@@ -184,6 +190,48 @@ func (c *Config) Validate() error {
 		if c.Model.Name == "" {
 			return &FieldError{"model.name", "is required when model is set"}
 		}
+	}
+	return nil
+}
+
+// Store types, named as in the MeditationProgram's spec.engine.store.type.
+const (
+	StoreEmbedded   = "Embedded"
+	StorePostgreSQL = "PostgreSQL"
+)
+
+// Store selects the state store.
+type Store struct {
+	// Type is Embedded (bbolt in DataDir; one replica) or PostgreSQL
+	// (shared by all replicas). Empty means Embedded.
+	Type string `json:"type,omitempty"`
+	// Postgres is required for type PostgreSQL.
+	Postgres *PostgresStore `json:"postgres,omitempty"`
+}
+
+// PostgresStore locates the PostgreSQL connection: never the string itself,
+// which holds a password, but the directory its Secret is mounted at.
+type PostgresStore struct {
+	// SecretDir holds the file connectionString, or host, port, user,
+	// password, dbname and sslmode.
+	SecretDir string `json:"secretDir"`
+}
+
+// IsShared reports whether the store is shared by several replicas.
+func (s Store) IsShared() bool { return s.Type == StorePostgreSQL }
+
+func (s Store) validate() error {
+	switch s.Type {
+	case "", StoreEmbedded:
+		if s.Postgres != nil {
+			return &FieldError{"store.postgres", "is only allowed with store.type PostgreSQL"}
+		}
+	case StorePostgreSQL:
+		if s.Postgres == nil || s.Postgres.SecretDir == "" {
+			return &FieldError{"store.postgres.secretDir", "is required when store.type is PostgreSQL"}
+		}
+	default:
+		return &FieldError{"store.type", fmt.Sprintf("must be Embedded or PostgreSQL, got %q", s.Type)}
 	}
 	return nil
 }

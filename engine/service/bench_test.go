@@ -27,8 +27,8 @@ func benchConfig() *config.Config {
 	}
 }
 
-func newService(b *testing.B, opts ...store.Option) (*service.Service, *store.Store) {
-	db, err := store.Open(b.TempDir(), opts...)
+func newService(b *testing.B, opts ...store.Option) (*service.Service, *store.Bolt) {
+	db, err := store.OpenBolt(b.TempDir(), opts...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func realisticBatch(batch int) []byte {
 
 func consentAll(b *testing.B, svc *service.Service, users int) {
 	for u := range users {
-		if _, err := svc.SetConsent(fmt.Sprintf("user-%05d", u), telemetry.Scopes); err != nil {
+		if _, err := svc.SetConsent(context.Background(), fmt.Sprintf("user-%05d", u), telemetry.Scopes); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -143,7 +143,7 @@ func BenchmarkStateRecommendation(b *testing.B) {
 	latencies := make([]time.Duration, 0, b.N)
 	for i := range b.N {
 		start := time.Now()
-		if _, err := svc.State(fmt.Sprintf("user-%05d", i%users)); err != nil {
+		if _, err := svc.State(context.Background(), fmt.Sprintf("user-%05d", i%users)); err != nil {
 			b.Fatal(err)
 		}
 		latencies = append(latencies, time.Since(start))

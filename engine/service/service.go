@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"sort"
 	"sync"
@@ -70,14 +71,17 @@ type Record struct {
 	Policy   policy.User     `json:"policy"`
 }
 
+// userEntry caches one user's record in replica scope, where this process
+// owns the store; its mutex serialises the user's operations.
 type userEntry struct {
-	mu  sync.Mutex
-	rec *Record
+	mu      sync.Mutex
+	rec     *Record
+	version int64
 }
 
 // Options configure a Service.
 type Options struct {
-	Store   *store.Store
+	Store   store.Store
 	Key     []byte // pseudonymisation key
 	Scorer  textemotion.Scorer
 	Metrics *metrics.Metrics
@@ -85,21 +89,30 @@ type Options struct {
 	Logger  *slog.Logger
 }
 
-// Service is the engine core.
+// Service is the engine core. With an embedded store (replica scope) it
+// keeps every user in memory and writes through; with a shared store every
+// operation reads the current rows, so replicas never act on stale state,
+// and commits conditionally, retrying when another replica got there first.
 type Service struct {
 	cfg     atomic.Pointer[config.Config]
-	store   *store.Store
+	store   store.Store
+	shared  bool
 	key     []byte
 	scorer  textemotion.Scorer
 	metrics *metrics.Metrics
 	now     func() time.Time
 	log     *slog.Logger
 
-	mu    sync.RWMutex // guards users (the map, not the entries)
-	users map[string]*userEntry
+	// Replica scope only: the cache of the store's contents.
+	mu         sync.RWMutex // guards users (the map, not the entries)
+	users      map[string]*userEntry
+	popMu      sync.Mutex // guards pop and popVersion
+	pop        policy.Population
+	popVersion int64
 
-	popMu sync.Mutex // guards pop from change through commit
-	pop   policy.Population
+	// reads advances recommendation draws in shared scope, where a read
+	// writes nothing back.
+	reads atomic.Uint64
 }
 
 const populationKey = "population"
@@ -118,24 +131,24 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 	if o.Scorer == nil {
 		o.Scorer = textemotion.NewVader()
 	}
-	s := &Service{store: o.Store, key: o.Key, scorer: o.Scorer, metrics: o.Metrics, now: o.Now, log: o.Logger, users: map[string]*userEntry{}}
+	s := &Service{store: o.Store, shared: o.Store.Scope() == store.ScopeShared, key: o.Key, scorer: o.Scorer,
+		metrics: o.Metrics, now: o.Now, log: o.Logger, users: map[string]*userEntry{}}
 	s.cfg.Store(cfg)
-	err := o.Store.EachUser(func(key string, value []byte) error {
-		var rec Record
-		if err := json.Unmarshal(value, &rec); err != nil {
-			return fmt.Errorf("decode stored user: %w", err)
+	if !s.shared {
+		ctx := context.Background()
+		err := o.Store.EachUser(ctx, func(key string, item store.Item) error {
+			rec, err := decodeRecord(item.Value)
+			if err != nil {
+				return err
+			}
+			s.users[key] = &userEntry{rec: rec, version: item.Version}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("load users: %w", err)
 		}
-		s.users[key] = &userEntry{rec: &rec}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load users: %w", err)
-	}
-	if raw, err := o.Store.Meta(populationKey); err != nil {
-		return nil, fmt.Errorf("load population prior: %w", err)
-	} else if raw != nil {
-		if err := json.Unmarshal(raw, &s.pop); err != nil {
-			return nil, fmt.Errorf("decode population prior: %w", err)
+		if s.pop, s.popVersion, err = loadPopulation(ctx, o.Store); err != nil {
+			return nil, err
 		}
 	}
 	if s.metrics != nil {
@@ -143,6 +156,32 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 	}
 	return s, nil
 }
+
+func decodeRecord(raw []byte) (*Record, error) {
+	var rec Record
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return nil, fmt.Errorf("decode stored user: %w", err)
+	}
+	return &rec, nil
+}
+
+func loadPopulation(ctx context.Context, st store.Store) (policy.Population, int64, error) {
+	var pop policy.Population
+	item, err := st.Meta(ctx, populationKey)
+	if err != nil {
+		return pop, 0, fmt.Errorf("load population prior: %w", err)
+	}
+	if item.Value != nil {
+		if err := json.Unmarshal(item.Value, &pop); err != nil {
+			return pop, 0, fmt.Errorf("decode population prior: %w", err)
+		}
+	}
+	return pop, item.Version, nil
+}
+
+// Scope says whether the cohort covers this replica's users or the whole
+// program's (a shared store).
+func (s *Service) Scope() store.Scope { return s.store.Scope() }
 
 // Config returns the configuration in force.
 func (s *Service) Config() *config.Config { return s.cfg.Load() }
@@ -163,29 +202,161 @@ func (s *Service) Pseudonym(userID string) string {
 	return hex.EncodeToString(mac.Sum(nil)[:16])
 }
 
-func (s *Service) entry(pseudonym string, create bool) *userEntry {
-	s.mu.RLock()
-	e := s.users[pseudonym]
-	s.mu.RUnlock()
-	if e != nil || !create {
-		return e
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e = s.users[pseudonym]; e == nil {
-		e = &userEntry{}
-		s.users[pseudonym] = e
-	}
-	return e
+// userTxn is one operation's view of some users: their records as read
+// (nil when absent) and the versions its commit is conditional on. In
+// replica scope it holds the users' cache entries locked until release.
+type userTxn struct {
+	svc      *Service
+	recs     map[string]*Record
+	versions map[string]int64
+	entries  map[string]*userEntry
+	order    []*userEntry
 }
 
-// dropIfEmpty removes an entry created for a request that stored nothing.
-func (s *Service) dropIfEmpty(pseudonym string, e *userEntry) {
+// begin reads the users for one attempt of an operation. Keys are locked
+// in sorted order, so two operations never deadlock.
+func (s *Service) begin(ctx context.Context, keys []string) (*userTxn, error) {
+	keys = slices.Clone(keys)
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	t := &userTxn{svc: s, recs: make(map[string]*Record, len(keys)), versions: make(map[string]int64, len(keys))}
+	if s.shared {
+		items, err := s.store.Users(ctx, keys)
+		if err != nil {
+			return nil, err
+		}
+		for key, item := range items {
+			rec, err := decodeRecord(item.Value)
+			if err != nil {
+				return nil, err
+			}
+			t.recs[key], t.versions[key] = rec, item.Version
+		}
+		return t, nil
+	}
+	t.entries = make(map[string]*userEntry, len(keys))
 	s.mu.Lock()
-	if e.rec == nil && s.users[pseudonym] == e {
-		delete(s.users, pseudonym)
+	for _, key := range keys {
+		e := s.users[key]
+		if e == nil {
+			e = &userEntry{}
+			s.users[key] = e
+		}
+		t.entries[key] = e
+		t.order = append(t.order, e)
 	}
 	s.mu.Unlock()
+	for i, e := range t.order {
+		e.mu.Lock()
+		key := keys[i]
+		if e.rec != nil {
+			t.recs[key], t.versions[key] = e.rec, e.version
+		}
+	}
+	return t, nil
+}
+
+// release unlocks the entries and drops those that hold no user (created
+// for a request that stored nothing, or deleted).
+func (t *userTxn) release() {
+	if t.svc.shared {
+		return
+	}
+	t.svc.mu.Lock()
+	for key, e := range t.entries {
+		if e.rec == nil && t.svc.users[key] == e {
+			delete(t.svc.users, key)
+		}
+	}
+	t.svc.mu.Unlock()
+	for _, e := range t.order {
+		e.mu.Unlock()
+	}
+}
+
+// commit durably writes the updated records (nil deletes), conditional on
+// the versions read, plus the population prior when pop is non-nil; only
+// then does the cache change.
+func (t *userTxn) commit(ctx context.Context, updated map[string]*Record, pop *policy.Population, popVersion int64) error {
+	change := store.Change{Users: make(map[string]store.Write, len(updated))}
+	for key, rec := range updated {
+		w := store.Write{IfVersion: t.versions[key]}
+		if rec != nil {
+			b, err := json.Marshal(rec)
+			if err != nil {
+				return fmt.Errorf("encode user: %w", err)
+			}
+			w.Value = b
+		}
+		change.Users[key] = w
+	}
+	if pop != nil {
+		b, err := json.Marshal(pop)
+		if err != nil {
+			return fmt.Errorf("encode population prior: %w", err)
+		}
+		change.Meta = map[string]store.Write{populationKey: {Value: b, IfVersion: popVersion}}
+	}
+	if err := t.svc.store.Commit(ctx, change); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	if t.svc.shared {
+		return nil
+	}
+	for key, rec := range updated {
+		e := t.entries[key]
+		e.rec, e.version = rec, t.versions[key]+1
+		if rec == nil {
+			e.version = 0
+		}
+	}
+	if pop != nil {
+		t.svc.popMu.Lock()
+		if popVersion+1 > t.svc.popVersion {
+			t.svc.pop, t.svc.popVersion = *pop, popVersion+1
+		}
+		t.svc.popMu.Unlock()
+	}
+	return nil
+}
+
+// population is the prior and its version, for an operation that may
+// change it: a private copy.
+func (s *Service) population(ctx context.Context) (policy.Population, int64, error) {
+	if s.shared {
+		return loadPopulation(ctx, s.store)
+	}
+	s.popMu.Lock()
+	defer s.popMu.Unlock()
+	return s.pop.Clone(), s.popVersion, nil
+}
+
+// maxAttempts bounds retries of an operation that keeps losing races to
+// other writers of the same user.
+const maxAttempts = 20
+
+// ErrBusy: an operation lost the race to other writers maxAttempts times.
+var ErrBusy = errors.New("the user's state is being changed concurrently; nothing was stored, retry")
+
+// update runs one read-modify-write operation on the users: begin, op,
+// release, retrying from a fresh read when the commit conflicts.
+func (s *Service) update(ctx context.Context, keys []string, op func(t *userTxn) error) error {
+	for attempt := 1; ; attempt++ {
+		t, err := s.begin(ctx, keys)
+		if err != nil {
+			return err
+		}
+		err = op(t)
+		t.release()
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		if attempt == maxAttempts {
+			return fmt.Errorf("%w (%d attempts)", ErrBusy, attempt)
+		}
+		// Jittered backoff so racing replicas do not collide again in step.
+		time.Sleep(time.Duration(rand.Int64N(int64(attempt)*int64(time.Millisecond)) + 1))
+	}
 }
 
 // cloneRecord deep-copies a record so a request works on its own copy and
@@ -202,49 +373,41 @@ func cloneRecord(r *Record) *Record {
 }
 
 // SetConsent records the scopes a user consents to (replacing earlier ones).
-func (s *Service) SetConsent(userID string, scopes []telemetry.Scope) (Consent, error) {
+func (s *Service) SetConsent(ctx context.Context, userID string, scopes []telemetry.Scope) (Consent, error) {
 	key := s.Pseudonym(userID)
-	e := s.entry(key, true)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	defer s.dropIfEmpty(key, e)
-	rec := cloneRecord(e.rec)
-	now := s.now()
-	rec.Consent = Consent{Scopes: normaliseScopes(scopes), At: now}
-	rec.LastSeen = now
-	if err := s.commitUsers(map[string]*Record{key: rec}, nil); err != nil {
-		return Consent{}, err
-	}
-	e.rec = rec
-	return rec.Consent, nil
+	var out Consent
+	err := s.update(ctx, []string{key}, func(t *userTxn) error {
+		rec := cloneRecord(t.recs[key])
+		now := s.now()
+		rec.Consent = Consent{Scopes: normaliseScopes(scopes), At: now}
+		rec.LastSeen = now
+		out = rec.Consent
+		return t.commit(ctx, map[string]*Record{key: rec}, nil, 0)
+	})
+	return out, err
 }
 
 // WithdrawConsent withdraws the given scopes (all when empty). Data already
 // stored stays until erased or expired; no new data of those scopes is
 // accepted.
-func (s *Service) WithdrawConsent(userID string, scopes []telemetry.Scope) (Consent, error) {
+func (s *Service) WithdrawConsent(ctx context.Context, userID string, scopes []telemetry.Scope) (Consent, error) {
 	key := s.Pseudonym(userID)
-	e := s.entry(key, false)
-	if e == nil {
-		return Consent{}, ErrUnknownUser
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.rec == nil {
-		return Consent{}, ErrUnknownUser
-	}
-	rec := cloneRecord(e.rec)
-	if len(scopes) == 0 {
-		rec.Consent.Scopes = nil
-	} else {
-		rec.Consent.Scopes = slices.DeleteFunc(rec.Consent.Scopes, func(sc telemetry.Scope) bool { return slices.Contains(scopes, sc) })
-	}
-	rec.Consent.At = s.now()
-	if err := s.commitUsers(map[string]*Record{key: rec}, nil); err != nil {
-		return Consent{}, err
-	}
-	e.rec = rec
-	return rec.Consent, nil
+	var out Consent
+	err := s.update(ctx, []string{key}, func(t *userTxn) error {
+		if t.recs[key] == nil {
+			return ErrUnknownUser
+		}
+		rec := cloneRecord(t.recs[key])
+		if len(scopes) == 0 {
+			rec.Consent.Scopes = nil
+		} else {
+			rec.Consent.Scopes = slices.DeleteFunc(rec.Consent.Scopes, func(sc telemetry.Scope) bool { return slices.Contains(scopes, sc) })
+		}
+		rec.Consent.At = s.now()
+		out = rec.Consent
+		return t.commit(ctx, map[string]*Record{key: rec}, nil, 0)
+	})
+	return out, err
 }
 
 func normaliseScopes(scopes []telemetry.Scope) []telemetry.Scope {
@@ -253,19 +416,20 @@ func normaliseScopes(scopes []telemetry.Scope) []telemetry.Scope {
 	return slices.Compact(out)
 }
 
-// Erase deletes everything about a user (GDPR Art. 17).
-func (s *Service) Erase(userID string) error {
+// Erase deletes everything about a user (GDPR Art. 17). On a shared store
+// it is visible to every replica as soon as it returns.
+func (s *Service) Erase(ctx context.Context, userID string) error {
 	key := s.Pseudonym(userID)
-	e := s.entry(key, false)
-	if e == nil {
-		return ErrUnknownUser
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.rec == nil {
-		return ErrUnknownUser
-	}
-	if err := s.remove(key, e); err != nil {
+	err := s.update(ctx, []string{key}, func(t *userTxn) error {
+		if t.recs[key] == nil {
+			return ErrUnknownUser
+		}
+		return t.commit(ctx, map[string]*Record{key: nil}, nil, 0)
+	})
+	if err != nil {
+		if errors.Is(err, ErrUnknownUser) {
+			return err
+		}
 		return fmt.Errorf("erase: %w", err)
 	}
 	if s.metrics != nil {
@@ -274,51 +438,32 @@ func (s *Service) Erase(userID string) error {
 	return nil
 }
 
-// remove deletes a user from the store, then from memory. The caller holds
-// e.mu.
-func (s *Service) remove(key string, e *userEntry) error {
-	if err := s.store.Commit(store.Change{Users: map[string][]byte{key: nil}}); err != nil {
-		return err
+// eachRecord calls fn for every stored user's record. In replica scope fn
+// runs under the user's lock; in shared scope on a freshly decoded copy.
+func (s *Service) eachRecord(ctx context.Context, fn func(key string, rec *Record)) error {
+	if s.shared {
+		return s.store.EachUser(ctx, func(key string, item store.Item) error {
+			rec, err := decodeRecord(item.Value)
+			if err != nil {
+				return err
+			}
+			fn(key, rec)
+			return nil
+		})
 	}
-	e.rec = nil
-	s.mu.Lock()
-	delete(s.users, key)
-	s.mu.Unlock()
-	return nil
-}
-
-// snapshot lists the entries without holding s.mu afterwards: never hold
-// s.mu while locking an entry (writers lock the entry, then the map).
-func (s *Service) snapshot() map[string]*userEntry {
+	// Never hold s.mu while locking an entry (writers lock the entry, then the map).
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make(map[string]*userEntry, len(s.users))
+	entries := make(map[string]*userEntry, len(s.users))
 	for key, e := range s.users {
-		out[key] = e
+		entries[key] = e
 	}
-	return out
-}
-
-// commitUsers encodes and durably stores records (and the population prior
-// when pop is non-nil).
-func (s *Service) commitUsers(records map[string]*Record, pop *policy.Population) error {
-	change := store.Change{Users: make(map[string][]byte, len(records))}
-	for key, rec := range records {
-		b, err := json.Marshal(rec)
-		if err != nil {
-			return fmt.Errorf("encode user: %w", err)
+	s.mu.RUnlock()
+	for key, e := range entries {
+		e.mu.Lock()
+		if e.rec != nil {
+			fn(key, e.rec)
 		}
-		change.Users[key] = b
-	}
-	if pop != nil {
-		b, err := json.Marshal(pop)
-		if err != nil {
-			return fmt.Errorf("encode population prior: %w", err)
-		}
-		change.Meta = map[string][]byte{populationKey: b}
-	}
-	if err := s.store.Commit(change); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		e.mu.Unlock()
 	}
 	return nil
 }
@@ -345,8 +490,6 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 			return IngestResult{}, &ProhibitedError{Field: fmt.Sprintf("samples[%d].kind", i), Context: cfg.Context}
 		}
 	}
-
-	// Group by pseudonym and lock users in a fixed order (no deadlocks).
 	byUser := map[string][]int{}
 	for i := range samples {
 		key := s.Pseudonym(samples[i].User)
@@ -357,71 +500,57 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	entries := make([]*userEntry, len(keys))
-	for i, k := range keys {
-		entries[i] = s.entry(k, false)
-		if entries[i] == nil {
-			first := byUser[k][0]
-			return IngestResult{}, &ConsentError{Field: fmt.Sprintf("samples[%d].user", first), Scope: samples[first].Kind.Scope()}
-		}
-	}
-	for _, e := range entries {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-	}
 
-	// Consent for every sample before any processing (text scoring included).
-	for i, k := range keys {
-		rec := entries[i].rec
-		for _, idx := range byUser[k] {
-			scope := samples[idx].Kind.Scope()
-			if rec == nil || !rec.Consent.allows(scope) {
-				return IngestResult{}, &ConsentError{Field: fmt.Sprintf("samples[%d].kind", idx), Scope: scope}
+	var result IngestResult
+	var textScores map[int]float64 // scored once, even if the commit is retried
+	err := s.update(ctx, keys, func(t *userTxn) error {
+		// Consent for every sample before any processing (text scoring included).
+		for _, k := range keys {
+			rec := t.recs[k]
+			for _, idx := range byUser[k] {
+				scope := samples[idx].Kind.Scope()
+				if rec == nil || !rec.Consent.allows(scope) {
+					field := "kind"
+					if rec == nil {
+						field = "user"
+					}
+					return &ConsentError{Field: fmt.Sprintf("samples[%d].%s", idx, field), Scope: scope}
+				}
 			}
 		}
-	}
-
-	textScores := map[int]float64{}
-	for i := range samples {
-		if samples[i].Kind == telemetry.KindText {
-			v, err := s.scorer.Score(ctx, samples[i].Text)
-			if err != nil {
-				return IngestResult{}, fmt.Errorf("score text: %w", err)
+		if textScores == nil {
+			var err error
+			if textScores, err = s.scoreTexts(ctx, samples); err != nil {
+				return err
 			}
-			textScores[i] = (v + 1) / 2
 		}
-	}
-
-	updated := make(map[string]*Record, len(keys))
-	popChanged := false
-	s.popMu.Lock()
-	defer s.popMu.Unlock()
-	pop := s.pop.Clone() // changed only if a reward is observed; swapped in after the commit
-	result := IngestResult{ByKind: map[string]int{}, Users: len(keys)}
-	for i, k := range keys {
-		rec := cloneRecord(entries[i].rec)
-		for _, idx := range byUser[k] {
-			if s.apply(rec, &samples[idx], textScores, idx, cfg, &pop, now) {
-				popChanged = true
+		pop, popVersion, err := s.population(ctx)
+		if err != nil {
+			return err
+		}
+		updated := make(map[string]*Record, len(keys))
+		popChanged := false
+		result = IngestResult{ByKind: map[string]int{}, Users: len(keys)}
+		for _, k := range keys {
+			rec := cloneRecord(t.recs[k])
+			for _, idx := range byUser[k] {
+				if s.apply(rec, &samples[idx], textScores, idx, cfg, &pop, now) {
+					popChanged = true
+				}
+				result.ByKind[string(samples[idx].Kind)]++
+				result.Accepted++
 			}
-			result.ByKind[string(samples[idx].Kind)]++
-			result.Accepted++
+			rec.LastSeen = now
+			updated[k] = rec
 		}
-		rec.LastSeen = now
-		updated[k] = rec
-	}
-	var popToStore *policy.Population
-	if popChanged {
-		popToStore = &pop
-	}
-	if err := s.commitUsers(updated, popToStore); err != nil {
+		var popToStore *policy.Population
+		if popChanged {
+			popToStore = &pop
+		}
+		return t.commit(ctx, updated, popToStore, popVersion)
+	})
+	if err != nil {
 		return IngestResult{}, err
-	}
-	for i, k := range keys {
-		entries[i].rec = updated[k]
-	}
-	if popChanged {
-		s.pop = pop
 	}
 	if s.metrics != nil {
 		for kind, n := range result.ByKind {
@@ -429,6 +558,21 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 		}
 	}
 	return result, nil
+}
+
+// scoreTexts scores the text samples' emotion in [0, 1], by sample index.
+func (s *Service) scoreTexts(ctx context.Context, samples []telemetry.Sample) (map[int]float64, error) {
+	scores := map[int]float64{}
+	for i := range samples {
+		if samples[i].Kind == telemetry.KindText {
+			v, err := s.scorer.Score(ctx, samples[i].Text)
+			if err != nil {
+				return nil, fmt.Errorf("score text: %w", err)
+			}
+			scores[i] = (v + 1) / 2
+		}
+	}
+	return scores, nil
 }
 
 // apply folds one sample into a record; it reports whether the population
@@ -506,30 +650,55 @@ type UserState struct {
 }
 
 // State estimates a user's state and recommends the next intervention.
-func (s *Service) State(userID string) (UserState, error) {
+func (s *Service) State(ctx context.Context, userID string) (UserState, error) {
 	key := s.Pseudonym(userID)
-	e := s.entry(key, false)
-	if e == nil {
-		return UserState{}, ErrUnknownUser
-	}
 	cfg := s.Config()
 	now := s.now()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.rec == nil {
-		return UserState{}, ErrUnknownUser
+	var rec *Record
+	var pop policy.Population
+	if s.shared {
+		items, err := s.store.Users(ctx, []string{key})
+		if err != nil {
+			return UserState{}, err
+		}
+		item, ok := items[key]
+		if !ok {
+			return UserState{}, ErrUnknownUser
+		}
+		if rec, err = decodeRecord(item.Value); err != nil {
+			return UserState{}, err
+		}
+		if pop, _, err = loadPopulation(ctx, s.store); err != nil {
+			return UserState{}, err
+		}
+		// Nothing is written back, so this replica's read count gives
+		// each read its own draw.
+		rec.Policy.Draws += s.reads.Add(1)
+	} else {
+		s.mu.RLock()
+		e := s.users[key]
+		s.mu.RUnlock()
+		if e == nil {
+			return UserState{}, ErrUnknownUser
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.rec == nil {
+			return UserState{}, ErrUnknownUser
+		}
+		// Draws advance in memory only: a read never writes to disk.
+		rec = e.rec
+		s.popMu.Lock()
+		pop = s.pop
+		s.popMu.Unlock()
 	}
 	allowPhysio := !cfg.ProhibitsBiometricEmotion()
-	st := e.rec.Model.Estimate(now, allowPhysio)
+	st := rec.Model.Estimate(now, allowPhysio)
 	out := UserState{Attention: st.Attention, Emotion: st.Emotion, Resilience: st.Resilience, EstimatedAt: now, EmotionFromPhysiology: allowPhysio}
 	if l, ok := loss.User(stateVector(st), knownVector(st), vec(cfg.Target), vec(cfg.Weights)); ok {
 		out.Loss = &l
 	}
-	s.popMu.Lock()
-	pop := s.pop
-	s.popMu.Unlock()
-	// Draws advance in memory only: a read never writes to disk.
-	out.Recommendation = policy.Recommend(&e.rec.Policy, &pop, cfg.Interventions, key, uint64(cfg.Seed), policy.Strength{
+	out.Recommendation = policy.Recommend(&rec.Policy, &pop, cfg.Interventions, key, uint64(cfg.Seed), policy.Strength{
 		Value: cfg.Strength.Value, Min: cfg.Strength.Min, Max: cfg.Strength.Max,
 	})
 	return out, nil
@@ -541,13 +710,17 @@ const MinCurrentConfidence = 0.05
 
 // CohortSummary is the answer to GET /v1/cohort.
 type CohortSummary struct {
-	Published     bool      `json:"published"`
-	MinCohortSize int       `json:"minCohortSize"`
-	Size          *int      `json:"size,omitempty"`
-	Loss          *float64  `json:"loss,omitempty"`
-	Means         *Means    `json:"means,omitempty"`
-	Strength      float64   `json:"strength"`
-	ObservedAt    time.Time `json:"observedAt"`
+	Published     bool     `json:"published"`
+	MinCohortSize int      `json:"minCohortSize"`
+	Size          *int     `json:"size,omitempty"`
+	Loss          *float64 `json:"loss,omitempty"`
+	Means         *Means   `json:"means,omitempty"`
+	Strength      float64  `json:"strength"`
+	// Scope is "replica" when the cohort is this engine's own users (sum
+	// over replicas) or "shared" when it is the whole program's, computed
+	// over the shared store (read it from one replica only).
+	Scope      store.Scope `json:"scope"`
+	ObservedAt time.Time   `json:"observedAt"`
 }
 
 // Means are per-dimension cohort means; null where no user of the cohort
@@ -567,41 +740,41 @@ func finite(v float64) *float64 {
 
 // Cohort aggregates the current estimates of all users. The size is not
 // revealed below the minimum either: "3 users" is itself information.
-func (s *Service) Cohort() CohortSummary {
+func (s *Service) Cohort(ctx context.Context) (CohortSummary, error) {
 	cfg := s.Config()
 	now := s.now()
-	agg := s.aggregate(cfg, now)
-	out := CohortSummary{Published: agg.Published, MinCohortSize: cfg.Privacy.MinCohortSize, Strength: cfg.Strength.Value, ObservedAt: now}
+	agg, err := s.aggregate(ctx, cfg, now)
+	if err != nil {
+		return CohortSummary{}, err
+	}
+	out := CohortSummary{Published: agg.Published, MinCohortSize: cfg.Privacy.MinCohortSize, Strength: cfg.Strength.Value, Scope: s.Scope(), ObservedAt: now}
 	if agg.Published {
 		out.Size, out.Loss = &agg.Size, &agg.Loss
 		out.Means = &Means{Attention: finite(agg.Means[0]), Emotion: finite(agg.Means[1]), Resilience: finite(agg.Means[2])}
 	}
-	return out
+	return out, nil
 }
 
-func (s *Service) aggregate(cfg *config.Config, now time.Time) loss.Aggregate {
-	entries := s.snapshot()
+func (s *Service) aggregate(ctx context.Context, cfg *config.Config, now time.Time) (loss.Aggregate, error) {
 	allowPhysio := !cfg.ProhibitsBiometricEmotion()
 	retention := cfg.Privacy.Retention.Duration
-	current := make([]loss.Entry, 0, len(entries))
-	for _, e := range entries {
-		e.mu.Lock()
-		rec := e.rec
-		var st estimate.State
-		if rec != nil && now.Sub(rec.LastSeen) <= retention {
-			st = rec.Model.Estimate(now, allowPhysio)
+	var current []loss.Entry
+	err := s.eachRecord(ctx, func(_ string, rec *Record) {
+		if now.Sub(rec.LastSeen) > retention {
+			return
 		}
-		e.mu.Unlock()
-		if rec == nil || !isCurrent(st) {
-			continue
+		st := rec.Model.Estimate(now, allowPhysio)
+		if !isCurrent(st) {
+			return
 		}
-		l, ok := loss.User(stateVector(st), knownVector(st), vec(cfg.Target), vec(cfg.Weights))
-		if !ok {
-			continue
+		if l, ok := loss.User(stateVector(st), knownVector(st), vec(cfg.Target), vec(cfg.Weights)); ok {
+			current = append(current, loss.Entry{Loss: l, State: stateVector(st), Known: knownVector(st)})
 		}
-		current = append(current, loss.Entry{Loss: l, State: stateVector(st), Known: knownVector(st)})
+	})
+	if err != nil {
+		return loss.Aggregate{}, fmt.Errorf("cohort: %w", err)
 	}
-	return loss.Cohort(current, cfg.Privacy.MinCohortSize)
+	return loss.Cohort(current, cfg.Privacy.MinCohortSize), nil
 }
 
 func isCurrent(st estimate.State) bool {
@@ -613,40 +786,79 @@ func isCurrent(st estimate.State) bool {
 	return false
 }
 
+// scrapeTimeout bounds the store reads a metrics scrape makes.
+const scrapeTimeout = 10 * time.Second
+
 // PublishedCohort implements metrics.CohortSource.
 func (s *Service) PublishedCohort() (float64, int, bool) {
-	agg := s.aggregate(s.Config(), s.now())
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	agg, err := s.aggregate(ctx, s.Config(), s.now())
+	if err != nil {
+		s.log.Error("cohort for metrics failed", "error", err)
+		return 0, 0, false
+	}
 	return agg.Loss, agg.Size, agg.Published
 }
 
 // StoredUsers implements metrics.CohortSource.
 func (s *Service) StoredUsers() int {
+	if s.shared {
+		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+		defer cancel()
+		n, err := s.store.CountUsers(ctx)
+		if err != nil {
+			s.log.Error("counting users for metrics failed", "error", err)
+		}
+		return n
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return len(s.users)
 }
 
+// sweepLock names the retention sweep's lock: on a shared store one
+// replica at a time sweeps.
+const sweepLock = "retention-sweep"
+
 // Sweep deletes users not seen within the retention period and returns how
-// many were deleted.
-func (s *Service) Sweep() (int, error) {
-	cfg := s.Config()
-	cutoff := s.now().Add(-cfg.Privacy.Retention.Duration)
+// many were deleted (0 when another replica is sweeping).
+func (s *Service) Sweep(ctx context.Context) (int, error) {
 	deleted := 0
-	for key, e := range s.snapshot() {
-		e.mu.Lock()
-		var err error
-		if e.rec != nil && e.rec.LastSeen.Before(cutoff) {
-			if err = s.remove(key, e); err == nil {
+	_, err := s.store.Exclusive(ctx, sweepLock, func(ctx context.Context) error {
+		cutoff := s.now().Add(-s.Config().Privacy.Retention.Duration)
+		var expired []string
+		if err := s.eachRecord(ctx, func(key string, rec *Record) {
+			if rec.LastSeen.Before(cutoff) {
+				expired = append(expired, key)
+			}
+		}); err != nil {
+			return err
+		}
+		// Each user is re-read and deleted only if still expired: a user
+		// seen meanwhile (here or on another replica) is kept.
+		for _, key := range expired {
+			err := s.update(ctx, []string{key}, func(t *userTxn) error {
+				if rec := t.recs[key]; rec == nil || !rec.LastSeen.Before(cutoff) {
+					return nil
+				}
+				if err := t.commit(ctx, map[string]*Record{key: nil}, nil, 0); err != nil {
+					return err
+				}
 				deleted++
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 		}
-		e.mu.Unlock()
-		if err != nil {
-			return deleted, fmt.Errorf("retention sweep: %w", err)
-		}
-	}
+		return nil
+	})
 	if s.metrics != nil {
 		s.metrics.UsersExpired.Add(float64(deleted))
+	}
+	if err != nil {
+		return deleted, fmt.Errorf("retention sweep: %w", err)
 	}
 	return deleted, nil
 }
@@ -660,7 +872,7 @@ func (s *Service) RunSweeper(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n, err := s.Sweep(); err != nil {
+			if n, err := s.Sweep(ctx); err != nil {
 				s.log.Error("retention sweep failed", "error", err)
 			} else if n > 0 {
 				s.log.Info("retention sweep deleted expired users", "count", n)

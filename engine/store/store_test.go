@@ -1,8 +1,8 @@
 package store
 
 import (
-	"context"
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -90,4 +90,3 @@ func TestAcknowledgedCommitsSurviveKill9(t *testing.T) {
 		}
 	}
 }
-
