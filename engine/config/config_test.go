@@ -45,6 +45,9 @@ func TestParseNamesTheField(t *testing.T) {
 		"k below 2":            {`"minCohortSize": 11`, `"minCohortSize": 1`, "privacy.minCohortSize"},
 		"missing data dir":     {`"dataDir": "/d"`, `"dataDir": ""`, "dataDir"},
 		"wrong type":           {`"minCohortSize": 11`, `"minCohortSize": "eleven"`, "privacy.minCohortSize"},
+		"unknown store":        {`"dataDir": "/d"`, `"dataDir": "/d", "store": {"type": "Redis"}`, "store.type"},
+		"postgres, no secret":  {`"dataDir": "/d"`, `"dataDir": "/d", "store": {"type": "PostgreSQL"}`, "store.postgres.secretDir"},
+		"embedded with secret": {`"dataDir": "/d"`, `"dataDir": "/d", "store": {"type": "Embedded", "postgres": {"secretDir": "/s"}}`, "store.postgres"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -70,6 +73,12 @@ func TestRestartHashIgnoresStrengthOnly(t *testing.T) {
 	b.Target.Emotion = 0.2
 	if a.RestartHash() == b.RestartHash() {
 		t.Error("a target change kept the restart hash")
+	}
+	// The store is opened at start: changing it must roll the pods.
+	c, _ := Parse([]byte(valid))
+	c.Store = Store{Type: StorePostgreSQL, Postgres: &PostgresStore{SecretDir: "/etc/attune/postgres"}}
+	if a.RestartHash() == c.RestartHash() {
+		t.Error("a store change kept the restart hash")
 	}
 }
 

@@ -69,6 +69,8 @@ type Record struct {
 	LastSeen time.Time       `json:"seen"`
 	Model    *estimate.Model `json:"model"`
 	Policy   policy.User     `json:"policy"`
+	// Samples counts the samples folded into this record.
+	Samples int64 `json:"samples,omitempty"`
 }
 
 // userEntry caches one user's record in replica scope, where this process
@@ -539,6 +541,7 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 				}
 				result.ByKind[string(samples[idx].Kind)]++
 				result.Accepted++
+				rec.Samples++
 			}
 			rec.LastSeen = now
 			updated[k] = rec
@@ -647,6 +650,9 @@ type UserState struct {
 	// EmotionFromPhysiology says whether physiological evidence may count
 	// toward emotion in this world.
 	EmotionFromPhysiology bool `json:"emotionFromPhysiology"`
+	// Samples is how many telemetry samples the state rests on: every
+	// acknowledged one since the user's record was created.
+	Samples int64 `json:"samples"`
 }
 
 // State estimates a user's state and recommends the next intervention.
@@ -694,7 +700,7 @@ func (s *Service) State(ctx context.Context, userID string) (UserState, error) {
 	}
 	allowPhysio := !cfg.ProhibitsBiometricEmotion()
 	st := rec.Model.Estimate(now, allowPhysio)
-	out := UserState{Attention: st.Attention, Emotion: st.Emotion, Resilience: st.Resilience, EstimatedAt: now, EmotionFromPhysiology: allowPhysio}
+	out := UserState{Attention: st.Attention, Emotion: st.Emotion, Resilience: st.Resilience, EstimatedAt: now, EmotionFromPhysiology: allowPhysio, Samples: rec.Samples}
 	if l, ok := loss.User(stateVector(st), knownVector(st), vec(cfg.Target), vec(cfg.Weights)); ok {
 		out.Loss = &l
 	}

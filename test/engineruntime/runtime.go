@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +32,9 @@ type Source struct {
 	TokenSecret  string // keys "token", "read-only-token"
 	KeySecret    string
 	KeySecretKey string
+	// StoreSecret holds the PostgreSQL connection (empty for the embedded
+	// store).
+	StoreSecret string
 }
 
 // Process is one running engine.
@@ -79,24 +83,12 @@ func Start(ctx context.Context, c client.Reader, binary, dir, host string, port 
 	if err := materialise(ctx, c, dir, listen, src); err != nil {
 		return nil, err
 	}
-	logFile, err := os.OpenFile(filepath.Join(dir, "engine.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	p, err := Launch(binary, dir, host, port)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(binary, "--config", filepath.Join(dir, "config", engineconfig.FileName), "--reload-interval", "500ms")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test or CLI
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		return nil, fmt.Errorf("start engine: %w", err)
-	}
 	syncCtx, cancel := context.WithCancel(context.Background())
-	p := &Process{Dir: dir, Host: host, Port: port, cmd: cmd, stop: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		_ = cmd.Wait()
-		_ = logFile.Close()
-	}()
+	p.stop = cancel
 	go func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
@@ -108,6 +100,30 @@ func Start(ctx context.Context, c client.Reader, binary, dir, host string, port 
 				_ = materialise(syncCtx, c, dir, listen, src) // retried next tick
 			}
 		}
+	}()
+	return p, nil
+}
+
+// Launch starts binary with the configuration already in
+// dir/config/config.json (its listenAddress must be host:port) and waits
+// until it is ready. The engine's log goes to dir/engine.log.
+func Launch(binary, dir, host string, port int) (*Process, error) {
+	logFile, err := os.OpenFile(filepath.Join(dir, "engine.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(binary, "--config", filepath.Join(dir, "config", engineconfig.FileName), "--reload-interval", "500ms")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test or CLI
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
+	p := &Process{Dir: dir, Host: host, Port: port, cmd: cmd, stop: func() {}, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		_ = cmd.Wait()
+		_ = logFile.Close()
 	}()
 	if err := waitReady(p, 15*time.Second); err != nil {
 		p.Stop()
@@ -146,6 +162,14 @@ func (p *Process) Exited() bool {
 	}
 }
 
+// Kill ends the engine with SIGKILL, as a node failure or the OOM killer
+// would: no shutdown, no flush.
+func (p *Process) Kill() {
+	p.stop()
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
 // Stop terminates the engine (SIGTERM, then SIGKILL after 5 s) and stops
 // syncing its files. The data directory stays, as a pod's volume would
 // across a container restart.
@@ -176,6 +200,20 @@ func materialise(ctx context.Context, c client.Reader, dir, listen string, src S
 	cfg.PseudonymizationKeyFile = filepath.Join(dir, "key", "key")
 	cfg.DataDir = filepath.Join(dir, "data")
 	cfg.ListenAddress = listen
+	storeFiles := map[string][]byte{}
+	if cfg.Store.IsShared() && src.StoreSecret != "" {
+		secret := &corev1.Secret{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: src.StoreSecret}, secret); err != nil {
+			return fmt.Errorf("get store secret: %w", err)
+		}
+		cfg.Store.Postgres.SecretDir = filepath.Join(dir, "postgres")
+		if err := os.MkdirAll(cfg.Store.Postgres.SecretDir, 0o700); err != nil {
+			return err
+		}
+		for k, v := range secret.Data {
+			storeFiles[filepath.Join(cfg.Store.Postgres.SecretDir, k)] = v
+		}
+	}
 	rendered, err := cfg.Render()
 	if err != nil {
 		return err
@@ -194,6 +232,7 @@ func materialise(ctx context.Context, c client.Reader, dir, listen string, src S
 		filepath.Join(dir, "token", "read-only-token"):      token.Data["read-only-token"],
 		filepath.Join(dir, "key", "key"):                    key.Data[src.KeySecretKey],
 	}
+	maps.Copy(files, storeFiles)
 	for path, content := range files {
 		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, content) {
 			continue

@@ -151,6 +151,8 @@ func sourceOf(pod *corev1.Pod) (Source, int, error) {
 			if len(v.Secret.Items) > 0 {
 				src.KeySecretKey = v.Secret.Items[0].Key
 			}
+		case v.Name == "postgres" && v.Secret != nil:
+			src.StoreSecret = v.Secret.SecretName
 		}
 	}
 	port := 0
