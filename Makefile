@@ -91,6 +91,10 @@ $(CONTROLLER_GEN): hack/tools/go.mod
 bench-engine: ## Engine: ingest samples/s (durable and without fsync) vs bare JSON decode, state p50/p99 at 10k users, bytes/user.
 	go test -count=1 -run '^$$' -bench 'Ingest|DecodeBaseline|StateRecommendation' -benchtime 3s -cpu 1 ./engine/service/
 
+.PHONY: bench-scaleout
+bench-scaleout: ## Engines over HTTP: bbolt ×1 vs PostgreSQL ×1 and ×3 (ingest samples/s, state p50/p99), one run.
+	go test -count=1 -run '^$$' -bench BenchmarkScaleOut -benchtime 1x -timeout 20m ./test/scaleout/
+
 .PHONY: bench-tuning
 bench-tuning: ## Tuner vs fixed strength vs random search on the simulator: intervals to within 5% of the oracle, regret.
 	go test -count=1 -run '^$$' -bench BenchmarkTuning -benchtime 1x ./test/simulator/

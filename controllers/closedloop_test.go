@@ -21,6 +21,7 @@ import (
 	"github.com/attune-io/attune/controllers"
 	"github.com/attune-io/attune/internal/testutil"
 	"github.com/attune-io/attune/test/engineruntime"
+	"github.com/attune-io/attune/test/postgres"
 	"github.com/attune-io/attune/test/simulator"
 )
 
@@ -63,6 +64,12 @@ func startLoop(t *testing.T, world string, program *wellbeingv1alpha1.Meditation
 	t.Helper()
 	ctx := context.Background()
 	buildEngine(t)
+	if store := program.Spec.Engine.Store; store.Type == wellbeingv1alpha1.StorePostgreSQL {
+		// The database the platform team would provide, and its Secret.
+		server := postgres.Start(t)
+		create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: store.Postgres.SecretRef.Name, Namespace: world},
+			Data: map[string][]byte{controllers.StoreConnectionStringKey: []byte(server.ConnString)}})
+	}
 	create(t, program)
 	cmName, tokenName := program.Name+"-engine-config", program.Name+"-engine-token"
 	eventually(t, "engine config and token", func() error {
@@ -93,7 +100,15 @@ func (f *loopFixture) source() engineruntime.Source {
 	return engineruntime.Source{
 		Namespace: f.program.Namespace, ConfigMap: f.program.Name + "-engine-config", TokenSecret: f.program.Name + "-engine-token",
 		KeySecret: controllers.PseudonymizationKeySecretName, KeySecretKey: controllers.PseudonymizationKeySecretKey,
+		StoreSecret: storeSecretName(f.program),
 	}
+}
+
+func storeSecretName(p *wellbeingv1alpha1.MeditationProgram) string {
+	if p.Spec.Engine.Store.Postgres == nil {
+		return ""
+	}
+	return p.Spec.Engine.Store.Postgres.SecretRef.Name
 }
 
 func (f *loopFixture) startEngine(i int) {
@@ -174,7 +189,6 @@ func tunedProgram(namespace, name string) *wellbeingv1alpha1.MeditationProgram {
 	p := newProgram(namespace, name, namespace)
 	p.Spec.Strength = wellbeingv1alpha1.StrengthBounds{Initial: 0.9, Min: 0.1, Max: 0.9}
 	p.Spec.Tuning = wellbeingv1alpha1.Tuning{Mode: wellbeingv1alpha1.TuningAuto, Interval: &metav1.Duration{Duration: 10 * time.Second}, MaxStep: 0.05}
-	p.Spec.Engine.Replicas = ptr.To[int32](2)
 	return p
 }
 
@@ -189,7 +203,7 @@ func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 	}
 	setupWorld(t, "loop", wellbeingv1alpha1.ContextSocial)
 	program := tunedProgram("loop", "tuned")
-	f := startLoop(t, "loop", program, 2)
+	f := startLoop(t, "loop", program, 1)
 
 	params := simulator.DefaultParams()
 	params.Users, params.Seed = 60, 7
@@ -261,6 +275,43 @@ func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 	if p.Status.ConsecutiveErrors != 0 {
 		t.Errorf("consecutiveErrors = %d after recovery", p.Status.ConsecutiveErrors)
 	}
+}
+
+// TestClosedLoopOnSharedStore: three engine replicas on one PostgreSQL
+// database, the simulated cohort spread over them. Each replica reports
+// the whole store's cohort, so the operator must read it once: its
+// observed cohort size equals the number of simulated users, not three
+// times it, and tuning proceeds on it.
+func TestClosedLoopOnSharedStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three engines and a PostgreSQL server for about 40 s")
+	}
+	setupWorld(t, "commons", wellbeingv1alpha1.ContextSocial)
+	program := tunedProgram("commons", "together")
+	program.Spec.Engine.Replicas = ptr.To[int32](3)
+	sharedStore(program, "together-postgres")
+	f := startLoop(t, "commons", program, 3)
+
+	params := simulator.DefaultParams()
+	params.Users, params.Seed = 45, 11
+	driver := &simulator.Driver{Model: simulator.New(params), Engines: f.urls(), Token: f.token}
+	stopDriver := drive(t, driver, time.Second)
+	defer stopDriver()
+
+	waitUpTo(t, 90*time.Second, "two tuning steps on the shared cohort", func() error {
+		p := &wellbeingv1alpha1.MeditationProgram{}
+		get(t, client.ObjectKeyFromObject(program), p)
+		if p.Status.Loss == nil || len(p.Status.History) < 2 {
+			return fmt.Errorf("loss %+v, history %d, LossObserved %s", p.Status.Loss, len(p.Status.History), condition(p, wellbeingv1alpha1.ConditionLossObserved))
+		}
+		if p.Status.Loss.CohortSize != int32(params.Users) {
+			return fmt.Errorf("observed cohort %d, want the %d simulated users (once each)", p.Status.Loss.CohortSize, params.Users)
+		}
+		if c := condition(p, wellbeingv1alpha1.ConditionLossObserved); !strings.Contains(c, "shared store") {
+			return fmt.Errorf("LossObserved %s, want it read from the shared store", c)
+		}
+		return nil
+	})
 }
 
 func condition(p *wellbeingv1alpha1.MeditationProgram, condType string) string {

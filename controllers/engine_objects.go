@@ -1,9 +1,13 @@
 package controllers
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"path"
+	"slices"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -44,7 +48,15 @@ func renderEngineConfig(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1al
 	if m := p.Spec.Engine.Model; m != nil {
 		cfg.Model = &engineconfig.Model{URL: fmt.Sprintf("http://127.0.0.1:%d", m.Port), Name: m.ModelName}
 	}
+	if usesPostgres(p) {
+		cfg.Store = engineconfig.Store{Type: engineconfig.StorePostgreSQL, Postgres: &engineconfig.PostgresStore{SecretDir: postgresMountPath}}
+	}
 	return cfg
+}
+
+// usesPostgres reports whether the program's engines share a PostgreSQL store.
+func usesPostgres(p *wellbeingv1alpha1.MeditationProgram) bool {
+	return p.Spec.Engine.Store.Type == wellbeingv1alpha1.StorePostgreSQL && p.Spec.Engine.Store.Postgres != nil
 }
 
 // desiredReplicas is the engine replica count: zero while suspended.
@@ -147,6 +159,24 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 		})
 	}
 
+	volumes := []corev1.Volume{
+		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: engineConfigName(p)}}}},
+		{Name: "token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: engineTokenName(p)}}},
+		{Name: "pseudonymization-key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: keySecret, Items: []corev1.KeyToPath{{Key: keyKey, Path: PseudonymizationKeySecretKey}},
+		}}},
+		// The embedded store's file: an emptyDir survives container
+		// restarts, not the pod's replacement (docs/scale-out.md).
+		{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	if usesPostgres(p) {
+		volumes = append(volumes, corev1.Volume{Name: "postgres", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: spec.Store.Postgres.SecretRef.Name,
+		}}})
+		containers[0].VolumeMounts = append(containers[0].VolumeMounts, corev1.VolumeMount{Name: "postgres", MountPath: postgresMountPath, ReadOnly: true})
+	}
+
 	nodeSelector := maps.Clone(spec.NodeSelector)
 	if spec.GPU.Product != "" {
 		if nodeSelector == nil {
@@ -182,15 +212,7 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 					Affinity:          spec.Affinity,
 					PriorityClassName: spec.PriorityClassName,
 					RuntimeClassName:  spec.GPU.RuntimeClassName,
-					Volumes: []corev1.Volume{
-						{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: engineConfigName(p)}}}},
-						{Name: "token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: engineTokenName(p)}}},
-						{Name: "pseudonymization-key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-							SecretName: keySecret, Items: []corev1.KeyToPath{{Key: keyKey, Path: PseudonymizationKeySecretKey}},
-						}}},
-						{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-						{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-					},
+					Volumes:           volumes,
 				},
 			},
 		},
@@ -277,4 +299,23 @@ func EngineChildren(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alpha1
 		children = append(children, enginePDB(p))
 	}
 	return children, nil
+}
+
+// secretDigest is a short digest of a Secret's data (sorted keys), so the
+// pod template changes when the data does without revealing it.
+func secretDigest(data map[string][]byte) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(data)) {
+		fmt.Fprintf(h, "%d:%s=%d:", len(k), k, len(data[k]))
+		h.Write(data[k])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// minPositive is the smaller of two durations, ignoring zeros (no requeue).
+func minPositive(a, b time.Duration) time.Duration {
+	if a <= 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
 }

@@ -53,8 +53,15 @@ type engineCohort struct {
 	Published  bool      `json:"published"`
 	Size       *int      `json:"size"`
 	Loss       *float64  `json:"loss"`
+	Scope      string    `json:"scope"`
 	ObservedAt time.Time `json:"observedAt"`
 }
+
+// Cohort scopes an engine reports (engine/store.Scope).
+const (
+	scopeReplica = "replica"
+	scopeShared  = "shared"
+)
 
 // EngineLossReader reads GET /v1/cohort from every ready engine pod, found
 // by label selector and addressed by pod IP (EndpointSlices reject the
@@ -85,6 +92,9 @@ func (r *EngineLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.Medita
 		return LossMeasurement{}, unavailable("read engine token: %v", err)
 	}
 	token := strings.TrimSpace(string(secret.Data[ReadOnlyTokenKey]))
+	if usesPostgres(p) {
+		return r.readShared(ctx, endpoints, token, minCohort)
+	}
 
 	type result struct {
 		cohort engineCohort
@@ -110,6 +120,11 @@ func (r *EngineLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.Medita
 		}
 		reachable++
 		c := res.cohort
+		if c.Scope == scopeShared {
+			// An engine still on a shared store (mid-rollout to embedded):
+			// its store-wide cohort would be counted once per replica.
+			continue
+		}
 		if !c.Published || c.Size == nil || c.Loss == nil {
 			continue
 		}
@@ -134,6 +149,38 @@ func (r *EngineLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.Medita
 		Loss: weighted / float64(size), CohortSize: size, At: oldest,
 		Sources: fmt.Sprintf("%d/%d engines answered, %d published", reachable, len(endpoints), published),
 	}, nil
+}
+
+// readShared reads the cohort from one engine on a shared store: every
+// replica computes it over the whole store, so summing them would count
+// each user once per replica. Engines are tried in turn until one answers
+// with the shared scope; one still on the embedded store (mid-rollout) is
+// passed over.
+func (r *EngineLossReader) readShared(ctx context.Context, endpoints []string, token string, minCohort int) (LossMeasurement, error) {
+	var errs []string
+	for i, addr := range endpoints {
+		c, err := r.fetch(ctx, addr, token)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		if c.Scope != scopeShared {
+			errs = append(errs, fmt.Sprintf("%s: cohort scope %q, not yet on the shared store", addr, c.Scope))
+			continue
+		}
+		if !c.Published || c.Size == nil || c.Loss == nil || *c.Size < minCohort {
+			return LossMeasurement{}, &MeasurementError{Reason: wellbeingv1alpha1.ReasonCohortTooSmall, Message: fmt.Sprintf(
+				"the shared store's cohort is below the world's minimum of %d users", minCohort)}
+		}
+		if math.IsNaN(*c.Loss) || math.IsInf(*c.Loss, 0) || *c.Loss < 0 {
+			return LossMeasurement{}, unavailable("an engine reported an invalid loss %v", *c.Loss)
+		}
+		return LossMeasurement{
+			Loss: *c.Loss, CohortSize: *c.Size, At: c.ObservedAt,
+			Sources: fmt.Sprintf("shared store, read through engine %d of %d", i+1, len(endpoints)),
+		}, nil
+	}
+	return LossMeasurement{}, unavailable("no engine answered with the shared store's cohort (%d tried): %s", len(endpoints), strings.Join(errs, "; "))
 }
 
 // engineAddress is host:port of a ready engine pod.
@@ -207,16 +254,27 @@ type PrometheusLossReader struct {
 	Timeout time.Duration
 }
 
-// DefaultLossQuery is the cohort-size-weighted mean loss over a program's
-// engines; the engines label their metrics with program="<ns>/<name>".
+// DefaultLossQuery is the program's cohort loss; the engines label their
+// metrics with program="<ns>/<name>". On the embedded store each engine
+// reports its own users: the size-weighted mean over engines. On a shared
+// store every engine reports the whole cohort: their average (they differ
+// only by when each was scraped).
 func DefaultLossQuery(p *wellbeingv1alpha1.MeditationProgram) string {
 	sel := fmt.Sprintf(`{program=%q}`, p.Namespace+"/"+p.Name)
+	if usesPostgres(p) {
+		return fmt.Sprintf(`avg(attune_engine_cohort_loss%s)`, sel)
+	}
 	return fmt.Sprintf(`sum(attune_engine_cohort_loss%s * attune_engine_cohort_size%s) / sum(attune_engine_cohort_size%s)`, sel, sel, sel)
 }
 
-// DefaultSizeQuery is the program's published cohort size.
+// DefaultSizeQuery is the program's published cohort size: the sum over
+// engines, or on a shared store any one engine's (the largest).
 func DefaultSizeQuery(p *wellbeingv1alpha1.MeditationProgram) string {
-	return fmt.Sprintf(`sum(attune_engine_cohort_size{program=%q})`, p.Namespace+"/"+p.Name)
+	sel := fmt.Sprintf(`{program=%q}`, p.Namespace+"/"+p.Name)
+	if usesPostgres(p) {
+		return fmt.Sprintf(`max(attune_engine_cohort_size%s)`, sel)
+	}
+	return fmt.Sprintf(`sum(attune_engine_cohort_size%s)`, sel)
 }
 
 func (r *PrometheusLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.MeditationProgram, minCohort int) (LossMeasurement, error) {

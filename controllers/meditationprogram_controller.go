@@ -51,6 +51,10 @@ type MeditationProgramReconciler struct {
 	MaxConcurrentReconciles int
 	// HTTPClient reads the engines and Prometheus (default http.DefaultClient).
 	HTTPClient *http.Client
+	// APIReader reads objects the cache does not hold: the PostgreSQL
+	// Secrets users create (the cache keeps only the operator's own
+	// Secrets). Default: the client.
+	APIReader client.Reader
 }
 
 // programReconcile carries one reconcile's working state between steps.
@@ -66,6 +70,9 @@ type programReconcile struct {
 	requeueAfter time.Duration
 	// unavailableReason and unavailableMessage explain missing engines.
 	unavailableReason, unavailableMessage string
+	// storeSecretHash digests the PostgreSQL Secret (empty: embedded store
+	// or no usable Secret); storeProblem says what is wrong with it.
+	storeSecretHash, storeProblem string
 }
 
 // errWorldUnusable stops the steps when the world is missing or wrong; the
@@ -105,6 +112,7 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		{"tuning", r.reconcileTuning},
 		{"service account", r.reconcileServiceAccount},
 		{"token secret", r.reconcileTokenSecret},
+		{"store", r.reconcileStore},
 		{"config map", r.reconcileConfigMap},
 		{"deployment", r.reconcileDeployment},
 		{"service", r.reconcileService},
@@ -202,6 +210,41 @@ func randomToken() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
+// storeSecretRecheck is how often a missing or unusable PostgreSQL Secret
+// is looked at again: users' Secrets are not watched.
+const storeSecretRecheck = 30 * time.Second
+
+// reconcileStore checks the PostgreSQL store's Secret: it must exist and
+// hold connectionString or host. A problem is reported on the conditions,
+// not fatal: the children are still applied, so the engines start as soon
+// as the Secret is fixed.
+func (r *MeditationProgramReconciler) reconcileStore(ctx context.Context, _ *childApplier, rc *programReconcile) error {
+	if !usesPostgres(rc.program) {
+		return nil
+	}
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	name := rc.program.Spec.Engine.Store.Postgres.SecretRef.Name
+	secret := &corev1.Secret{}
+	err := reader.Get(ctx, client.ObjectKey{Namespace: rc.program.Namespace, Name: name}, secret)
+	switch {
+	case apierrors.IsNotFound(err):
+		rc.storeProblem = fmt.Sprintf("spec.engine.store.postgres.secretRef: Secret %s/%s not found", rc.program.Namespace, name)
+	case err != nil:
+		return fmt.Errorf("read store secret %s: %w", name, err)
+	case len(secret.Data[StoreConnectionStringKey]) == 0 && len(secret.Data[StoreHostKey]) == 0:
+		rc.storeProblem = fmt.Sprintf("spec.engine.store.postgres.secretRef: Secret %s/%s has neither the key %s nor %s",
+			rc.program.Namespace, name, StoreConnectionStringKey, StoreHostKey)
+	default:
+		rc.storeSecretHash = secretDigest(secret.Data)
+		return nil
+	}
+	rc.requeueAfter = minPositive(rc.requeueAfter, storeSecretRecheck)
+	return nil
+}
+
 func (r *MeditationProgramReconciler) reconcileConfigMap(ctx context.Context, a *childApplier, rc *programReconcile) error {
 	cm, hash, err := engineConfigMap(rc.program, rc.world, rc.strength)
 	if err != nil {
@@ -217,6 +260,9 @@ func (r *MeditationProgramReconciler) reconcileDeployment(ctx context.Context, a
 		image = DefaultEngineImage
 	}
 	deployment := engineDeployment(rc.program, rc.world, image, rc.configHash)
+	if rc.storeSecretHash != "" {
+		deployment.Spec.Template.Annotations[StoreSecretHashKey] = rc.storeSecretHash
+	}
 	if err := a.apply(ctx, rc.program, deployment); err != nil {
 		return err
 	}
@@ -309,7 +355,10 @@ func (r *MeditationProgramReconciler) computeStatus(rc *programReconcile, stepEr
 	reason, message := wellbeingv1alpha1.ReasonAvailable, fmt.Sprintf("%d of %d engine replicas available", st.ReadyReplicas, replicas)
 	if !available {
 		reason = wellbeingv1alpha1.ReasonProgressing
-		if rc.unavailableReason != "" {
+		switch {
+		case rc.storeProblem != "":
+			reason, message = wellbeingv1alpha1.ReasonStoreSecretInvalid, fmt.Sprintf("%d of %d engine replicas available: %s", st.ReadyReplicas, replicas, rc.storeProblem)
+		case rc.unavailableReason != "":
 			reason, message = rc.unavailableReason, fmt.Sprintf("%d of %d engine replicas available: %s", st.ReadyReplicas, replicas, rc.unavailableMessage)
 		}
 	}
@@ -321,6 +370,10 @@ func (r *MeditationProgramReconciler) computeStatus(rc *programReconcile, stepEr
 	}
 	if reason == wellbeingv1alpha1.ReasonQuotaExceeded || reason == wellbeingv1alpha1.ReasonUnschedulable || reason == wellbeingv1alpha1.ReasonReplicaFailure {
 		rc.conds.set(wellbeingv1alpha1.ConditionDegraded, metav1.ConditionTrue, reason, message)
+	}
+	if rc.storeProblem != "" {
+		// Running engines keep their connection; new ones could not start.
+		rc.conds.set(wellbeingv1alpha1.ConditionDegraded, metav1.ConditionTrue, wellbeingv1alpha1.ReasonStoreSecretInvalid, rc.storeProblem)
 	}
 }
 

@@ -402,6 +402,7 @@ func TestSuspendScalesToZero(t *testing.T) {
 	setupWorld(t, "nightly", wellbeingv1alpha1.ContextSocial)
 	p := newProgram("nightly", "sleepy", "nightly")
 	p.Spec.Engine.Replicas = ptr.To[int32](3)
+	sharedStore(p, "sleepy-postgres")
 	create(t, p)
 	d := waitDeployment(t, p)
 	pdbKey := client.ObjectKey{Namespace: "nightly", Name: "sleepy-engine"}
@@ -459,6 +460,21 @@ func TestScaleSubresourceAndAvailability(t *testing.T) {
 	if scale.Status.Selector == "" {
 		t.Error("scale subresource has no selector")
 	}
+	// kubectl scale goes through the same schema: more than one replica
+	// needs the shared store.
+	scale.Spec.Replicas = 2
+	err := k8s.SubResource("scale").Update(ctx, p, client.WithSubResourceBody(scale))
+	if err == nil || !strings.Contains(err.Error(), "spec.engine.replicas above 1 needs a shared store") {
+		t.Fatalf("scaling an embedded-store program to 2: err = %v, want the schema to refuse it", err)
+	}
+	get(t, client.ObjectKeyFromObject(p), p)
+	sharedStore(p, "elastic-postgres")
+	if err := k8s.Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.SubResource("scale").Get(ctx, p, scale); err != nil {
+		t.Fatal(err)
+	}
 	scale.Spec.Replicas = 2
 	if err := k8s.SubResource("scale").Update(ctx, p, client.WithSubResourceBody(scale)); err != nil {
 		t.Fatalf("update scale: %v", err)
@@ -470,10 +486,10 @@ func TestScaleSubresourceAndAvailability(t *testing.T) {
 		}
 		return nil
 	})
-	get(t, client.ObjectKeyFromObject(p), p)
-	if err := conditionIs(p.Status.Conditions, wellbeingv1alpha1.ConditionEngineAvailable, metav1.ConditionFalse, wellbeingv1alpha1.ReasonProgressing); err != nil {
-		t.Error(err)
-	}
+	eventually(t, "waiting on the missing store Secret", func() error {
+		get(t, client.ObjectKeyFromObject(p), p)
+		return conditionIs(p.Status.Conditions, wellbeingv1alpha1.ConditionEngineAvailable, metav1.ConditionFalse, wellbeingv1alpha1.ReasonStoreSecretInvalid)
+	})
 
 	// envtest runs no Deployment controller: report availability ourselves.
 	d.Status.Replicas, d.Status.ReadyReplicas, d.Status.AvailableReplicas, d.Status.ObservedGeneration = 2, 2, 2, d.Generation

@@ -10,20 +10,23 @@ const FieldOwner = "attune-operator"
 
 // Label keys and values shared by all children.
 const (
-	LabelManagedBy    = "app.kubernetes.io/managed-by"
-	LabelName         = "app.kubernetes.io/name"
-	LabelInstance     = "app.kubernetes.io/instance"
-	LabelComponent    = "app.kubernetes.io/component"
-	LabelWorld        = "wellbeing.attune.io/world"
-	LabelProgram      = "wellbeing.attune.io/program"
-	ManagedByValue    = "attune-operator"
-	EngineAppName     = "attune-engine"
-	ConfigHashKey     = "wellbeing.attune.io/config-hash"
-	GPUProductLabel   = "nvidia.com/gpu.product"
-	GPUTaintKey       = "nvidia.com/gpu"
-	worldIndexField   = "spec.worldRef.name"
-	engineHTTPPort    = 8080
-	engineHTTPPortStr = "http"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelName      = "app.kubernetes.io/name"
+	LabelInstance  = "app.kubernetes.io/instance"
+	LabelComponent = "app.kubernetes.io/component"
+	LabelWorld     = "wellbeing.attune.io/world"
+	LabelProgram   = "wellbeing.attune.io/program"
+	ManagedByValue = "attune-operator"
+	EngineAppName  = "attune-engine"
+	ConfigHashKey  = "wellbeing.attune.io/config-hash"
+	// StoreSecretHashKey on the pod template rolls the engines when the
+	// PostgreSQL Secret changes (rotated credentials): they connect at start.
+	StoreSecretHashKey = "wellbeing.attune.io/store-secret-hash"
+	GPUProductLabel    = "nvidia.com/gpu.product"
+	GPUTaintKey        = "nvidia.com/gpu"
+	worldIndexField    = "spec.worldRef.name"
+	engineHTTPPort     = 8080
+	engineHTTPPortStr  = "http"
 )
 
 // Names of a world's children.
@@ -40,13 +43,22 @@ const (
 	ReadOnlyTokenKey = "read-only-token"
 )
 
+// Keys the PostgreSQL store's Secret must hold one of (engine/store reads
+// the rest of the parts too).
+const (
+	StoreConnectionStringKey = "connectionString"
+	StoreHostKey             = "host"
+)
+
 // Paths inside the engine container.
 const (
 	configMountPath = "/etc/attune/config"
 	tokenMountPath  = "/etc/attune/token"
 	keyMountPath    = "/etc/attune/key"
-	dataMountPath   = "/var/lib/attune"
-	tmpMountPath    = "/tmp"
+	// postgresMountPath holds the PostgreSQL store's Secret, one file per key.
+	postgresMountPath = "/etc/attune/postgres"
+	dataMountPath     = "/var/lib/attune"
+	tmpMountPath      = "/tmp"
 )
 
 // engineName is the name of a program's Deployment, Service, ServiceAccount,

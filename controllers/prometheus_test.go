@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
@@ -81,6 +82,10 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	setupWorld(t, "observatory", wellbeingv1alpha1.ContextSocial)
 	program := tunedProgram("observatory", "scraped")
 	program.Spec.Strength = wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.1, Max: 0.9}
+	// Two replicas on a shared store: each exports the whole cohort, and
+	// the default queries must not add them up.
+	program.Spec.Engine.Replicas = ptr.To[int32](2)
+	sharedStore(program, "scraped-postgres")
 	f := startLoop(t, "observatory", program, 2)
 	address := startPrometheus(t, f.ports, filepath.Join(f.dirs[0], "token", "read-only-token"))
 
@@ -157,8 +162,45 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 		t.Error("an unreachable Prometheus gave a measurement")
 	}
 
-	// The engine source: a partial answer is valid only if the reachable
-	// cohort meets the minimum.
+	// The engine source on a shared store: any one engine has the whole
+	// cohort, so one engine down loses nothing of it.
+	f.engines[1].Stop()
+	f.engines[1] = nil
+	one, err := engineReader.Read(ctx, program, 11)
+	if err != nil || one.CohortSize != 40 || !strings.Contains(one.Sources, "shared store") {
+		t.Fatalf("one of two engines down: %+v, %v; want all 40 users through the other", one, err)
+	}
+	_, err = engineReader.Read(ctx, program, 41)
+	var me *controllers.MeasurementError
+	if !errors.As(err, &me) || me.Reason != wellbeingv1alpha1.ReasonCohortTooSmall {
+		t.Fatalf("shared cohort 40 < 41: err = %v, want CohortTooSmall", err)
+	}
+}
+
+// TestEngineReaderSumsReplicaCohorts: on the embedded store each engine
+// reports only its own users (during a rollout an old and a new pod are
+// both ready), so the engine source sums them, and a partial answer is
+// valid only if the reachable cohort meets the minimum.
+func TestEngineReaderSumsReplicaCohorts(t *testing.T) {
+	ctx := context.Background()
+	setupWorld(t, "rollout", wellbeingv1alpha1.ContextSocial)
+	program := tunedProgram("rollout", "surging")
+	program.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
+	f := startLoop(t, "rollout", program, 2) // one replica, two ready pods mid-rollout
+
+	params := simulator.DefaultParams()
+	params.Users, params.Seed = 40, 3
+	driver := &simulator.Driver{Model: simulator.New(params), Engines: f.urls(), Token: f.token}
+	for range 3 {
+		if _, err := driver.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	engineReader := &controllers.EngineLossReader{Client: k8s}
+	whole, err := engineReader.Read(ctx, program, 11)
+	if err != nil || whole.CohortSize != 40 || !strings.Contains(whole.Sources, "2/2 engines answered") {
+		t.Fatalf("both engines: %+v, %v; want their 20 + 20 users", whole, err)
+	}
 	f.engines[1].Stop()
 	f.engines[1] = nil
 	partial, err := engineReader.Read(ctx, program, 11)

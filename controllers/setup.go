@@ -60,6 +60,7 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	program := &MeditationProgramReconciler{
 		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorder("attune-meditationprogram"),
 		Clock: o.Clock, EngineImage: o.EngineImage, MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+		APIReader: mgr.GetAPIReader(),
 	}
 	if err := program.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up MeditationProgram controller: %w", err)

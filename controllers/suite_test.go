@@ -132,6 +132,13 @@ func newProgram(namespace, name, world string) *wellbeingv1alpha1.MeditationProg
 	}
 }
 
+// sharedStore puts the program's engines on a PostgreSQL store whose
+// connection is in the named Secret.
+func sharedStore(p *wellbeingv1alpha1.MeditationProgram, secret string) {
+	p.Spec.Engine.Store = wellbeingv1alpha1.EngineStore{Type: wellbeingv1alpha1.StorePostgreSQL,
+		Postgres: &wellbeingv1alpha1.PostgresStore{SecretRef: wellbeingv1alpha1.SecretReference{Name: secret}}}
+}
+
 // createWorld creates a world and waits until its namespace exists.
 func createWorld(t *testing.T, w *wellbeingv1alpha1.VirtualWorld) *wellbeingv1alpha1.VirtualWorld {
 	t.Helper()

@@ -69,6 +69,12 @@ func TestInvalidManifestsAreRejected(t *testing.T) {
 		{"program tuning mode unknown", validProgram, `tuning: {mode: Sometimes}`, "", `spec.tuning.mode: Unsupported value: "Sometimes"`},
 		{"program prometheus without address", validProgram, `tuning: {source: {type: Prometheus}}`, "", "spec.tuning.source.prometheus.address is required"},
 		{"program negative replicas", validProgram, `engine: {replicas: -1}`, "", "spec.engine.replicas"},
+		{"program replicas above 1 on the embedded store", validProgram, `engine: {replicas: 3}`, "", "spec.engine.replicas: Invalid value"},
+		{"program replicas above 1, store says so", validProgram, `engine: {replicas: 2, store: {type: Embedded}}`, "", "Set spec.engine.store.type to PostgreSQL"},
+		{"program store type unknown", validProgram, `engine: {store: {type: Redis}}`, "", `spec.engine.store.type: Unsupported value: "Redis"`},
+		{"program postgres without secretRef", validProgram, `engine: {store: {type: PostgreSQL}}`, "", "spec.engine.store.postgres is required when spec.engine.store.type is PostgreSQL"},
+		{"program postgres secret name empty", validProgram, `engine: {store: {type: PostgreSQL, postgres: {secretRef: {name: ""}}}}`, "", "spec.engine.store.postgres.secretRef.name"},
+		{"program postgres settings on the embedded store", validProgram, `engine: {store: {postgres: {secretRef: {name: db}}}}`, "", "spec.engine.store.postgres is only allowed when spec.engine.store.type is PostgreSQL"},
 		{"program gpu resource name invalid", validProgram, `engine: {gpu: {resourceName: "nvidia.com/GPU!"}}`, "", "spec.engine.gpu.resourceName"},
 		{"program negative gpu count", validProgram, `engine: {gpu: {count: -2}}`, "", "spec.engine.gpu.count"},
 		{"program model without image", validProgram, `engine: {model: {modelName: emotion}}`, "", "spec.engine.model.image: Required value"},
@@ -122,6 +128,7 @@ func TestDefaultsAreApplied(t *testing.T) {
 		"spec.engine.replicas":         int64(1),
 		"spec.engine.gpu.count":        int64(1),
 		"spec.engine.gpu.resourceName": "nvidia.com/gpu",
+		"spec.engine.store.type":       "Embedded",
 		"spec.suspend":                 false,
 	}
 	for path, value := range want {

@@ -46,4 +46,7 @@ const (
 	ReasonUnschedulable      = "Unschedulable"
 	ReasonQuotaExceeded      = "QuotaExceeded"
 	ReasonReplicaFailure     = "ReplicaFailure"
+	// ReasonStoreSecretInvalid: the PostgreSQL store's Secret is missing or
+	// holds neither connectionString nor host.
+	ReasonStoreSecretInvalid = "StoreSecretInvalid"
 )

@@ -247,6 +247,7 @@ type PrometheusSource struct {
 }
 
 // EngineSpec shapes the engine Deployment.
+// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || self.replicas <= 1 || (has(self.store) && has(self.store.type) && self.store.type == 'PostgreSQL')",message="spec.engine.replicas above 1 needs a shared store: with the embedded store each replica would keep its own, partial copy of a user's state. Set spec.engine.store.type to PostgreSQL and spec.engine.store.postgres.secretRef",fieldPath=.replicas
 type EngineSpec struct {
 	// replicas is the number of engine pods. A pointer because 0 is a valid,
 	// deliberate value distinct from unset (default 1). The scale
@@ -291,6 +292,12 @@ type EngineSpec struct {
 	// +optional
 	PriorityClassName string `json:"priorityClassName,omitempty"`
 
+	// store is where the engines keep user state. Default: the embedded
+	// store (one replica).
+	// +optional
+	// +kubebuilder:default={}
+	Store EngineStore `json:"store,omitempty"`
+
 	// model adds a GPU model-server sidecar (Open Inference Protocol / KServe
 	// v2) that classifies text emotion. When set, the GPU request moves from
 	// the engine container to this sidecar. A pointer because absence means
@@ -326,6 +333,59 @@ type GPUSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	RuntimeClassName *string `json:"runtimeClassName,omitempty"`
+}
+
+// StoreType names a state store.
+// +kubebuilder:validation:Enum=Embedded;PostgreSQL
+type StoreType string
+
+const (
+	// StoreEmbedded keeps state in a bbolt file in each engine pod's data
+	// volume (an emptyDir): it survives container restarts but not a pod's
+	// replacement, and it cannot be shared, so it allows one replica.
+	StoreEmbedded StoreType = "Embedded"
+	// StorePostgreSQL keeps state in a PostgreSQL database shared by every
+	// replica: one consistent state per user, whichever replica serves them.
+	StorePostgreSQL StoreType = "PostgreSQL"
+)
+
+// EngineStore selects the engines' state store.
+// +kubebuilder:validation:XValidation:rule="!has(self.type) || self.type != 'PostgreSQL' || has(self.postgres)",message="spec.engine.store.postgres is required when spec.engine.store.type is PostgreSQL",fieldPath=.postgres
+// +kubebuilder:validation:XValidation:rule="(has(self.type) && self.type == 'PostgreSQL') || !has(self.postgres)",message="spec.engine.store.postgres is only allowed when spec.engine.store.type is PostgreSQL",fieldPath=.postgres
+type EngineStore struct {
+	// type is Embedded (default: a bbolt file per engine pod, one replica
+	// only) or PostgreSQL (a database shared by all replicas; needed for
+	// replicas > 1). Changing it restarts the engines and does not move
+	// data between stores.
+	// +optional
+	// +kubebuilder:default=Embedded
+	Type StoreType `json:"type,omitempty"`
+
+	// postgres locates the database for type PostgreSQL. A pointer because
+	// it exists only for that type.
+	// +optional
+	Postgres *PostgresStore `json:"postgres,omitempty"`
+}
+
+// PostgresStore is the connection to a PostgreSQL database.
+type PostgresStore struct {
+	// secretRef names a Secret in the program's namespace that holds either
+	// the key connectionString (a postgres:// URL or key=value list) or the
+	// keys host (required), port, user, password, dbname and sslmode. It is
+	// mounted into the engine pods as files; the connection string never
+	// enters the engine ConfigMap. The engines create and migrate their
+	// tables at start.
+	// +required
+	SecretRef SecretReference `json:"secretRef"`
+}
+
+// SecretReference names a Secret in the same namespace.
+type SecretReference struct {
+	// name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
 }
 
 // ModelSidecar is a GPU model server speaking the Open Inference Protocol.

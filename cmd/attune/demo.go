@@ -24,6 +24,7 @@ import (
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
 	"github.com/attune-io/attune/test/localcluster"
+	"github.com/attune-io/attune/test/postgres"
 	"github.com/attune-io/attune/test/simulator"
 )
 
@@ -73,11 +74,21 @@ func demo(args []string) error {
 		fmt.Printf("[demo %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
 	}
 
+	// Two engines need the shared store; without PostgreSQL installed the
+	// demo runs one engine on the embedded store.
+	shared := postgres.Installed()
+	engines := int32(1)
+	if shared {
+		engines = 2
+	} else {
+		say("PostgreSQL is not installed (apt-get install postgresql): running one engine on the embedded store")
+	}
 	say("starting the local cluster (etcd, kube-apiserver, controller manager, scheduler, kwok with fake GPU nodes)")
 	stack, err := localcluster.StartStack(ctx, localcluster.StackOptions{
 		Options:      localcluster.Options{StateDir: *stateDir, BinDir: *k8sBin, GPUNodes: 1, GPUsPerNode: 4, CPUNodes: 1, Log: os.Stdout},
 		RepoRoot:     root,
 		EngineBinary: *engineBinary,
+		Postgres:     shared,
 	})
 	if err != nil {
 		return err
@@ -102,10 +113,14 @@ func demo(args []string) error {
 			Interventions: []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.ResonanceBreathing, wellbeingv1alpha1.FocusedAttention, wellbeingv1alpha1.MicroBreak},
 			Strength:      wellbeingv1alpha1.StrengthBounds{Initial: *initial, Min: 0.1, Max: 0.9},
 			Tuning:        wellbeingv1alpha1.Tuning{Mode: wellbeingv1alpha1.TuningAuto, Interval: &metav1.Duration{Duration: 10 * time.Second}, MaxStep: 0.05},
-			Engine: wellbeingv1alpha1.EngineSpec{Replicas: ptr.To[int32](2), GPU: wellbeingv1alpha1.GPUSpec{
+			Engine: wellbeingv1alpha1.EngineSpec{Replicas: ptr.To(engines), GPU: wellbeingv1alpha1.GPUSpec{
 				Count: ptr.To[int32](1), Product: "NVIDIA-H100-80GB-HBM3",
 			}},
 		},
+	}
+	if shared {
+		program.Spec.Engine.Store = wellbeingv1alpha1.EngineStore{Type: wellbeingv1alpha1.StorePostgreSQL,
+			Postgres: &wellbeingv1alpha1.PostgresStore{SecretRef: wellbeingv1alpha1.SecretReference{Name: "evening-calm-postgres"}}}
 	}
 	c := stack.Client
 	if err := c.Create(ctx, world); err != nil {
@@ -116,16 +131,22 @@ func demo(args []string) error {
 	}); err != nil {
 		return fmt.Errorf("world namespace: %w", err)
 	}
+	if shared {
+		if err := stack.CreatePostgresSecret(ctx, "harbor-social", "evening-calm-postgres"); err != nil {
+			return fmt.Errorf("create the PostgreSQL Secret: %w", err)
+		}
+		say("created Secret evening-calm-postgres: the shared store's connection, mounted into the engines as a file")
+	}
 	if err := c.Create(ctx, program); err != nil {
 		return fmt.Errorf("create program: %w", err)
 	}
-	say("applied VirtualWorld harbor-social and MeditationProgram evening-calm (2 engines × 1 nvidia.com/gpu, tuning every 10s)")
-	if err := localcluster.WaitFor(ctx, 90*time.Second, "two engines", func() error {
+	say("applied VirtualWorld harbor-social and MeditationProgram evening-calm (%d engine(s) × 1 nvidia.com/gpu, store %s, tuning every 10s)", engines, map[bool]string{true: "PostgreSQL", false: "Embedded"}[shared])
+	if err := localcluster.WaitFor(ctx, 90*time.Second, "engines ready", func() error {
 		p := &wellbeingv1alpha1.MeditationProgram{}
 		if err := c.Get(ctx, client.ObjectKeyFromObject(program), p); err != nil {
 			return err
 		}
-		if p.Status.ReadyReplicas != 2 || len(stack.Supervisor.Running()) != 2 {
+		if p.Status.ReadyReplicas != engines || len(stack.Supervisor.Running()) != int(engines) {
 			return fmt.Errorf("%d ready, %d engine processes", p.Status.ReadyReplicas, len(stack.Supervisor.Running()))
 		}
 		return nil

@@ -39,7 +39,7 @@ func run(m *testing.M) int {
 	ctx := context.Background()
 	stack, err = localcluster.StartStack(ctx, localcluster.StackOptions{
 		Options:  localcluster.Options{StateDir: state, BinDir: binDir, GPUNodes: 1, GPUsPerNode: 4, CPUNodes: 1, Log: os.Stderr},
-		RepoRoot: root,
+		RepoRoot: root, Postgres: true,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start local cluster:", err)

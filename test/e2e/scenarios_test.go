@@ -65,6 +65,10 @@ func newWorld(t *testing.T, name string, gpuLimit *int32) {
 	eventually(t, 30*time.Second, "namespace "+name, func() error {
 		return stack.Client.Get(ctx, client.ObjectKey{Name: name}, &corev1.Namespace{})
 	})
+	// The shared store's connection, for programs with several engines.
+	if err := stack.CreatePostgresSecret(ctx, name, postgresSecret); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { deleteWorld(t, name) })
 }
 
@@ -223,6 +227,15 @@ func TestScaleStrengthAndDeletion(t *testing.T) {
 		return nil
 	})
 
+	// One engine keeps its users in its own store: kubectl scale is refused
+	// by the schema, with what to do instead.
+	out, err := exec.Command(filepath.Join(os.Getenv("ATTUNE_K8S_BIN"), "kubectl"), "scale", "mp/adjustable", "--namespace", "ops", "--replicas=3",
+		"--kubeconfig", stack.Kubeconfig).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Set spec.engine.store.type to PostgreSQL") {
+		t.Fatalf("kubectl scale of an embedded-store program to 3: %v\n%s", err, out)
+	}
+	kubectl(t, "patch", "mp/adjustable", "--namespace", "ops", "--type=merge",
+		"-p", `{"spec":{"engine":{"store":{"type":"PostgreSQL","postgres":{"secretRef":{"name":"`+postgresSecret+`"}}}}}}`)
 	kubectl(t, "scale", "mp/adjustable", "--namespace", "ops", "--replicas=3")
 	eventually(t, 60*time.Second, "three engine processes", func() error {
 		if n := len(enginesIn("ops")); n != 3 {
@@ -284,10 +297,10 @@ func TestScaleStrengthAndDeletion(t *testing.T) {
 	}
 
 	// The printer columns and short names a platform engineer sees.
-	out := kubectl(t, "get", "vw,mp", "--all-namespaces", "-o", "wide")
+	columns := kubectl(t, "get", "vw,mp", "--all-namespaces", "-o", "wide")
 	for _, column := range []string{"NAMESPACE", "CONTEXT", "PROGRAMS", "GPUS", "QUOTA", "WORLD", "STRENGTH", "LOSS", "READY", "MODE", "REPLICAS", "AVAILABLE"} {
-		if !strings.Contains(out, column) {
-			t.Errorf("kubectl get vw,mp -o wide lacks the %s column:\n%s", column, out)
+		if !strings.Contains(columns, column) {
+			t.Errorf("kubectl get vw,mp -o wide lacks the %s column:\n%s", column, columns)
 		}
 	}
 	if out := kubectl(t, "get", "attune", "--namespace", "ops"); !strings.Contains(out, "adjustable") {

@@ -22,8 +22,14 @@ func world(name string, gpuLimit *int32) *wellbeingv1alpha1.VirtualWorld {
 	}
 }
 
+// postgresSecret is the Secret every test world gets, pointing at the
+// stack's PostgreSQL server.
+const postgresSecret = "engine-postgres"
+
+// program is a program with replicas engines; more than one share the
+// PostgreSQL store, as the schema requires.
 func program(ns, name string, replicas int32) *wellbeingv1alpha1.MeditationProgram {
-	return &wellbeingv1alpha1.MeditationProgram{
+	p := &wellbeingv1alpha1.MeditationProgram{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: wellbeingv1alpha1.MeditationProgramSpec{
 			WorldRef:      wellbeingv1alpha1.WorldReference{Name: ns},
@@ -37,6 +43,11 @@ func program(ns, name string, replicas int32) *wellbeingv1alpha1.MeditationProgr
 			}},
 		},
 	}
+	if replicas > 1 {
+		p.Spec.Engine.Store = wellbeingv1alpha1.EngineStore{Type: wellbeingv1alpha1.StorePostgreSQL,
+			Postgres: &wellbeingv1alpha1.PostgresStore{SecretRef: wellbeingv1alpha1.SecretReference{Name: postgresSecret}}}
+	}
+	return p
 }
 
 func TestEnginesRunOnFakeGPUNodes(t *testing.T) {

@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/klog/v2"
@@ -20,6 +22,7 @@ import (
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
 	"github.com/attune-io/attune/test/engineruntime"
+	"github.com/attune-io/attune/test/postgres"
 )
 
 // Stack is the whole system on one machine: the local cluster, Attune's
@@ -30,7 +33,9 @@ type Stack struct {
 	Scheme     *runtime.Scheme
 	Supervisor *engineruntime.Supervisor
 	// OperatorLog is the in-process operator's log file.
-	OperatorLog  string
+	OperatorLog string
+	// Postgres is the shared-store database (nil unless asked for).
+	Postgres     *postgres.Server
 	cancel       context.CancelFunc
 	stopOperator context.CancelFunc
 	operatorDone chan struct{}
@@ -45,6 +50,9 @@ type StackOptions struct {
 	// EngineBinary is the engine to run for engine pods; built into the
 	// state directory when empty.
 	EngineBinary string
+	// Postgres also runs a PostgreSQL server, the shared store that
+	// programs with several engines need (see CreatePostgresSecret).
+	Postgres bool
 }
 
 // NewScheme knows the core types, CRDs and Attune's types.
@@ -82,6 +90,12 @@ func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
 		if err := engineruntime.BuildEngine(binary); err != nil {
 			return nil, err
 		}
+	}
+	if o.Postgres {
+		if s.Postgres, err = postgres.Launch(); err != nil {
+			return nil, fmt.Errorf("postgres: %w", err)
+		}
+		s.logf("PostgreSQL running (%s)", s.Postgres.Dir)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -188,4 +202,20 @@ func (s *Stack) Stop() {
 	if s.Cluster != nil {
 		s.Cluster.Stop()
 	}
+	if s.Postgres != nil {
+		s.Postgres.Stop()
+	}
+}
+
+// CreatePostgresSecret creates, in namespace, the Secret a program's
+// spec.engine.store.postgres.secretRef names, pointing at the stack's
+// PostgreSQL server, as a platform team would for its database.
+func (s *Stack) CreatePostgresSecret(ctx context.Context, namespace, name string) error {
+	if s.Postgres == nil {
+		return fmt.Errorf("the stack runs no PostgreSQL server (StackOptions.Postgres)")
+	}
+	return s.Client.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Data:       map[string][]byte{controllers.StoreConnectionStringKey: []byte(s.Postgres.ConnString)},
+	})
 }

@@ -49,26 +49,41 @@ func binDir() (string, error) {
 			return d, nil
 		}
 	}
-	return "", errors.New("PostgreSQL server binaries not found: install Debian's postgresql package (.ci/run does) or set ATTUNE_POSTGRES_BIN")
+	return "", ErrNotInstalled
 }
 
 // Start starts a server for the test. Without the binaries the test skips,
 // unless ATTUNE_REQUIRE_POSTGRES is set (CI sets it), when it fails.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := binDir()
-	if err != nil {
-		if os.Getenv("ATTUNE_REQUIRE_POSTGRES") != "" {
-			t.Fatal(err)
-		}
+	s, err := Launch()
+	if errors.Is(err, ErrNotInstalled) && os.Getenv("ATTUNE_REQUIRE_POSTGRES") == "" {
 		t.Skip(err)
 	}
-	s, err := start(bin)
 	if err != nil {
 		t.Fatalf("start PostgreSQL: %v", err)
 	}
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// ErrNotInstalled: the PostgreSQL server binaries are not on this machine.
+var ErrNotInstalled = errors.New("PostgreSQL server binaries not found: install Debian's postgresql package (.ci/run does) or set ATTUNE_POSTGRES_BIN")
+
+// Installed reports whether the server binaries are on this machine.
+func Installed() bool {
+	_, err := binDir()
+	return err == nil
+}
+
+// Launch starts a server outside a test (the local stack, the demo); the
+// caller stops it.
+func Launch() (*Server, error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
+	}
+	return start(bin)
 }
 
 // start runs initdb and the server. PostgreSQL refuses to run as root, so
