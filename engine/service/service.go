@@ -115,6 +115,33 @@ type Service struct {
 	// reads advances recommendation draws in shared scope, where a read
 	// writes nothing back.
 	reads atomic.Uint64
+	// sharedPop is the prior as last read from a shared store, for
+	// recommendations (writes always read it afresh).
+	sharedPop atomic.Pointer[timedPopulation]
+}
+
+type timedPopulation struct {
+	pop policy.Population
+	at  time.Time
+}
+
+// sharedPopMaxAge is how stale the prior behind a recommendation may be on
+// a shared store: it moves by one reward at a time, so a second's lag
+// changes nothing visible and saves a query per read.
+const sharedPopMaxAge = time.Second
+
+// recentPopulation is the shared store's prior, read at most once per
+// sharedPopMaxAge.
+func (s *Service) recentPopulation(ctx context.Context) (policy.Population, error) {
+	if cached := s.sharedPop.Load(); cached != nil && time.Since(cached.at) < sharedPopMaxAge {
+		return cached.pop, nil
+	}
+	pop, _, err := loadPopulation(ctx, s.store)
+	if err != nil {
+		return pop, err
+	}
+	s.sharedPop.Store(&timedPopulation{pop: pop, at: time.Now()})
+	return pop, nil
 }
 
 const populationKey = "population"
@@ -526,9 +553,15 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 				return err
 			}
 		}
-		pop, popVersion, err := s.population(ctx)
-		if err != nil {
-			return err
+		// The prior is read (a query, on a shared store) only when a sample
+		// can change it: an intervention, or a user awaiting one's reward.
+		var pop policy.Population
+		var popVersion int64
+		if s.mayObserveReward(t, samples) {
+			var err error
+			if pop, popVersion, err = s.population(ctx); err != nil {
+				return err
+			}
 		}
 		updated := make(map[string]*Record, len(keys))
 		popChanged := false
@@ -561,6 +594,17 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 		}
 	}
 	return result, nil
+}
+
+// mayObserveReward reports whether applying the batch can update the
+// population prior.
+func (s *Service) mayObserveReward(t *userTxn, samples []telemetry.Sample) bool {
+	for _, rec := range t.recs {
+		if rec.Policy.Pending != nil {
+			return true
+		}
+	}
+	return slices.ContainsFunc(samples, func(smp telemetry.Sample) bool { return smp.Kind == telemetry.KindIntervention })
 }
 
 // scoreTexts scores the text samples' emotion in [0, 1], by sample index.
@@ -674,7 +718,7 @@ func (s *Service) State(ctx context.Context, userID string) (UserState, error) {
 		if rec, err = decodeRecord(item.Value); err != nil {
 			return UserState{}, err
 		}
-		if pop, _, err = loadPopulation(ctx, s.store); err != nil {
+		if pop, err = s.recentPopulation(ctx); err != nil {
 			return UserState{}, err
 		}
 		// Nothing is written back, so this replica's read count gives

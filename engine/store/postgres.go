@@ -55,6 +55,12 @@ func OpenPostgres(ctx context.Context, connString, program string) (*Postgres, e
 		// pgx's message may quote the string, password included: keep only the gist.
 		return nil, errors.New("parse PostgreSQL connection string: invalid (check the Secret's connectionString or its parts)")
 	}
+	if !strings.Contains(connString, "pool_max_conns") {
+		// pgxpool's default (the CPU count, at least 4) queues concurrent
+		// requests on a small pod; a request holds a connection only for
+		// its statements.
+		cfg.MaxConns = 16
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
