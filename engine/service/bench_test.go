@@ -13,6 +13,7 @@ import (
 	"github.com/attune-io/attune/engine/service"
 	"github.com/attune-io/attune/engine/store"
 	"github.com/attune-io/attune/engine/telemetry"
+	"github.com/attune-io/attune/test/postgres"
 )
 
 var benchNow = time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC)
@@ -27,11 +28,33 @@ func benchConfig() *config.Config {
 	}
 }
 
-func newService(b *testing.B, opts ...store.Option) (*service.Service, *store.Bolt) {
-	db, err := store.OpenBolt(b.TempDir(), opts...)
+// sizedStore is a store that can say how many bytes it occupies.
+type sizedStore interface {
+	store.Store
+	Size() (int64, error)
+}
+
+func openBolt(opts ...store.Option) func(b *testing.B) sizedStore {
+	return func(b *testing.B) sizedStore {
+		db, err := store.OpenBolt(b.TempDir(), opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return db
+	}
+}
+
+// openPostgres is a fresh PostgreSQL server (durable commits, as shipped).
+func openPostgres(b *testing.B) sizedStore {
+	db, err := store.OpenPostgres(context.Background(), postgres.Start(b).ConnString, "bench/p")
 	if err != nil {
 		b.Fatal(err)
 	}
+	return db
+}
+
+func newService(b *testing.B, open func(*testing.B) sizedStore) (*service.Service, sizedStore) {
+	db := open(b)
 	b.Cleanup(func() { _ = db.Close() })
 	svc, err := service.New(benchConfig(), service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Now: func() time.Time { return benchNow }})
 	if err != nil {
@@ -74,8 +97,8 @@ func consentAll(b *testing.B, svc *service.Service, users int) {
 
 const batches = 64
 
-func benchIngest(b *testing.B, opts ...store.Option) {
-	svc, _ := newService(b, opts...)
+func benchIngest(b *testing.B, open func(*testing.B) sizedStore) {
+	svc, _ := newService(b, open)
 	consentAll(b, svc, 2000)
 	bodies := make([][]byte, batches)
 	for i := range bodies {
@@ -99,10 +122,13 @@ func benchIngest(b *testing.B, opts ...store.Option) {
 
 // BenchmarkIngestDurable: parse, validate, estimate and store with an fsync
 // per commit.
-func BenchmarkIngestDurable(b *testing.B) { benchIngest(b) }
+func BenchmarkIngestDurable(b *testing.B) { benchIngest(b, openBolt()) }
 
 // BenchmarkIngestNoCommit: the same without the durable commit's fsync.
-func BenchmarkIngestNoCommit(b *testing.B) { benchIngest(b, store.WithoutSync()) }
+func BenchmarkIngestNoCommit(b *testing.B) { benchIngest(b, openBolt(store.WithoutSync())) }
+
+// BenchmarkIngestPostgres: the same on the shared PostgreSQL store.
+func BenchmarkIngestPostgres(b *testing.B) { benchIngest(b, openPostgres) }
 
 // BenchmarkDecodeBaseline is the limit: plain encoding/json decoding of the
 // same batches, no validation, no processing.
@@ -125,8 +151,14 @@ func BenchmarkDecodeBaseline(b *testing.B) {
 
 // BenchmarkStateRecommendation measures GET-state latency (estimate, loss,
 // Thompson draw) with 10,000 stored users, and the bytes stored per user.
-func BenchmarkStateRecommendation(b *testing.B) {
-	svc, db := newService(b, store.WithoutSync())
+func BenchmarkStateRecommendation(b *testing.B) { benchState(b, openBolt(store.WithoutSync())) }
+
+// BenchmarkStateRecommendationPostgres: the same on PostgreSQL, where
+// every read goes to the database.
+func BenchmarkStateRecommendationPostgres(b *testing.B) { benchState(b, openPostgres) }
+
+func benchState(b *testing.B, open func(*testing.B) sizedStore) {
+	svc, db := newService(b, open)
 	const users = 10_000
 	consentAll(b, svc, users)
 	for batch := 0; batch < users/20; batch++ {

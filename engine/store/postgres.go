@@ -61,6 +61,12 @@ func OpenPostgres(ctx context.Context, connString, program string) (*Postgres, e
 		// its statements.
 		cfg.MaxConns = 16
 	}
+	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
+		// Plan every statement for its parameters and the table as it is
+		// now: a generic plan cached while the table was empty keeps
+		// scanning it whole once it holds thousands of users.
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
@@ -295,6 +301,14 @@ func (p *Postgres) Exclusive(ctx context.Context, name string, fn func(context.C
 	}
 	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, key) }()
 	return true, fn(ctx)
+}
+
+// Size is the bytes the users table occupies on disk (all programs in the
+// database, with indexes and TOAST).
+func (p *Postgres) Size() (int64, error) {
+	var n int64
+	err := p.pool.QueryRow(context.Background(), `SELECT pg_total_relation_size('attune_users')`).Scan(&n)
+	return n, err
 }
 
 // Close implements Store.

@@ -1,6 +1,8 @@
 // Package postgres runs a real, throwaway PostgreSQL server for tests:
 // initdb in a temporary directory, the server on a loopback port with trust
-// authentication, stopped (and its files removed) at cleanup. It uses
+// authentication, stopped with pg_ctl (and its files removed) at cleanup.
+// The server runs as a child process rather than through pg_ctl start,
+// which would daemonise it and let it outlive a test that crashes. It uses
 // Debian's postgresql package (.ci/run installs it).
 package postgres
 
@@ -28,6 +30,8 @@ type Server struct {
 	// ConnString reaches the server's "postgres" database as a superuser.
 	ConnString string
 	Dir        string
+	bin        string
+	cred       *syscall.Credential
 	cmd        *exec.Cmd
 	exited     chan struct{}
 }
@@ -135,7 +139,7 @@ func start(bin string) (*Server, error) {
 	}
 	s := &Server{
 		ConnString: fmt.Sprintf("postgres://attune@127.0.0.1:%d/postgres?sslmode=disable", port),
-		Dir:        dir, cmd: cmd, exited: make(chan struct{}),
+		Dir:        dir, bin: bin, cred: cred, cmd: cmd, exited: make(chan struct{}),
 	}
 	go func() { _ = cmd.Wait(); _ = logFile.Close(); close(s.exited) }()
 	deadline := time.Now().Add(30 * time.Second)
@@ -162,9 +166,14 @@ func start(bin string) (*Server, error) {
 	}
 }
 
-// Stop shuts the server down (fast shutdown, then kill) and removes its files.
+// Stop shuts the server down (pg_ctl's fast shutdown, then kill) and
+// removes its files.
 func (s *Server) Stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	stop := exec.Command(filepath.Join(s.bin, "pg_ctl"), "stop", "-D", filepath.Join(s.Dir, "data"), "-m", "fast", "-w", "-t", "10")
+	stop.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	if err := stop.Run(); err != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGINT)
+	}
 	select {
 	case <-s.exited:
 	case <-time.After(10 * time.Second):
