@@ -477,3 +477,26 @@ func TestInterventionRewardUpdatesPolicy(t *testing.T) {
 		}
 	})
 }
+
+// TestReadinessFollowsTheStore: with the shared store down the engine is
+// not ready (the Service stops routing to it) but stays alive (no restart
+// storm during a database outage).
+func TestReadinessFollowsTheStore(t *testing.T) {
+	server := postgres.Start(t)
+	db, err := store.OpenPostgres(context.Background(), server.ConnString, "plaza/calm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startEngineOn(t, testConfig("Social", 2), db)
+	expect(t, e.do("GET", "/readyz", "", "", nil), 200, "", "")
+	server.Stop()
+	r := e.do("GET", "/readyz", "", "", nil)
+	if r.status != 503 || strings.Contains(r.raw, "127.0.0.1") {
+		t.Errorf("readyz with the database down: %d %s; want 503 without connection details", r.status, r.raw)
+	}
+	expect(t, e.do("GET", "/healthz", "", "", nil), 200, "", "")
+	// A write fails without acknowledging anything.
+	if r := e.do("POST", "/v1/users/ivy/consent", rwToken, "", map[string]any{"scopes": []string{"text"}}); r.status != 500 {
+		t.Errorf("consent with the database down: %d %s, want 500", r.status, r.raw)
+	}
+}

@@ -212,6 +212,9 @@ func loadPopulation(ctx context.Context, st store.Store) (policy.Population, int
 // program's (a shared store).
 func (s *Service) Scope() store.Scope { return s.store.Scope() }
 
+// Ready reports whether requests can be served: the store answers.
+func (s *Service) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
+
 // Config returns the configuration in force.
 func (s *Service) Config() *config.Config { return s.cfg.Load() }
 

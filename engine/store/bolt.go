@@ -247,6 +247,16 @@ func (s *Bolt) Meta(_ context.Context, key string) (Item, error) {
 	return out, err
 }
 
+// Ping implements Store: an open file is ready.
+func (s *Bolt) Ping(context.Context) error {
+	s.closing.RLock()
+	defer s.closing.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
 // Exclusive implements Store: the file has one owner, so fn always runs.
 func (s *Bolt) Exclusive(ctx context.Context, _ string, fn func(context.Context) error) (bool, error) {
 	return true, fn(ctx)

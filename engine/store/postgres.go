@@ -303,6 +303,14 @@ func (p *Postgres) Exclusive(ctx context.Context, name string, fn func(context.C
 	return true, fn(ctx)
 }
 
+// Ping implements Store: a round trip to the database.
+func (p *Postgres) Ping(ctx context.Context) error {
+	if err := p.check(); err != nil {
+		return err
+	}
+	return p.pool.Ping(ctx)
+}
+
 // Size is the bytes the users table occupies on disk (all programs in the
 // database, with indexes and TOAST).
 func (p *Postgres) Size() (int64, error) {

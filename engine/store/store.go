@@ -79,6 +79,8 @@ type Store interface {
 	// anywhere the data is shared; ran reports whether fn ran. Periodic
 	// jobs (the retention sweep) use it so one replica at a time does them.
 	Exclusive(ctx context.Context, name string, fn func(context.Context) error) (ran bool, err error)
+	// Ping checks the store can serve requests now (readiness).
+	Ping(ctx context.Context) error
 	// Close releases the store.
 	Close() error
 }
