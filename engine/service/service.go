@@ -8,9 +8,9 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
+	gojson "github.com/goccy/go-json"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -146,6 +146,14 @@ func (s *Service) recentPopulation(ctx context.Context) (policy.Population, erro
 
 const populationKey = "population"
 
+// recordJSON encodes stored records: go-json writes the same JSON as
+// encoding/json, several times faster, and the record is rewritten on
+// every batch that touches its user.
+var recordJSON = struct {
+	Marshal   func(any) ([]byte, error)
+	Unmarshal func([]byte, any) error
+}{gojson.Marshal, gojson.Unmarshal}
+
 // New loads the stored state and returns a Service.
 func New(cfg *config.Config, o Options) (*Service, error) {
 	if len(o.Key) < 16 {
@@ -188,7 +196,7 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 
 func decodeRecord(raw []byte) (*Record, error) {
 	var rec Record
-	if err := json.Unmarshal(raw, &rec); err != nil {
+	if err := recordJSON.Unmarshal(raw, &rec); err != nil {
 		return nil, fmt.Errorf("decode stored user: %w", err)
 	}
 	return &rec, nil
@@ -201,7 +209,7 @@ func loadPopulation(ctx context.Context, st store.Store) (policy.Population, int
 		return pop, 0, fmt.Errorf("load population prior: %w", err)
 	}
 	if item.Value != nil {
-		if err := json.Unmarshal(item.Value, &pop); err != nil {
+		if err := recordJSON.Unmarshal(item.Value, &pop); err != nil {
 			return pop, 0, fmt.Errorf("decode population prior: %w", err)
 		}
 	}
@@ -314,7 +322,7 @@ func (t *userTxn) commit(ctx context.Context, updated map[string]*Record, pop *p
 	for key, rec := range updated {
 		w := store.Write{IfVersion: t.versions[key]}
 		if rec != nil {
-			b, err := json.Marshal(rec)
+			b, err := recordJSON.Marshal(rec)
 			if err != nil {
 				return fmt.Errorf("encode user: %w", err)
 			}
@@ -323,7 +331,7 @@ func (t *userTxn) commit(ctx context.Context, updated map[string]*Record, pop *p
 		change.Users[key] = w
 	}
 	if pop != nil {
-		b, err := json.Marshal(pop)
+		b, err := recordJSON.Marshal(pop)
 		if err != nil {
 			return fmt.Errorf("encode population prior: %w", err)
 		}

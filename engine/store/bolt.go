@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -15,11 +16,16 @@ import (
 var (
 	usersBucket = []byte("users")
 	metaBucket  = []byte("meta")
-	// versionsBucket holds each key's version ("u/"+key, "m/"+key), apart
-	// from the values so files written before versions existed still read
-	// (a value without a version is at version 1).
-	versionsBucket = []byte("versions")
+	// schemaBucket records the value format: formatVersioned means every
+	// value in users and meta starts with its version (8 bytes, big
+	// endian). Files written before versions existed are converted at open.
+	schemaBucket    = []byte("schema")
+	formatKey       = []byte("format")
+	formatVersioned = []byte("versioned-1")
 )
+
+// versionLen is the size of the version prefix of a stored value.
+const versionLen = 8
 
 // FileName is the database file inside the data directory.
 const FileName = "engine.db"
@@ -63,21 +69,56 @@ func OpenBolt(dir string, opts ...Option) (*Bolt, error) {
 	for _, o := range opts {
 		o(db)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{usersBucket, metaBucket, versionsBucket} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := db.Update(prepare); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("create buckets: %w", err)
+		return nil, fmt.Errorf("prepare database: %w", err)
 	}
 	st := &Bolt{db: db, commits: make(chan commitRequest, 256), done: make(chan struct{})}
 	go st.committer()
 	return st, nil
+}
+
+// prepare creates the buckets and converts a file from before versions
+// (plain values) to versioned values, each at version 1.
+func prepare(tx *bolt.Tx) error {
+	for _, name := range [][]byte{usersBucket, metaBucket, schemaBucket} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	schema := tx.Bucket(schemaBucket)
+	if bytes.Equal(schema.Get(formatKey), formatVersioned) {
+		return nil
+	}
+	for _, name := range [][]byte{usersBucket, metaBucket} {
+		b := tx.Bucket(name)
+		plain := map[string][]byte{}
+		if err := b.ForEach(func(k, v []byte) error { plain[string(k)] = append([]byte(nil), v...); return nil }); err != nil {
+			return err
+		}
+		for k, v := range plain {
+			if err := b.Put([]byte(k), withVersion(1, v)); err != nil {
+				return err
+			}
+		}
+	}
+	return schema.Put(formatKey, formatVersioned)
+}
+
+func withVersion(version int64, value []byte) []byte {
+	out := make([]byte, versionLen+len(value))
+	binary.BigEndian.PutUint64(out, uint64(version))
+	copy(out[versionLen:], value)
+	return out
+}
+
+// split separates a stored value into its version and payload (the
+// payload aliases stored memory: valid only in the transaction).
+func split(stored []byte) (int64, []byte) {
+	if len(stored) < versionLen {
+		return 0, nil
+	}
+	return int64(binary.BigEndian.Uint64(stored)), stored[versionLen:]
 }
 
 // Close stops the committer and closes the database.
@@ -120,10 +161,10 @@ func (s *Bolt) committer() {
 				if results[i] = checkVersions(tx, r.change); results[i] != nil {
 					continue // this change conflicts; the others still commit
 				}
-				if err := applyWrites(tx, usersBucket, "u/", r.change.Users); err != nil {
+				if err := applyWrites(tx, usersBucket, r.change.Users); err != nil {
 					return err
 				}
-				if err := applyWrites(tx, metaBucket, "m/", r.change.Meta); err != nil {
+				if err := applyWrites(tx, metaBucket, r.change.Meta); err != nil {
 					return err
 				}
 			}
@@ -156,23 +197,17 @@ func (s *Bolt) Commit(_ context.Context, c Change) error {
 	return <-result
 }
 
-func version(tx *bolt.Tx, bucket []byte, prefix, key string) int64 {
-	if v := tx.Bucket(versionsBucket).Get([]byte(prefix + key)); len(v) == 8 {
-		return int64(binary.BigEndian.Uint64(v))
-	}
-	if tx.Bucket(bucket).Get([]byte(key)) != nil {
-		return 1
-	}
-	return 0
-}
-
 func checkVersions(tx *bolt.Tx, c Change) error {
 	for _, part := range []struct {
-		bucket, prefix string
-		writes         map[string]Write
-	}{{string(usersBucket), "u/", c.Users}, {string(metaBucket), "m/", c.Meta}} {
+		bucket []byte
+		writes map[string]Write
+	}{{usersBucket, c.Users}, {metaBucket, c.Meta}} {
+		b := tx.Bucket(part.bucket)
 		for key, w := range part.writes {
-			if w.IfVersion != AnyVersion && version(tx, []byte(part.bucket), part.prefix, key) != w.IfVersion {
+			if w.IfVersion == AnyVersion {
+				continue
+			}
+			if current, _ := split(b.Get([]byte(key))); current != w.IfVersion {
 				return ErrConflict
 			}
 		}
@@ -180,22 +215,15 @@ func checkVersions(tx *bolt.Tx, c Change) error {
 	return nil
 }
 
-func applyWrites(tx *bolt.Tx, bucket []byte, prefix string, writes map[string]Write) error {
-	values, versions := tx.Bucket(bucket), tx.Bucket(versionsBucket)
+func applyWrites(tx *bolt.Tx, bucket []byte, writes map[string]Write) error {
+	b := tx.Bucket(bucket)
 	for key, w := range writes {
 		var err error
 		if w.Value == nil {
-			err = values.Delete([]byte(key))
-			if err == nil {
-				err = versions.Delete([]byte(prefix + key))
-			}
+			err = b.Delete([]byte(key))
 		} else {
-			next := make([]byte, 8)
-			binary.BigEndian.PutUint64(next, uint64(version(tx, bucket, prefix, key)+1))
-			err = values.Put([]byte(key), w.Value)
-			if err == nil {
-				err = versions.Put([]byte(prefix+key), next)
-			}
+			current, _ := split(b.Get([]byte(key)))
+			err = b.Put([]byte(key), withVersion(current+1, w.Value))
 		}
 		if err != nil {
 			return fmt.Errorf("write %s: %w", bucket, err)
@@ -210,8 +238,9 @@ func (s *Bolt) Users(_ context.Context, keys []string) (map[string]Item, error) 
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(usersBucket)
 		for _, key := range keys {
-			if v := b.Get([]byte(key)); v != nil {
-				out[key] = Item{Value: append([]byte(nil), v...), Version: version(tx, usersBucket, "u/", key)}
+			if stored := b.Get([]byte(key)); stored != nil {
+				version, value := split(stored)
+				out[key] = Item{Value: append([]byte(nil), value...), Version: version}
 			}
 		}
 		return nil
@@ -223,7 +252,8 @@ func (s *Bolt) Users(_ context.Context, keys []string) (map[string]Item, error) 
 func (s *Bolt) EachUser(_ context.Context, fn func(key string, item Item) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(usersBucket).ForEach(func(k, v []byte) error {
-			return fn(string(k), Item{Value: v, Version: version(tx, usersBucket, "u/", string(k))})
+			version, value := split(v)
+			return fn(string(k), Item{Value: value, Version: version})
 		})
 	})
 }
@@ -239,8 +269,9 @@ func (s *Bolt) CountUsers(context.Context) (int, error) {
 func (s *Bolt) Meta(_ context.Context, key string) (Item, error) {
 	var out Item
 	err := s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(metaBucket).Get([]byte(key)); v != nil {
-			out = Item{Value: append([]byte(nil), v...), Version: version(tx, metaBucket, "m/", key)}
+		if stored := tx.Bucket(metaBucket).Get([]byte(key)); stored != nil {
+			version, value := split(stored)
+			out = Item{Value: append([]byte(nil), value...), Version: version}
 		}
 		return nil
 	})

@@ -1,9 +1,12 @@
 package store
 
 import (
+	"path/filepath"
+
 	"bufio"
 	"context"
 	"fmt"
+	bolt "go.etcd.io/bbolt"
 	"os"
 	"os/exec"
 	"strings"
@@ -88,5 +91,44 @@ func TestAcknowledgedCommitsSurviveKill9(t *testing.T) {
 		if stored[key] != "state of "+key {
 			t.Errorf("acknowledged %s lost after kill -9 (got %q)", key, stored[key])
 		}
+	}
+}
+
+// TestBoltConvertsFilesFromBeforeVersions: a data directory written by an
+// engine that stored plain values opens with every value at version 1.
+func TestBoltConvertsFilesFromBeforeVersions(t *testing.T) {
+	dir := t.TempDir()
+	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		users, _ := tx.CreateBucketIfNotExists(usersBucket)
+		meta, _ := tx.CreateBucketIfNotExists(metaBucket)
+		if err := users.Put([]byte("old-user"), []byte(`{"samples":3}`)); err != nil {
+			return err
+		}
+		return meta.Put([]byte("population"), []byte(`{"arms":{}}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+
+	s, err := OpenBolt(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	ctx := context.Background()
+	got, _ := s.Users(ctx, []string{"old-user"})
+	if it := got["old-user"]; string(it.Value) != `{"samples":3}` || it.Version != 1 {
+		t.Errorf("old user = %q v%d, want its value at version 1", it.Value, it.Version)
+	}
+	if m, _ := s.Meta(ctx, "population"); string(m.Value) != `{"arms":{}}` || m.Version != 1 {
+		t.Errorf("old meta = %q v%d", m.Value, m.Version)
+	}
+	if err := s.Commit(ctx, Change{Users: map[string]Write{"old-user": {Value: []byte("new"), IfVersion: 1}}}); err != nil {
+		t.Fatalf("update at the converted version: %v", err)
 	}
 }

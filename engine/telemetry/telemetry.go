@@ -9,10 +9,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	gojson "github.com/goccy/go-json/v2"
 	"io"
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -210,6 +212,14 @@ func decodeStrict(data []byte, v any, path string) error {
 	if !utf8.Valid(data) {
 		return fieldErr(path, "invalid UTF-8")
 	}
+	// The fast path: go-json's encoding/json/v2 semantics, about four times
+	// encoding/json's speed and stricter (exact-case names, no duplicate
+	// names). It answers only acceptance: any rejection is decoded again by
+	// encoding/json, whose errors name the field and whose verdict stands.
+	// FuzzFastDecodeAgreesWithEncodingJSON holds the two to one result.
+	if gojson.Unmarshal(data, v, gojson.RejectUnknownMembers(true)) == nil {
+		return nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -268,7 +278,7 @@ func ValidUserID(id string) error {
 // Validate checks one sample at index i against its kind's rules, with now
 // as the clock for timestamps and known the enabled interventions.
 func (s *Sample) Validate(i int, now time.Time, knownInterventions []string) error {
-	path := fmt.Sprintf("samples[%d]", i)
+	path := "samples[" + strconv.Itoa(i) + "]"
 	if err := ValidUserID(s.User); err != nil {
 		e := err.(*Error)
 		return fieldErr(path+"."+e.Field, "%s", e.Message)
@@ -279,18 +289,10 @@ func (s *Sample) Validate(i int, now time.Time, knownInterventions []string) err
 	if err := checkTime(path+".at", s.At, now); err != nil {
 		return err
 	}
-	allowed := map[Kind][]string{
-		KindBehaviour:     {"events"},
-		KindRR:            {"rr_ms", "bpm"},
-		KindHeartRate:     {"bpm"},
-		KindText:          {"text", "source"},
-		KindQuestionnaire: {"brs", "mood"},
-		KindSART:          {"trials"},
-		KindIntervention:  {"intervention", "completed", "rating"},
-	}[s.Kind]
-	for field, set := range s.presentFields() {
-		if set && !slices.Contains(allowed, field) {
-			return fieldErr(path+"."+field, "not allowed for kind %q", s.Kind)
+	allowed := allowedFields[s.Kind]
+	for _, f := range kindFields {
+		if f.set(s) && !slices.Contains(allowed, f.name) {
+			return fieldErr(path+"."+f.name, "not allowed for kind %q", s.Kind)
 		}
 	}
 	switch s.Kind {
@@ -315,12 +317,33 @@ func (s *Sample) Validate(i int, now time.Time, knownInterventions []string) err
 	return nil
 }
 
-func (s *Sample) presentFields() map[string]bool {
-	return map[string]bool{
-		"events": s.Events != nil, "rr_ms": s.RRms != nil, "bpm": s.BPM != nil,
-		"text": s.Text != "", "source": s.Source != "", "brs": s.BRS != nil, "mood": s.Mood != nil,
-		"trials": s.Trials != nil, "intervention": s.Intervention != "", "completed": s.Completed != nil, "rating": s.Rating != nil,
-	}
+// allowedFields are the kind-specific fields each kind may set.
+var allowedFields = map[Kind][]string{
+	KindBehaviour:     {"events"},
+	KindRR:            {"rr_ms", "bpm"},
+	KindHeartRate:     {"bpm"},
+	KindText:          {"text", "source"},
+	KindQuestionnaire: {"brs", "mood"},
+	KindSART:          {"trials"},
+	KindIntervention:  {"intervention", "completed", "rating"},
+}
+
+// kindFields are the kind-specific fields, in the order they are checked.
+var kindFields = []struct {
+	name string
+	set  func(*Sample) bool
+}{
+	{"events", func(s *Sample) bool { return s.Events != nil }},
+	{"rr_ms", func(s *Sample) bool { return s.RRms != nil }},
+	{"bpm", func(s *Sample) bool { return s.BPM != nil }},
+	{"text", func(s *Sample) bool { return s.Text != "" }},
+	{"source", func(s *Sample) bool { return s.Source != "" }},
+	{"brs", func(s *Sample) bool { return s.BRS != nil }},
+	{"mood", func(s *Sample) bool { return s.Mood != nil }},
+	{"trials", func(s *Sample) bool { return s.Trials != nil }},
+	{"intervention", func(s *Sample) bool { return s.Intervention != "" }},
+	{"completed", func(s *Sample) bool { return s.Completed != nil }},
+	{"rating", func(s *Sample) bool { return s.Rating != nil }},
 }
 
 func checkTime(field string, at, now time.Time) error {
@@ -337,13 +360,23 @@ func checkTime(field string, at, now time.Time) error {
 }
 
 func checkRange(field string, v, lo, hi float64) error {
+	if inRange(v, lo, hi) {
+		return nil
+	}
+	return rangeErr(field, v, lo, hi)
+}
+
+// inRange is checkRange without naming the field, for loops over many
+// values: the name is built only for an error.
+func inRange(v, lo, hi float64) bool {
+	return !math.IsNaN(v) && !math.IsInf(v, 0) && v >= lo && v <= hi
+}
+
+func rangeErr(field string, v, lo, hi float64) error {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return fieldErr(field, "must be a finite number")
 	}
-	if v < lo || v > hi {
-		return fieldErr(field, "%v is outside [%v, %v]", v, lo, hi)
-	}
-	return nil
+	return fieldErr(field, "%v is outside [%v, %v]", v, lo, hi)
 }
 
 func (s *Sample) validateEvents(path string, now time.Time) error {
@@ -354,15 +387,15 @@ func (s *Sample) validateEvents(path string, now time.Time) error {
 		return fieldErr(path+".events", "more than %d events", MaxEventsSample)
 	}
 	for j, e := range s.Events {
-		f := fmt.Sprintf("%s.events[%d]", path, j)
+		f := func(field string) string { return path + ".events[" + strconv.Itoa(j) + "]." + field }
 		if !slices.Contains(EventTypes, e.Type) {
-			return fieldErr(f+".type", "unknown event %q; want one of %v", e.Type, EventTypes)
+			return fieldErr(f("type"), "unknown event %q; want one of %v", e.Type, EventTypes)
 		}
-		if err := checkTime(f+".at", e.At, now); err != nil {
-			return err
+		if e.At.IsZero() || e.At.After(now.Add(MaxFutureSkew)) || e.At.Year() < 2000 {
+			return checkTime(f("at"), e.At, now)
 		}
 		if j > 0 && e.At.Before(s.Events[j-1].At) {
-			return fieldErr(f+".at", "events must be in time order")
+			return fieldErr(f("at"), "events must be in time order")
 		}
 	}
 	return nil
@@ -376,8 +409,8 @@ func (s *Sample) validateRR(path string) error {
 		return fieldErr(path+".rr_ms", "more than %d intervals", MaxRRPerSample)
 	}
 	for j, v := range s.RRms {
-		if err := checkRange(fmt.Sprintf("%s.rr_ms[%d]", path, j), v, MinRRms, MaxRRms); err != nil {
-			return err
+		if !inRange(v, MinRRms, MaxRRms) {
+			return rangeErr(path+".rr_ms["+strconv.Itoa(j)+"]", v, MinRRms, MaxRRms)
 		}
 	}
 	if s.BPM != nil {
@@ -430,15 +463,15 @@ func (s *Sample) validateTrials(path string) error {
 		return fieldErr(path+".trials", "more than %d trials", MaxTrialsSample)
 	}
 	for j, t := range s.Trials {
-		f := fmt.Sprintf("%s.trials[%d]", path, j)
+		f := func(field string) string { return path + ".trials[" + strconv.Itoa(j) + "]." + field }
 		if t.Digit < 0 || t.Digit > 9 {
-			return fieldErr(f+".digit", "%d is not a digit 0–9", t.Digit)
+			return fieldErr(f("digit"), "%d is not a digit 0–9", t.Digit)
 		}
-		if err := checkRange(f+".rt_ms", t.RTms, 0, MaxReactionTimeMS); err != nil {
-			return err
+		if !inRange(t.RTms, 0, MaxReactionTimeMS) {
+			return rangeErr(f("rt_ms"), t.RTms, 0, MaxReactionTimeMS)
 		}
 		if t.Responded && t.RTms == 0 {
-			return fieldErr(f+".rt_ms", "is required when responded is true")
+			return fieldErr(f("rt_ms"), "is required when responded is true")
 		}
 	}
 	return nil
