@@ -531,8 +531,13 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 		}
 	}
 	byUser := map[string][]int{}
+	pseudonyms := map[string]string{} // a batch carries a few samples per user
 	for i := range samples {
-		key := s.Pseudonym(samples[i].User)
+		key, ok := pseudonyms[samples[i].User]
+		if !ok {
+			key = s.Pseudonym(samples[i].User)
+			pseudonyms[samples[i].User] = key
+		}
 		byUser[key] = append(byUser[key], i)
 	}
 	keys := make([]string, 0, len(byUser))
