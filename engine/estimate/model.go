@@ -31,7 +31,7 @@ const (
 type Evidence struct {
 	Value      float64   `json:"v"`
 	Confidence float64   `json:"c"` // at time At, before decay
-	At         time.Time `json:"t,omitzero"`
+	At         time.Time `json:"t"`
 	Samples    int       `json:"n"`
 }
 
@@ -65,22 +65,22 @@ type Model struct {
 	// precision of any RR sensor): integers encode several times faster
 	// than floats, and the record is rewritten on every batch.
 	RR            []int32         `json:"rr,omitempty"`
-	RRAt          time.Time       `json:"rrAt,omitzero"`
-	LnRMSSD       Baseline        `json:"lnRmssd,omitzero"`
-	HR            Baseline        `json:"hr,omitzero"`
-	BaselineAt    time.Time       `json:"blAt,omitzero"`
+	RRAt          time.Time       `json:"rrAt"`
+	LnRMSSD       Baseline        `json:"lnRmssd"`
+	HR            Baseline        `json:"hr"`
+	BaselineAt    time.Time       `json:"blAt"`
 	LastHRV       *HRV            `json:"hrv,omitempty"`
 	StressSince   *time.Time      `json:"stress,omitempty"`
 	SART          []SARTTrial     `json:"sart,omitempty"`
-	Behaviour     BehaviourWindow `json:"beh,omitzero"`
-	EmotionPhysio Evidence        `json:"ePhys,omitzero"`
-	EmotionHR     Evidence        `json:"eHr,omitzero"`
-	EmotionText   Evidence        `json:"eText,omitzero"`
-	EmotionSelf   Evidence        `json:"eSelf,omitzero"`
-	AttentionSART Evidence        `json:"aSart,omitzero"`
-	AttentionBeh  Evidence        `json:"aBeh,omitzero"`
-	ResilienceBRS Evidence        `json:"rBrs,omitzero"`
-	Recovery      Evidence        `json:"rRec,omitzero"`
+	Behaviour     BehaviourWindow `json:"beh"`
+	EmotionPhysio Evidence        `json:"ePhys"`
+	EmotionHR     Evidence        `json:"eHr"`
+	EmotionText   Evidence        `json:"eText"`
+	EmotionSelf   Evidence        `json:"eSelf"`
+	AttentionSART Evidence        `json:"aSart"`
+	AttentionBeh  Evidence        `json:"aBeh"`
+	ResilienceBRS Evidence        `json:"rBrs"`
+	Recovery      Evidence        `json:"rRec"`
 }
 
 // NewModel returns a model with population-prior baselines.
