@@ -270,26 +270,50 @@ func (s *Service) begin(ctx context.Context, keys []string) (*userTxn, error) {
 		}
 		return t, nil
 	}
-	t.entries = make(map[string]*userEntry, len(keys))
-	s.mu.Lock()
-	for _, key := range keys {
-		e := s.users[key]
-		if e == nil {
-			e = &userEntry{}
-			s.users[key] = e
+	for {
+		t.entries, t.order = make(map[string]*userEntry, len(keys)), t.order[:0]
+		s.mu.Lock()
+		for _, key := range keys {
+			e := s.users[key]
+			if e == nil {
+				e = &userEntry{}
+				s.users[key] = e
+			}
+			t.entries[key] = e
+			t.order = append(t.order, e)
 		}
-		t.entries[key] = e
-		t.order = append(t.order, e)
+		s.mu.Unlock()
+		for _, e := range t.order {
+			e.mu.Lock()
+		}
+		// While we waited for a lock, its holder may have dropped the entry
+		// from the map (it stored nothing). Writing to a dropped entry would
+		// leave the cache without the user: start over with the map's.
+		if t.current() {
+			break
+		}
+		for _, e := range t.order {
+			e.mu.Unlock()
+		}
 	}
-	s.mu.Unlock()
 	for i, e := range t.order {
-		e.mu.Lock()
-		key := keys[i]
 		if e.rec != nil {
-			t.recs[key], t.versions[key] = e.rec, e.version
+			t.recs[keys[i]], t.versions[keys[i]] = e.rec, e.version
 		}
 	}
 	return t, nil
+}
+
+// current reports whether every locked entry is still the map's.
+func (t *userTxn) current() bool {
+	t.svc.mu.RLock()
+	defer t.svc.mu.RUnlock()
+	for key, e := range t.entries {
+		if t.svc.users[key] != e {
+			return false
+		}
+	}
+	return true
 }
 
 // release unlocks the entries and drops those that hold no user (created
