@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	gojson "github.com/goccy/go-json"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -19,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	gojson "github.com/goccy/go-json"
 
 	"github.com/attune-io/attune/engine/config"
 	"github.com/attune-io/attune/engine/estimate"

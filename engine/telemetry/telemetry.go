@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	gojson "github.com/goccy/go-json/v2"
 	"io"
 	"math"
 	"net/http"
@@ -18,6 +17,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	gojson "github.com/goccy/go-json/v2"
 )
 
 // Limits on what one request may carry.
