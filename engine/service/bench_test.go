@@ -124,8 +124,13 @@ func benchIngest(b *testing.B, open func(*testing.B) sizedStore) {
 // per commit.
 func BenchmarkIngestDurable(b *testing.B) { benchIngest(b, openBolt()) }
 
-// BenchmarkIngestNoCommit: the same without the durable commit's fsync.
-func BenchmarkIngestNoCommit(b *testing.B) { benchIngest(b, openBolt(store.WithoutSync())) }
+// BenchmarkIngestNoSync: the same, committed without fsync (the pages are
+// written but not flushed).
+func BenchmarkIngestNoSync(b *testing.B) { benchIngest(b, openBolt(store.WithoutSync())) }
+
+// BenchmarkIngestNoCommit: the same with the commit excluded: each change
+// is applied in a bbolt transaction that is rolled back.
+func BenchmarkIngestNoCommit(b *testing.B) { benchIngest(b, openBolt(store.WithoutCommit())) }
 
 // BenchmarkIngestPostgres: the same on the shared PostgreSQL store.
 func BenchmarkIngestPostgres(b *testing.B) { benchIngest(b, openPostgres) }

@@ -43,6 +43,8 @@ type Bolt struct {
 	// sends on the closed channel (a sweep racing a shutdown gets ErrClosed).
 	closing sync.RWMutex
 	closed  bool
+	// rollback: see WithoutCommit.
+	rollback bool
 }
 
 type commitRequest struct {
@@ -50,12 +52,18 @@ type commitRequest struct {
 	result chan error
 }
 
-// Option adjusts how the store is opened.
-type Option func(*bolt.DB)
+// Option adjusts how the store is opened. Both options exist for
+// benchmarks, which measure what the durable commit costs; never use them
+// in production.
+type Option func(*Bolt)
 
-// WithoutSync skips fsync on commit. Benchmarks use it to measure the cost
-// of everything but the durable commit; never use it in production.
-func WithoutSync() Option { return func(db *bolt.DB) { db.NoSync = true } }
+// WithoutSync commits without fsync: the pages are written, not flushed.
+func WithoutSync() Option { return func(s *Bolt) { s.db.NoSync = true } }
+
+// WithoutCommit applies every change in a transaction that is then rolled
+// back: nothing is written, and Commit still answers as if it had been
+// (versions are checked but never conflict: nothing stays to conflict with).
+func WithoutCommit() Option { return func(s *Bolt) { s.rollback = true } }
 
 // OpenBolt opens (creating if needed) the database in dir.
 func OpenBolt(dir string, opts ...Option) (*Bolt, error) {
@@ -70,14 +78,14 @@ func OpenBolt(dir string, opts ...Option) (*Bolt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	for _, o := range opts {
-		o(db)
-	}
 	if err := db.Update(prepare); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("prepare database: %w", err)
 	}
 	st := &Bolt{db: db, commits: make(chan commitRequest, 256), done: make(chan struct{})}
+	for _, o := range opts {
+		o(st)
+	}
 	go st.committer()
 	return st, nil
 }
@@ -160,10 +168,15 @@ func (s *Bolt) committer() {
 			}
 		}
 		results := make([]error, len(group))
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		apply := func(tx *bolt.Tx) error {
 			for i, r := range group {
 				if results[i] = checkVersions(tx, r.change); results[i] != nil {
-					continue // this change conflicts; the others still commit
+					if s.rollback {
+						// Nothing was ever stored to conflict with.
+						results[i] = nil
+					} else {
+						continue // this change conflicts; the others still commit
+					}
 				}
 				if err := applyWrites(tx, usersBucket, r.change.Users); err != nil {
 					return err
@@ -173,7 +186,13 @@ func (s *Bolt) committer() {
 				}
 			}
 			return nil
-		})
+		}
+		var err error
+		if s.rollback {
+			err = s.applyAndRollback(apply)
+		} else {
+			err = s.db.Update(apply)
+		}
 		for i, r := range group {
 			if err != nil {
 				results[i] = err
@@ -181,6 +200,17 @@ func (s *Bolt) committer() {
 			r.result <- results[i]
 		}
 	}
+}
+
+// applyAndRollback runs apply in a write transaction and discards it
+// (WithoutCommit).
+func (s *Bolt) applyAndRollback(apply func(*bolt.Tx) error) error {
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	return apply(tx)
 }
 
 // Scope implements Store: a bbolt file is one process's.
