@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"slices"
 	"testing"
 	"time"
 )
@@ -276,5 +277,31 @@ func TestBehaviourWindowMatchesTheFormula(t *testing.T) {
 	near(t, "focus fraction of a long focus", got.FocusFraction, 1, 1e-9)
 	if len(w.Buckets) > 11 {
 		t.Errorf("%d buckets kept, want at most the window's", len(w.Buckets))
+	}
+}
+
+// TestRRBufferJSON: the buffer round-trips through its base64 form, and
+// records written with the older array form still read.
+func TestRRBufferJSON(t *testing.T) {
+	in := RRBuffer{8000, 8120, 50000, 1, 0}
+	data, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data[0] != '"' {
+		t.Fatalf("encoded as %s, want a base64 string", data)
+	}
+	var out RRBuffer
+	if err := json.Unmarshal(data, &out); err != nil || !slices.Equal(in, out) {
+		t.Fatalf("round trip: %v, %v", out, err)
+	}
+	var legacy RRBuffer
+	if err := json.Unmarshal([]byte(`[7800,8170,7940]`), &legacy); err != nil || !slices.Equal(legacy, RRBuffer{7800, 8170, 7940}) {
+		t.Fatalf("array form: %v, %v", legacy, err)
+	}
+	for _, bad := range []string{`[70000]`, `[-1]`, `"AAE"`, `"not base64!"`, `{}`} {
+		if err := json.Unmarshal([]byte(bad), &out); err == nil {
+			t.Errorf("%s decoded without error", bad)
+		}
 	}
 }

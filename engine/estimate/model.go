@@ -64,7 +64,7 @@ type Model struct {
 	// RR holds the recent RR intervals in tenths of a millisecond (the
 	// precision of any RR sensor): integers encode several times faster
 	// than floats, and the record is rewritten on every batch.
-	RR            []int32         `json:"rr,omitempty"`
+	RR            RRBuffer        `json:"rr,omitempty"`
 	RRAt          time.Time       `json:"rrAt"`
 	LnRMSSD       Baseline        `json:"lnRmssd"`
 	HR            Baseline        `json:"hr"`
@@ -98,7 +98,7 @@ func (m *Model) AddRR(at time.Time, rr []float64) {
 		m.RR = m.RR[:0] // a gap: the old beats are not contiguous with the new
 	}
 	for _, v := range rr {
-		m.RR = append(m.RR, int32(math.Round(v*10)))
+		m.RR = append(m.RR, uint16(math.Round(v*10)))
 	}
 	m.RRAt = at
 	// Keep the most recent beats spanning rrBufferSpanMS.
