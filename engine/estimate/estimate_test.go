@@ -305,3 +305,41 @@ func TestRRBufferJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestSARTTrialsJSON: the trial window round-trips through its packed
+// form, older records with trial objects still read, and malformed data
+// is refused.
+func TestSARTTrialsJSON(t *testing.T) {
+	in := SARTTrials{{Digit: 3, Responded: false}, {Digit: 7, Responded: true, RTms: 412.3}, {Digit: 9, Responded: true, RTms: 5000}}
+	data, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data[0] != '"' {
+		t.Fatalf("encoded as %s, want a base64 string", data)
+	}
+	var out SARTTrials
+	if err := json.Unmarshal(data, &out); err != nil || !slices.Equal(in, out) {
+		t.Fatalf("round trip: %+v, %v", out, err)
+	}
+	var legacy SARTTrials
+	if err := json.Unmarshal([]byte(`[{"d":5,"r":true,"t":380},{"d":3,"r":false}]`), &legacy); err != nil ||
+		!slices.Equal(legacy, SARTTrials{{Digit: 5, Responded: true, RTms: 380}, {Digit: 3}}) {
+		t.Fatalf("array form: %+v, %v", legacy, err)
+	}
+	for _, bad := range []string{`"AAAAAA=="`, `"CgAA"`, `"IAAA"`, `"not base64!"`, `{}`} {
+		if err := json.Unmarshal([]byte(bad), &out); err == nil {
+			t.Errorf("%s decoded without error", bad)
+		}
+	}
+	if _, err := json.Marshal(SARTTrials{{Digit: 12}}); err == nil {
+		t.Error("a digit above 9 encoded")
+	}
+	// Reaction times are kept at 0.1 ms from the start, so what is stored
+	// is what the model holds.
+	m := NewModel()
+	m.AddSART(time.Now(), []SARTTrial{{Digit: 1, Responded: true, RTms: 377.777}})
+	if got := m.SART[len(m.SART)-1].RTms; got != 377.8 {
+		t.Errorf("kept RT %v, want 377.8", got)
+	}
+}

@@ -71,7 +71,7 @@ type Model struct {
 	BaselineAt    time.Time       `json:"blAt"`
 	LastHRV       *HRV            `json:"hrv,omitempty"`
 	StressSince   *time.Time      `json:"stress,omitempty"`
-	SART          []SARTTrial     `json:"sart,omitempty"`
+	SART          SARTTrials      `json:"sart,omitempty"`
 	Behaviour     BehaviourWindow `json:"beh"`
 	EmotionPhysio Evidence        `json:"ePhys"`
 	EmotionHR     Evidence        `json:"eHr"`
@@ -177,7 +177,10 @@ func (m *Model) AddBRS(at time.Time, items []int) error {
 
 // AddSART adds SART trials and rescores the last 100.
 func (m *Model) AddSART(at time.Time, trials []SARTTrial) {
-	m.SART = append(m.SART, trials...)
+	for _, t := range trials {
+		t.RTms = roundRT(t.RTms)
+		m.SART = append(m.SART, t)
+	}
 	if n := len(m.SART); n > maxSARTTrials {
 		m.SART = append(m.SART[:0], m.SART[n-maxSARTTrials:]...)
 	}
