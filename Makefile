@@ -88,7 +88,7 @@ $(CONTROLLER_GEN): hack/tools/go.mod
 	cd hack/tools && go build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
 
 .PHONY: bench-engine
-bench-engine: ## Engine: ingest samples/s (bbolt durable and without fsync, PostgreSQL) vs bare JSON decode, state p50/p99 at 10k users, bytes/user.
+bench-engine: ## Engine: ingest samples/s (bbolt durable, without fsync, commit excluded; PostgreSQL) vs bare JSON decode; state p50/p99 at 10k users; bytes/user.
 	go test -count=1 -run '^$$' -bench 'Ingest|DecodeBaseline|StateRecommendation' -benchtime 3s -cpu 1 ./engine/service/
 
 .PHONY: bench-scaleout
