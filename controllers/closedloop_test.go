@@ -19,6 +19,7 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
+	engineconfig "github.com/attune-io/attune/engine/config"
 	"github.com/attune-io/attune/internal/testutil"
 	"github.com/attune-io/attune/test/engineruntime"
 	"github.com/attune-io/attune/test/postgres"
@@ -68,7 +69,7 @@ func startLoop(t *testing.T, world string, program *wellbeingv1alpha1.Meditation
 		// The database the platform team would provide, and its Secret.
 		server := postgres.Start(t)
 		create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: store.Postgres.SecretRef.Name, Namespace: world},
-			Data: map[string][]byte{controllers.StoreConnectionStringKey: []byte(server.ConnString)}})
+			Data: map[string][]byte{engineconfig.PostgresConnectionStringKey: []byte(server.ConnString)}})
 	}
 	create(t, program)
 	cmName, tokenName := program.Name+"-engine-config", program.Name+"-engine-token"
@@ -83,7 +84,7 @@ func startLoop(t *testing.T, world string, program *wellbeingv1alpha1.Meditation
 	get(t, client.ObjectKey{Namespace: world, Name: tokenName}, secret)
 	f.token = string(secret.Data[controllers.TokenKey])
 	for i := range replicas {
-		port, err := engineruntime.FreePort()
+		port, err := testutil.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -288,8 +289,7 @@ func TestClosedLoopOnSharedStore(t *testing.T) {
 	}
 	setupWorld(t, "commons", wellbeingv1alpha1.ContextSocial)
 	program := tunedProgram("commons", "together")
-	program.Spec.Engine.Replicas = ptr.To[int32](3)
-	sharedStore(program, "together-postgres")
+	sharedStore(program, "together-postgres", 3)
 	f := startLoop(t, "commons", program, 3)
 
 	params := simulator.DefaultParams()

@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+	engineconfig "github.com/attune-io/attune/engine/config"
 )
 
 // DefaultEngineImage is the engine image used when a program names none.
@@ -234,9 +235,9 @@ func (r *MeditationProgramReconciler) reconcileStore(ctx context.Context, _ *chi
 		rc.storeProblem = fmt.Sprintf("spec.engine.store.postgres.secretRef: Secret %s/%s not found", rc.program.Namespace, name)
 	case err != nil:
 		return fmt.Errorf("read store secret %s: %w", name, err)
-	case len(secret.Data[StoreConnectionStringKey]) == 0 && len(secret.Data[StoreHostKey]) == 0:
+	case len(secret.Data[engineconfig.PostgresConnectionStringKey]) == 0 && len(secret.Data[engineconfig.PostgresHostKey]) == 0:
 		rc.storeProblem = fmt.Sprintf("spec.engine.store.postgres.secretRef: Secret %s/%s has neither the key %s nor %s",
-			rc.program.Namespace, name, StoreConnectionStringKey, StoreHostKey)
+			rc.program.Namespace, name, engineconfig.PostgresConnectionStringKey, engineconfig.PostgresHostKey)
 	default:
 		rc.storeSecretHash = secretDigest(secret.Data)
 		return nil

@@ -401,8 +401,7 @@ func TestSuspendScalesToZero(t *testing.T) {
 	ctx := context.Background()
 	setupWorld(t, "nightly", wellbeingv1alpha1.ContextSocial)
 	p := newProgram("nightly", "sleepy", "nightly")
-	p.Spec.Engine.Replicas = ptr.To[int32](3)
-	sharedStore(p, "sleepy-postgres")
+	sharedStore(p, "sleepy-postgres", 3)
 	create(t, p)
 	d := waitDeployment(t, p)
 	pdbKey := client.ObjectKey{Namespace: "nightly", Name: "sleepy-engine"}
@@ -468,7 +467,7 @@ func TestScaleSubresourceAndAvailability(t *testing.T) {
 		t.Fatalf("scaling an embedded-store program to 2: err = %v, want the schema to refuse it", err)
 	}
 	get(t, client.ObjectKeyFromObject(p), p)
-	sharedStore(p, "elastic-postgres")
+	sharedStore(p, "elastic-postgres", 1) // kubectl scale sets the replicas below
 	if err := k8s.Update(ctx, p); err != nil {
 		t.Fatal(err)
 	}

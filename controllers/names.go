@@ -43,13 +43,6 @@ const (
 	ReadOnlyTokenKey = "read-only-token"
 )
 
-// Keys the PostgreSQL store's Secret must hold one of (engine/store reads
-// the rest of the parts too).
-const (
-	StoreConnectionStringKey = "connectionString"
-	StoreHostKey             = "host"
-)
-
 // Paths inside the engine container.
 const (
 	configMountPath = "/etc/attune/config"

@@ -14,12 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
-	"github.com/attune-io/attune/test/engineruntime"
+	"github.com/attune-io/attune/internal/testutil"
 	"github.com/attune-io/attune/test/simulator"
 )
 
@@ -31,7 +30,7 @@ func startPrometheus(t *testing.T, targets []int, tokenFile string) string {
 	if err != nil {
 		t.Skip("prometheus binary not found: install Debian's prometheus package (.ci/run does) to run the Prometheus source test")
 	}
-	port, err := engineruntime.FreePort()
+	port, err := testutil.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,19 +83,11 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	program.Spec.Strength = wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.1, Max: 0.9}
 	// Two replicas on a shared store: each exports the whole cohort, and
 	// the default queries must not add them up.
-	program.Spec.Engine.Replicas = ptr.To[int32](2)
-	sharedStore(program, "scraped-postgres")
+	sharedStore(program, "scraped-postgres", 2)
 	f := startLoop(t, "observatory", program, 2)
 	address := startPrometheus(t, f.ports, filepath.Join(f.dirs[0], "token", "read-only-token"))
 
-	params := simulator.DefaultParams()
-	params.Users, params.Seed = 40, 3
-	driver := &simulator.Driver{Model: simulator.New(params), Engines: f.urls(), Token: f.token}
-	for range 3 {
-		if _, err := driver.Tick(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f.simulate(40, 3)
 
 	// The operator, switched to the Prometheus source, observes the loss.
 	get(t, client.ObjectKeyFromObject(program), program)
@@ -164,17 +155,12 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 
 	// The engine source on a shared store: any one engine has the whole
 	// cohort, so one engine down loses nothing of it.
-	f.engines[1].Stop()
-	f.engines[1] = nil
+	f.stopEngine(1)
 	one, err := engineReader.Read(ctx, program, 11)
 	if err != nil || one.CohortSize != 40 || !strings.Contains(one.Sources, "shared store") {
 		t.Fatalf("one of two engines down: %+v, %v; want all 40 users through the other", one, err)
 	}
-	_, err = engineReader.Read(ctx, program, 41)
-	var me *controllers.MeasurementError
-	if !errors.As(err, &me) || me.Reason != wellbeingv1alpha1.ReasonCohortTooSmall {
-		t.Fatalf("shared cohort 40 < 41: err = %v, want CohortTooSmall", err)
-	}
+	wantCohortTooSmall(t, engineReader, program, 41)
 }
 
 // TestEngineReaderSumsReplicaCohorts: on the embedded store each engine
@@ -188,28 +174,47 @@ func TestEngineReaderSumsReplicaCohorts(t *testing.T) {
 	program.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
 	f := startLoop(t, "rollout", program, 2) // one replica, two ready pods mid-rollout
 
-	params := simulator.DefaultParams()
-	params.Users, params.Seed = 40, 3
-	driver := &simulator.Driver{Model: simulator.New(params), Engines: f.urls(), Token: f.token}
-	for range 3 {
-		if _, err := driver.Tick(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f.simulate(40, 3)
 	engineReader := &controllers.EngineLossReader{Client: k8s}
 	whole, err := engineReader.Read(ctx, program, 11)
 	if err != nil || whole.CohortSize != 40 || !strings.Contains(whole.Sources, "2/2 engines answered") {
 		t.Fatalf("both engines: %+v, %v; want their 20 + 20 users", whole, err)
 	}
-	f.engines[1].Stop()
-	f.engines[1] = nil
+	f.stopEngine(1)
 	partial, err := engineReader.Read(ctx, program, 11)
 	if err != nil || partial.CohortSize != 20 || !strings.Contains(partial.Sources, "1/2 engines answered") {
 		t.Fatalf("one of two engines down: %+v, %v; want the other's 20 users", partial, err)
 	}
-	_, err = engineReader.Read(ctx, program, 21)
+	wantCohortTooSmall(t, engineReader, program, 21)
+}
+
+// simulate sends a simulated cohort of users to the fixture's engines for
+// three intervals.
+func (f *loopFixture) simulate(users int, seed uint64) {
+	f.t.Helper()
+	params := simulator.DefaultParams()
+	params.Users, params.Seed = users, seed
+	driver := &simulator.Driver{Model: simulator.New(params), Engines: f.urls(), Token: f.token}
+	for range 3 {
+		if _, err := driver.Tick(context.Background()); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+}
+
+// stopEngine stops engine i; its pod stays announced as Ready.
+func (f *loopFixture) stopEngine(i int) {
+	f.engines[i].Stop()
+	f.engines[i] = nil
+}
+
+// wantCohortTooSmall fails unless the engine source refuses the program's
+// cohort as below minCohort.
+func wantCohortTooSmall(t *testing.T, reader *controllers.EngineLossReader, p *wellbeingv1alpha1.MeditationProgram, minCohort int) {
+	t.Helper()
+	_, err := reader.Read(context.Background(), p, minCohort)
 	var me *controllers.MeasurementError
 	if !errors.As(err, &me) || me.Reason != wellbeingv1alpha1.ReasonCohortTooSmall {
-		t.Fatalf("reachable cohort 20 < 21: err = %v, want CohortTooSmall", err)
+		t.Fatalf("minimum cohort %d: err = %v, want CohortTooSmall", minCohort, err)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
@@ -25,8 +24,7 @@ func TestPostgresStoreWiring(t *testing.T) {
 	ctx := context.Background()
 	setupWorld(t, "vault", wellbeingv1alpha1.ContextSocial)
 	p := newProgram("vault", "ledger", "vault")
-	p.Spec.Engine.Replicas = ptr.To[int32](3)
-	sharedStore(p, "ledger-postgres")
+	sharedStore(p, "ledger-postgres", 3)
 	create(t, p)
 	d := waitDeployment(t, p)
 

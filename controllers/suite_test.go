@@ -132,9 +132,10 @@ func newProgram(namespace, name, world string) *wellbeingv1alpha1.MeditationProg
 	}
 }
 
-// sharedStore puts the program's engines on a PostgreSQL store whose
-// connection is in the named Secret.
-func sharedStore(p *wellbeingv1alpha1.MeditationProgram, secret string) {
+// sharedStore runs replicas of the program's engines on a PostgreSQL
+// store whose connection is in the named Secret.
+func sharedStore(p *wellbeingv1alpha1.MeditationProgram, secret string, replicas int32) {
+	p.Spec.Engine.Replicas = ptr.To(replicas)
 	p.Spec.Engine.Store = wellbeingv1alpha1.EngineStore{Type: wellbeingv1alpha1.StorePostgreSQL,
 		Postgres: &wellbeingv1alpha1.PostgresStore{SecretRef: wellbeingv1alpha1.SecretReference{Name: secret}}}
 }

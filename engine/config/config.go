@@ -209,6 +209,17 @@ type Store struct {
 	Postgres *PostgresStore `json:"postgres,omitempty"`
 }
 
+// Keys of the PostgreSQL store's Secret, one file each in SecretDir: the
+// connection string alone, or its parts (host required).
+const (
+	PostgresConnectionStringKey = "connectionString"
+	PostgresHostKey             = "host"
+)
+
+// PostgresPartKeys are the keys that make up a connection without
+// PostgresConnectionStringKey, in the order they are read.
+var PostgresPartKeys = []string{PostgresHostKey, "port", "user", "password", "dbname", "sslmode"}
+
 // PostgresStore locates the PostgreSQL connection: never the string itself,
 // which holds a password, but the directory its Secret is mounted at.
 type PostgresStore struct {

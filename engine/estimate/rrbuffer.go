@@ -24,10 +24,7 @@ func (b RRBuffer) MarshalJSON() ([]byte, error) {
 	for i, v := range b {
 		binary.LittleEndian.PutUint16(raw[2*i:], v)
 	}
-	out := make([]byte, 0, base64.StdEncoding.EncodedLen(len(raw))+2)
-	out = append(out, '"')
-	out = base64.StdEncoding.AppendEncode(out, raw)
-	return append(out, '"'), nil
+	return packedJSON(raw), nil
 }
 
 // UnmarshalJSON implements json.Unmarshaler: a base64 string, or the
@@ -47,11 +44,7 @@ func (b *RRBuffer) UnmarshalJSON(data []byte) error {
 		}
 		return nil
 	}
-	var encoded string
-	if err := json.Unmarshal(data, &encoded); err != nil {
-		return fmt.Errorf("rr: %w", err)
-	}
-	raw, err := base64.StdEncoding.DecodeString(encoded)
+	raw, err := unpackJSON(data)
 	if err != nil {
 		return fmt.Errorf("rr: %w", err)
 	}
@@ -63,4 +56,22 @@ func (b *RRBuffer) UnmarshalJSON(data []byte) error {
 		(*b)[i] = binary.LittleEndian.Uint16(raw[2*i:])
 	}
 	return nil
+}
+
+// packedJSON is raw as a JSON base64 string: the stored form of the
+// model's long windows (RRBuffer, SARTTrials).
+func packedJSON(raw []byte) []byte {
+	out := make([]byte, 0, base64.StdEncoding.EncodedLen(len(raw))+2)
+	out = append(out, '"')
+	out = base64.StdEncoding.AppendEncode(out, raw)
+	return append(out, '"')
+}
+
+// unpackJSON reverses packedJSON.
+func unpackJSON(data []byte) ([]byte, error) {
+	var encoded string
+	if err := json.Unmarshal(data, &encoded); err != nil {
+		return nil, err
+	}
+	return base64.StdEncoding.DecodeString(encoded)
 }

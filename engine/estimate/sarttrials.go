@@ -1,7 +1,6 @@
 package estimate
 
 import (
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -38,10 +37,7 @@ func (t SARTTrials) MarshalJSON() ([]byte, error) {
 		raw[sartTrialBytes*i] = head
 		binary.LittleEndian.PutUint16(raw[sartTrialBytes*i+1:], uint16(math.Round(trial.RTms*10)))
 	}
-	out := make([]byte, 0, base64.StdEncoding.EncodedLen(len(raw))+2)
-	out = append(out, '"')
-	out = base64.StdEncoding.AppendEncode(out, raw)
-	return append(out, '"'), nil
+	return packedJSON(raw), nil
 }
 
 // UnmarshalJSON implements json.Unmarshaler: a base64 string, or the
@@ -55,11 +51,7 @@ func (t *SARTTrials) UnmarshalJSON(data []byte) error {
 		*t = trials
 		return nil
 	}
-	var encoded string
-	if err := json.Unmarshal(data, &encoded); err != nil {
-		return fmt.Errorf("sart: %w", err)
-	}
-	raw, err := base64.StdEncoding.DecodeString(encoded)
+	raw, err := unpackJSON(data)
 	if err != nil {
 		return fmt.Errorf("sart: %w", err)
 	}

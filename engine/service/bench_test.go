@@ -34,8 +34,8 @@ type sizedStore interface {
 	Size() (int64, error)
 }
 
-func openBolt(opts ...store.Option) func(b *testing.B) sizedStore {
-	return func(b *testing.B) sizedStore {
+func openBolt(opts ...store.Option) func(testing.TB) sizedStore {
+	return func(b testing.TB) sizedStore {
 		db, err := store.OpenBolt(b.TempDir(), opts...)
 		if err != nil {
 			b.Fatal(err)
@@ -45,7 +45,7 @@ func openBolt(opts ...store.Option) func(b *testing.B) sizedStore {
 }
 
 // openPostgres is a fresh PostgreSQL server (durable commits, as shipped).
-func openPostgres(b *testing.B) sizedStore {
+func openPostgres(b testing.TB) sizedStore {
 	db, err := store.OpenPostgres(context.Background(), postgres.Start(b).ConnString, "bench/p")
 	if err != nil {
 		b.Fatal(err)
@@ -53,7 +53,7 @@ func openPostgres(b *testing.B) sizedStore {
 	return db
 }
 
-func newService(b *testing.B, open func(*testing.B) sizedStore) (*service.Service, sizedStore) {
+func newService(b testing.TB, open func(testing.TB) sizedStore) (*service.Service, sizedStore) {
 	db := open(b)
 	b.Cleanup(func() { _ = db.Close() })
 	svc, err := service.New(benchConfig(), service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Now: func() time.Time { return benchNow }})
@@ -87,7 +87,7 @@ func realisticBatch(batch int) []byte {
 	return data
 }
 
-func consentAll(b *testing.B, svc *service.Service, users int) {
+func consentAll(b testing.TB, svc *service.Service, users int) {
 	for u := range users {
 		if _, err := svc.SetConsent(context.Background(), fmt.Sprintf("user-%05d", u), telemetry.Scopes); err != nil {
 			b.Fatal(err)
@@ -97,7 +97,7 @@ func consentAll(b *testing.B, svc *service.Service, users int) {
 
 const batches = 64
 
-func benchIngest(b *testing.B, open func(*testing.B) sizedStore) {
+func benchIngest(b *testing.B, open func(testing.TB) sizedStore) {
 	svc, _ := newService(b, open)
 	consentAll(b, svc, 2000)
 	bodies := make([][]byte, batches)
@@ -162,7 +162,7 @@ func BenchmarkStateRecommendation(b *testing.B) { benchState(b, openBolt(store.W
 // every read goes to the database.
 func BenchmarkStateRecommendationPostgres(b *testing.B) { benchState(b, openPostgres) }
 
-func benchState(b *testing.B, open func(*testing.B) sizedStore) {
+func benchState(b *testing.B, open func(testing.TB) sizedStore) {
 	svc, db := newService(b, open)
 	const users = 10_000
 	consentAll(b, svc, users)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/attune-io/attune/engine/service"
 	"github.com/attune-io/attune/engine/store"
@@ -18,15 +17,7 @@ import (
 // given meanwhile must still be in force afterwards, never lost with that
 // entry.
 func TestConsentRacingRejectedTelemetry(t *testing.T) {
-	db, err := store.OpenBolt(t.TempDir(), store.WithoutSync())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = db.Close() }()
-	svc, err := service.New(benchConfig(), service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Now: func() time.Time { return benchNow }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, _ := newService(t, openBolt(store.WithoutSync()))
 	ctx := context.Background()
 	for u := range 300 {
 		user := fmt.Sprintf("racer-%03d", u)

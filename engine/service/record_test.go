@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"reflect"
 	"testing"
-	"time"
 
 	gojson "github.com/goccy/go-json"
 
@@ -20,21 +18,9 @@ import (
 // files written with encoding/json (and anything reading the files with
 // it) must see exactly the same records.
 func TestRecordEncodingMatchesEncodingJSON(t *testing.T) {
-	db, err := store.OpenBolt(t.TempDir(), store.WithoutSync())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = db.Close() }()
-	svc, err := service.New(benchConfig(), service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Now: func() time.Time { return benchNow }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, db := newService(t, openBolt(store.WithoutSync()))
 	ctx := context.Background()
-	for u := range 80 { // realisticBatch(i) covers users 20i … 20i+19
-		if _, err := svc.SetConsent(ctx, fmt.Sprintf("user-%05d", u), telemetry.Scopes); err != nil {
-			t.Fatal(err)
-		}
-	}
+	consentAll(t, svc, 80) // realisticBatch(i) covers users 20i … 20i+19
 	for i := range 4 {
 		batch, err := telemetry.DecodeBatch(bytes.NewReader(realisticBatch(i)), false)
 		if err != nil {
@@ -45,7 +31,7 @@ func TestRecordEncodingMatchesEncodingJSON(t *testing.T) {
 		}
 	}
 	checked := 0
-	err = db.EachUser(ctx, func(_ string, item store.Item) error {
+	err := db.EachUser(ctx, func(_ string, item store.Item) error {
 		var std, fast service.Record
 		if err := json.Unmarshal(item.Value, &std); err != nil {
 			return err

@@ -11,10 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
-	"sort"
+
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,7 +100,6 @@ type Options struct {
 type Service struct {
 	cfg     atomic.Pointer[config.Config]
 	store   store.Store
-	shared  bool
 	key     []byte
 	scorer  textemotion.Scorer
 	metrics *metrics.Metrics
@@ -132,7 +132,8 @@ type timedPopulation struct {
 const sharedPopMaxAge = time.Second
 
 // recentPopulation is the shared store's prior, read at most once per
-// sharedPopMaxAge.
+// sharedPopMaxAge of real time (not s.now: the age of a cached copy is
+// about the wall clock, whatever clock the estimates run on).
 func (s *Service) recentPopulation(ctx context.Context) (policy.Population, error) {
 	if cached := s.sharedPop.Load(); cached != nil && time.Since(cached.at) < sharedPopMaxAge {
 		return cached.pop, nil
@@ -165,10 +166,10 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 	if o.Scorer == nil {
 		o.Scorer = textemotion.NewVader()
 	}
-	s := &Service{store: o.Store, shared: o.Store.Scope() == store.ScopeShared, key: o.Key, scorer: o.Scorer,
+	s := &Service{store: o.Store, key: o.Key, scorer: o.Scorer,
 		metrics: o.Metrics, now: o.Now, log: o.Logger, users: map[string]*userEntry{}}
 	s.cfg.Store(cfg)
-	if !s.shared {
+	if !s.shared() {
 		ctx := context.Background()
 		err := o.Store.EachUser(ctx, func(key string, item store.Item) error {
 			rec, err := decodeRecord(item.Value)
@@ -213,6 +214,10 @@ func loadPopulation(ctx context.Context, st store.Store) (policy.Population, int
 	return pop, item.Version, nil
 }
 
+// shared reports whether other replicas write the same store, so nothing
+// may be cached between operations.
+func (s *Service) shared() bool { return s.store.Scope() == store.ScopeShared }
+
 // Scope says whether the cohort covers this replica's users or the whole
 // program's (a shared store).
 func (s *Service) Scope() store.Scope { return s.store.Scope() }
@@ -243,21 +248,20 @@ func (s *Service) Pseudonym(userID string) string {
 // (nil when absent) and the versions its commit is conditional on. In
 // replica scope it holds the users' cache entries locked until release.
 type userTxn struct {
-	svc      *Service
+	svc *Service
+	// keys are the users, sorted and unique: the order entries are locked in.
+	keys     []string
 	recs     map[string]*Record
 	versions map[string]int64
 	entries  map[string]*userEntry
-	order    []*userEntry
 }
 
 // begin reads the users for one attempt of an operation. Keys are locked
 // in sorted order, so two operations never deadlock.
 func (s *Service) begin(ctx context.Context, keys []string) (*userTxn, error) {
-	keys = slices.Clone(keys)
-	slices.Sort(keys)
-	keys = slices.Compact(keys)
-	t := &userTxn{svc: s, recs: make(map[string]*Record, len(keys)), versions: make(map[string]int64, len(keys))}
-	if s.shared {
+	keys = slices.Compact(slices.Sorted(slices.Values(keys)))
+	t := &userTxn{svc: s, keys: keys, recs: make(map[string]*Record, len(keys)), versions: make(map[string]int64, len(keys))}
+	if s.shared() {
 		items, err := s.store.Users(ctx, keys)
 		if err != nil {
 			return nil, err
@@ -272,7 +276,7 @@ func (s *Service) begin(ctx context.Context, keys []string) (*userTxn, error) {
 		return t, nil
 	}
 	for {
-		t.entries, t.order = make(map[string]*userEntry, len(keys)), t.order[:0]
+		t.entries = make(map[string]*userEntry, len(keys))
 		s.mu.Lock()
 		for _, key := range keys {
 			e := s.users[key]
@@ -281,11 +285,10 @@ func (s *Service) begin(ctx context.Context, keys []string) (*userTxn, error) {
 				s.users[key] = e
 			}
 			t.entries[key] = e
-			t.order = append(t.order, e)
 		}
 		s.mu.Unlock()
-		for _, e := range t.order {
-			e.mu.Lock()
+		for _, key := range keys {
+			t.entries[key].mu.Lock()
 		}
 		// While we waited for a lock, its holder may have dropped the entry
 		// from the map (it stored nothing). Writing to a dropped entry would
@@ -293,13 +296,11 @@ func (s *Service) begin(ctx context.Context, keys []string) (*userTxn, error) {
 		if t.current() {
 			break
 		}
-		for _, e := range t.order {
-			e.mu.Unlock()
-		}
+		t.unlock()
 	}
-	for i, e := range t.order {
+	for key, e := range t.entries {
 		if e.rec != nil {
-			t.recs[keys[i]], t.versions[keys[i]] = e.rec, e.version
+			t.recs[key], t.versions[key] = e.rec, e.version
 		}
 	}
 	return t, nil
@@ -320,7 +321,7 @@ func (t *userTxn) current() bool {
 // release unlocks the entries and drops those that hold no user (created
 // for a request that stored nothing, or deleted).
 func (t *userTxn) release() {
-	if t.svc.shared {
+	if t.svc.shared() {
 		return
 	}
 	t.svc.mu.Lock()
@@ -330,7 +331,11 @@ func (t *userTxn) release() {
 		}
 	}
 	t.svc.mu.Unlock()
-	for _, e := range t.order {
+	t.unlock()
+}
+
+func (t *userTxn) unlock() {
+	for _, e := range t.entries {
 		e.mu.Unlock()
 	}
 }
@@ -361,7 +366,7 @@ func (t *userTxn) commit(ctx context.Context, updated map[string]*Record, pop *p
 	if err := t.svc.store.Commit(ctx, change); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	if t.svc.shared {
+	if t.svc.shared() {
 		return nil
 	}
 	for key, rec := range updated {
@@ -384,7 +389,7 @@ func (t *userTxn) commit(ctx context.Context, updated map[string]*Record, pop *p
 // population is the prior and its version, for an operation that may
 // change it: a private copy.
 func (s *Service) population(ctx context.Context) (policy.Population, int64, error) {
-	if s.shared {
+	if s.shared() {
 		return loadPopulation(ctx, s.store)
 	}
 	s.popMu.Lock()
@@ -502,7 +507,7 @@ func (s *Service) Erase(ctx context.Context, userID string) error {
 // eachRecord calls fn for every stored user's record. In replica scope fn
 // runs under the user's lock; in shared scope on a freshly decoded copy.
 func (s *Service) eachRecord(ctx context.Context, fn func(key string, rec *Record)) error {
-	if s.shared {
+	if s.shared() {
 		return s.store.EachUser(ctx, func(key string, item store.Item) error {
 			rec, err := decodeRecord(item.Value)
 			if err != nil {
@@ -561,17 +566,11 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 		}
 		byUser[key] = append(byUser[key], i)
 	}
-	keys := make([]string, 0, len(byUser))
-	for k := range byUser {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-
 	var result IngestResult
 	var textScores map[int]float64 // scored once, even if the commit is retried
-	err := s.update(ctx, keys, func(t *userTxn) error {
+	err := s.update(ctx, slices.Collect(maps.Keys(byUser)), func(t *userTxn) error {
 		// Consent for every sample before any processing (text scoring included).
-		for _, k := range keys {
+		for _, k := range t.keys {
 			rec := t.recs[k]
 			for _, idx := range byUser[k] {
 				scope := samples[idx].Kind.Scope()
@@ -600,10 +599,10 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 				return err
 			}
 		}
-		updated := make(map[string]*Record, len(keys))
+		updated := make(map[string]*Record, len(t.keys))
 		popChanged := false
-		result = IngestResult{ByKind: map[string]int{}, Users: len(keys)}
-		for _, k := range keys {
+		result = IngestResult{ByKind: map[string]int{}, Users: len(t.keys)}
+		for _, k := range t.keys {
 			rec := cloneRecord(t.recs[k])
 			for _, idx := range byUser[k] {
 				if s.apply(rec, &samples[idx], textScores, idx, cfg, &pop, now) {
@@ -743,7 +742,7 @@ func (s *Service) State(ctx context.Context, userID string) (UserState, error) {
 	now := s.now()
 	var rec *Record
 	var pop policy.Population
-	if s.shared {
+	if s.shared() {
 		items, err := s.store.Users(ctx, []string{key})
 		if err != nil {
 			return UserState{}, err
@@ -890,7 +889,7 @@ func (s *Service) PublishedCohort() (float64, int, bool) {
 
 // StoredUsers implements metrics.CohortSource.
 func (s *Service) StoredUsers() int {
-	if s.shared {
+	if s.shared() {
 		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 		defer cancel()
 		n, err := s.store.CountUsers(ctx)

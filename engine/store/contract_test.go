@@ -111,7 +111,7 @@ func TestStoreContract(t *testing.T) {
 				t.Fatal(err)
 			}
 			// An unconditional delete (erasure) wins over any version.
-			if err := s.Commit(ctx, Change{Users: map[string]Write{"c": Put([]byte("c1"))}}); err != nil {
+			if err := s.Commit(ctx, Change{Users: map[string]Write{"c": {Value: []byte("c1"), IfVersion: AnyVersion}}}); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.Commit(ctx, Change{Users: map[string]Write{"c": {IfVersion: AnyVersion}}}); err != nil {

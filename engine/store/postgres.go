@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/attune-io/attune/engine/config"
 )
 
 // Postgres is the shared backend: every replica of a program reads and
@@ -42,9 +44,6 @@ var migrations = []string{
 		version bigint NOT NULL,
 		PRIMARY KEY (program, key))`,
 }
-
-// SchemaVersion is the schema this engine migrates to.
-func SchemaVersion() int { return len(migrations) }
 
 // OpenPostgres connects, migrates the schema (under an advisory lock, so
 // replicas starting together migrate once) and returns the store for
@@ -327,28 +326,21 @@ func (p *Postgres) Close() error {
 	return nil
 }
 
-// ConnectionKeys are the Secret keys the engine reads from the mounted
-// directory: connectionString alone, or the parts.
-var ConnectionKeys = struct {
-	ConnectionString string
-	Parts            []string
-}{"connectionString", []string{"host", "port", "user", "password", "dbname", "sslmode"}}
-
 // ConnStringFromDir reads a mounted Secret: the file connectionString (a
 // postgres:// URL or key=value list) when present, else a key=value list
 // built from the files host (required), port, user, password, dbname and
 // sslmode.
 func ConnStringFromDir(dir string) (string, error) {
-	if b, err := os.ReadFile(filepath.Join(dir, ConnectionKeys.ConnectionString)); err == nil {
+	if b, err := os.ReadFile(filepath.Join(dir, config.PostgresConnectionStringKey)); err == nil {
 		if s := strings.TrimSpace(string(b)); s != "" {
 			return s, nil
 		}
-		return "", fmt.Errorf("store.postgres: %s/%s is empty", dir, ConnectionKeys.ConnectionString)
+		return "", fmt.Errorf("store.postgres: %s/%s is empty", dir, config.PostgresConnectionStringKey)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("store.postgres: %w", err)
 	}
 	var parts []string
-	for _, name := range ConnectionKeys.Parts {
+	for _, name := range config.PostgresPartKeys {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if errors.Is(err, os.ErrNotExist) {
 			continue
@@ -361,8 +353,8 @@ func ConnStringFromDir(dir string) (string, error) {
 		value = strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(value)
 		parts = append(parts, name+"='"+value+"'")
 	}
-	if !slices.ContainsFunc(parts, func(p string) bool { return strings.HasPrefix(p, "host=") }) {
-		return "", fmt.Errorf("store.postgres: the Secret mounted at %s has neither %q nor %q", dir, ConnectionKeys.ConnectionString, "host")
+	if !slices.ContainsFunc(parts, func(p string) bool { return strings.HasPrefix(p, config.PostgresHostKey+"=") }) {
+		return "", fmt.Errorf("store.postgres: the Secret mounted at %s has neither %q nor %q", dir, config.PostgresConnectionStringKey, config.PostgresHostKey)
 	}
 	return strings.Join(parts, " "), nil
 }

@@ -84,6 +84,3 @@ type Store interface {
 	// Close releases the store.
 	Close() error
 }
-
-// Put is an unconditional write of value (tests and tools).
-func Put(value []byte) Write { return Write{Value: value, IfVersion: AnyVersion} }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -221,6 +222,9 @@ func decodeStrict(data []byte, v any, path string) error {
 	if gojson.Unmarshal(data, v, gojson.RejectUnknownMembers(true)) == nil {
 		return nil
 	}
+	// Start the fallback from zero: the fast path may have filled part of v
+	// before it gave up, and encoding/json leaves absent fields alone.
+	reflect.ValueOf(v).Elem().SetZero()
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

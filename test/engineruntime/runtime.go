@@ -60,16 +60,6 @@ func BuildEngine(path string) error {
 	return nil
 }
 
-// FreePort asks the kernel for an unused loopback port.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // Start materialises the files under dir, starts binary on host:port (a
 // loopback address: Linux routes all of 127.0.0.0/8 to lo) and keeps the files in sync every second until Stop. The engine's log
 // goes to dir/engine.log.

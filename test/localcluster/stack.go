@@ -21,6 +21,7 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
+	engineconfig "github.com/attune-io/attune/engine/config"
 	"github.com/attune-io/attune/test/engineruntime"
 	"github.com/attune-io/attune/test/postgres"
 )
@@ -216,6 +217,6 @@ func (s *Stack) CreatePostgresSecret(ctx context.Context, namespace, name string
 	}
 	return s.Client.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
-		Data:       map[string][]byte{controllers.StoreConnectionStringKey: []byte(s.Postgres.ConnString)},
+		Data:       map[string][]byte{engineconfig.PostgresConnectionStringKey: []byte(s.Postgres.ConnString)},
 	})
 }

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -23,6 +22,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/attune-io/attune/internal/testutil"
 )
 
 // Server is a running PostgreSQL server.
@@ -118,7 +119,7 @@ func start(bin string) (*Server, error) {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %v: %s", err, out)
 	}
-	port, err := freePort()
+	port, err := testutil.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -197,13 +198,4 @@ func (s *Server) Database(t testing.TB, name string) string {
 		t.Fatalf("create database %s: %v", name, err)
 	}
 	return strings.Replace(s.ConnString, "/postgres?", "/"+name+"?", 1)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

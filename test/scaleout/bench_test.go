@@ -37,84 +37,64 @@ func batchFor(batch, users int) []map[string]any {
 }
 
 type scaleFigures struct {
-	samplesPerSec    float64
-	p50, p99         time.Duration
-	ingestErrors     int64
-	stateErrors      int64
-	acknowledgedRows int64
+	samplesPerSec float64
+	p50, p99      time.Duration
+	ingestErrors  int64
+	stateErrors   int64
+}
+
+// spread runs op for i = 0 … n-1 on clients concurrent clients; op learns
+// which client runs it.
+func spread(clients, n int, op func(client, i int)) {
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for c := range clients {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				op(c, i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // measure drives replicas with concurrent clients: consent for every user,
 // batches of 100 samples (ingest throughput), then state reads (latency).
 func measure(b *testing.B, r *Replicas, users, batches, clients, reads int) scaleFigures {
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	var fig scaleFigures
-	for range clients {
-		wg.Go(func() {
-			for {
-				u := int(next.Add(1)) - 1
-				if u >= users {
-					return
-				}
-				if err := r.Consent(u%len(r.Engines), fmt.Sprintf("bench-%05d", u)); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	spread(clients, users, func(_, u int) {
+		if err := r.Consent(u%len(r.Engines), fmt.Sprintf("bench-%05d", u)); err != nil {
+			b.Error(err)
+		}
+	})
 
 	bodies := make([][]map[string]any, batches)
 	for i := range bodies {
 		bodies[i] = batchFor(i, users)
 	}
-	next.Store(0)
 	var acknowledged, failed atomic.Int64
 	start := time.Now()
-	for range clients {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= batches {
-					return
-				}
-				status, body, err := r.Do(i%len(r.Engines), http.MethodPost, "/v1/telemetry", Token, bodies[i])
-				if err != nil || status != http.StatusOK {
-					failed.Add(1)
-					b.Logf("batch %d: %d %s %v", i, status, body, err)
-					continue
-				}
-				acknowledged.Add(int64(len(bodies[i])))
-			}
-		})
-	}
-	wg.Wait()
-	fig.samplesPerSec = float64(acknowledged.Load()) / time.Since(start).Seconds()
-	fig.ingestErrors, fig.acknowledgedRows = failed.Load(), acknowledged.Load()
+	spread(clients, batches, func(_, i int) {
+		status, body, err := r.Do(i%len(r.Engines), http.MethodPost, "/v1/telemetry", Token, bodies[i])
+		if err != nil || status != http.StatusOK {
+			failed.Add(1)
+			b.Logf("batch %d: %d %s %v", i, status, body, err)
+			return
+		}
+		acknowledged.Add(int64(len(bodies[i])))
+	})
+	fig := scaleFigures{samplesPerSec: float64(acknowledged.Load()) / time.Since(start).Seconds(), ingestErrors: failed.Load()}
 
 	var stateErrors atomic.Int64
 	latencies := make([][]time.Duration, clients)
-	next.Store(0)
-	for c := range clients {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= reads {
-					return
-				}
-				t0 := time.Now()
-				_, status, err := r.UserState(i%len(r.Engines), fmt.Sprintf("bench-%05d", (i*7919)%users))
-				if err != nil || status != http.StatusOK {
-					stateErrors.Add(1)
-					continue
-				}
-				latencies[c] = append(latencies[c], time.Since(t0))
-			}
-		})
-	}
-	wg.Wait()
+	spread(clients, reads, func(c, i int) {
+		t0 := time.Now()
+		_, status, err := r.UserState(i%len(r.Engines), fmt.Sprintf("bench-%05d", (i*7919)%users))
+		if err != nil || status != http.StatusOK {
+			stateErrors.Add(1)
+			return
+		}
+		latencies[c] = append(latencies[c], time.Since(t0))
+	})
 	fig.stateErrors = stateErrors.Load()
 	all := slices.Concat(latencies...)
 	slices.Sort(all)

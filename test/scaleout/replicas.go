@@ -15,6 +15,7 @@ import (
 	"time"
 
 	engineconfig "github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/internal/testutil"
 	"github.com/attune-io/attune/test/engineruntime"
 )
 
@@ -58,7 +59,7 @@ func Start(binary, root string, n int, cfg *engineconfig.Config) (*Replicas, err
 	r := &Replicas{client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	for i := range n {
 		dir := filepath.Join(root, "replica-"+strconv.Itoa(i))
-		port, err := engineruntime.FreePort()
+		port, err := testutil.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -141,6 +142,16 @@ func (r *Replicas) Consent(i int, user string) error {
 	}
 	if status != http.StatusOK {
 		return fmt.Errorf("consent %s via replica %d: %d %s", user, i, status, body)
+	}
+	return nil
+}
+
+// ConsentAll gives every user consent, through the replicas in turn.
+func (r *Replicas) ConsentAll(users []string) error {
+	for i, u := range users {
+		if err := r.Consent(i%len(r.Engines), u); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -129,10 +129,8 @@ func users(n int) []string {
 func TestReplicasShareOneState(t *testing.T) {
 	r := startOnPostgres(t, 3, 5)
 	all := users(24)
-	for i, u := range all {
-		if err := r.Consent(i%3, u); err != nil {
-			t.Fatal(err)
-		}
+	if err := r.ConsentAll(all); err != nil {
+		t.Fatal(err)
 	}
 	l := newLoad(3)
 	l.run(t, r, all, 6, 30, nil)
@@ -188,10 +186,8 @@ func TestReplicasShareOneState(t *testing.T) {
 func TestKilledReplicaLosesNothingAcknowledged(t *testing.T) {
 	r := startOnPostgres(t, 3, 5)
 	all := users(12)
-	for i, u := range all {
-		if err := r.Consent(i%3, u); err != nil {
-			t.Fatal(err)
-		}
+	if err := r.ConsentAll(all); err != nil {
+		t.Fatal(err)
 	}
 	l := newLoad(3)
 	var once sync.Once

@@ -2,6 +2,7 @@
 package testutil
 
 import (
+	"net"
 	"testing"
 	"time"
 )
@@ -19,4 +20,14 @@ func Eventually(t testing.TB, timeout, interval time.Duration, what string, chec
 		time.Sleep(interval)
 	}
 	t.Fatalf("%s: still failing after %s: %v", what, timeout, last)
+}
+
+// FreePort asks the kernel for an unused loopback port.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
