@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -259,7 +258,9 @@ type userTxn struct {
 // begin reads the users for one attempt of an operation. Keys are locked
 // in sorted order, so two operations never deadlock.
 func (s *Service) begin(ctx context.Context, keys []string) (*userTxn, error) {
-	keys = slices.Compact(slices.Sorted(slices.Values(keys)))
+	keys = slices.Clone(keys)
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
 	t := &userTxn{svc: s, keys: keys, recs: make(map[string]*Record, len(keys)), versions: make(map[string]int64, len(keys))}
 	if s.shared() {
 		items, err := s.store.Users(ctx, keys)
@@ -568,7 +569,11 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 	}
 	var result IngestResult
 	var textScores map[int]float64 // scored once, even if the commit is retried
-	err := s.update(ctx, slices.Collect(maps.Keys(byUser)), func(t *userTxn) error {
+	users := make([]string, 0, len(byUser))
+	for key := range byUser {
+		users = append(users, key)
+	}
+	err := s.update(ctx, users, func(t *userTxn) error {
 		// Consent for every sample before any processing (text scoring included).
 		for _, k := range t.keys {
 			rec := t.recs[k]
