@@ -210,7 +210,9 @@ func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 	params.Users, params.Seed = 60, 7
 	driver := &simulator.Driver{Model: simulator.New(params), Engines: f.urls(), Token: f.token}
 	stopDriver := drive(t, driver, 1*time.Second)
-	defer stopDriver()
+	// A closure: the driver is replaced after the outage, and the deferred
+	// call must stop the one running then.
+	defer func() { stopDriver() }()
 
 	// Tuning: at least five valid measurements, each move ≤ maxStep, and
 	// the strength well below where it started.

@@ -228,7 +228,7 @@ func (r *EngineLossReader) fetch(ctx context.Context, addr, token string) (engin
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return engineCohort{}, fmt.Errorf("%s: timed out after %s", addr, timeout)
 		}
-		return engineCohort{}, fmt.Errorf("%s: %v", addr, err)
+		return engineCohort{}, fmt.Errorf("%s: %w", addr, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
@@ -236,7 +236,7 @@ func (r *EngineLossReader) fetch(ctx context.Context, addr, token string) (engin
 	}
 	var c engineCohort
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&c); err != nil {
-		return engineCohort{}, fmt.Errorf("%s: decode cohort: %v", addr, err)
+		return engineCohort{}, fmt.Errorf("%s: decode cohort: %w", addr, err)
 	}
 	return c, nil
 }

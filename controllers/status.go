@@ -26,10 +26,6 @@ func (s conditionSetter) set(condType string, status metav1.ConditionStatus, rea
 	})
 }
 
-func (s conditionSetter) isTrue(condType string) bool {
-	return meta.IsStatusConditionTrue(*s.conditions, condType)
-}
-
 func boolStatus(b bool) metav1.ConditionStatus {
 	if b {
 		return metav1.ConditionTrue

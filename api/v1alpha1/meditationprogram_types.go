@@ -524,7 +524,3 @@ type MeditationProgramList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []MeditationProgram `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&MeditationProgram{}, &MeditationProgramList{})
-}

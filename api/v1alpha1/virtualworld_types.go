@@ -199,7 +199,3 @@ type VirtualWorldList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []VirtualWorld `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&VirtualWorld{}, &VirtualWorldList{})
-}

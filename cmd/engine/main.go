@@ -34,8 +34,9 @@ func main() {
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	if err := run(ctx, *configPath, *listen, *reloadEvery, log); err != nil {
+	err := run(ctx, *configPath, *listen, *reloadEvery, log)
+	stop()
+	if err != nil {
 		log.Error("engine stopped", "error", err)
 		fmt.Fprintln(os.Stderr, "engine:", err)
 		os.Exit(1)

@@ -188,7 +188,11 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 func userID(w http.ResponseWriter, r *http.Request, s *Server) (string, bool) {
 	id := r.PathValue("id")
 	if err := telemetry.ValidUserID(id); err != nil {
-		s.reject(w, http.StatusBadRequest, "invalid", err.(*telemetry.Error).Message, "id")
+		message := err.Error()
+		if e, ok := errors.AsType[*telemetry.Error](err); ok {
+			message = e.Message // the path segment is named by the field "id", not "user"
+		}
+		s.reject(w, http.StatusBadRequest, "invalid", message, "id")
 		return "", false
 	}
 	return id, true

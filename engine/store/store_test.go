@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"path/filepath"
 
 	"bufio"
@@ -71,7 +72,7 @@ func TestAcknowledgedCommitsSurviveKill9(t *testing.T) {
 		}
 	}
 	err = cmd.Wait()
-	if status, ok := err.(*exec.ExitError); !ok || status.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+	if status, ok := errors.AsType[*exec.ExitError](err); !ok || status.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("child did not die by SIGKILL: %v", err)
 	}
 	if len(acked) != 200 {

@@ -285,8 +285,10 @@ func ValidUserID(id string) error {
 func (s *Sample) Validate(i int, now time.Time, knownInterventions []string) error {
 	path := "samples[" + strconv.Itoa(i) + "]"
 	if err := ValidUserID(s.User); err != nil {
-		e := err.(*Error)
-		return fieldErr(path+"."+e.Field, "%s", e.Message)
+		if e, ok := errors.AsType[*Error](err); ok {
+			return fieldErr(path+"."+e.Field, "%s", e.Message)
+		}
+		return err
 	}
 	if !slices.Contains(Kinds, s.Kind) {
 		return fieldErr(path+".kind", "unknown kind %q; want one of %v", s.Kind, Kinds)

@@ -87,7 +87,7 @@ func (k *KServe) Ready(ctx context.Context) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(k.BaseURL, "/")+"/v2/health/ready", nil)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	resp, err := k.client().Do(req)
 	if err != nil {
@@ -108,7 +108,7 @@ func (k *KServe) Score(ctx context.Context, text string) (float64, error) {
 	endpoint := strings.TrimRight(k.BaseURL, "/") + "/v2/models/" + url.PathEscape(k.Model) + "/infer"
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := k.client().Do(req)
@@ -122,7 +122,7 @@ func (k *KServe) Score(ctx context.Context, text string) (float64, error) {
 	}
 	var out inferResponse
 	if err := json.Unmarshal(data, &out); err != nil {
-		return 0, fmt.Errorf("%w: status %s, undecodable body: %v", ErrBadResponse, resp.Status, err)
+		return 0, fmt.Errorf("%w: status %s, undecodable body: %w", ErrBadResponse, resp.Status, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		if resp.StatusCode >= 500 {
@@ -147,7 +147,7 @@ func (k *KServe) Score(ctx context.Context, text string) (float64, error) {
 
 func classify(ctx context.Context, err error) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %v", ErrTimeout, err)
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
 	}
-	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }

@@ -56,7 +56,7 @@ func (f *Fallback) Score(ctx context.Context, text string) (float64, error) {
 	}
 	v, err2 := f.Secondary.Score(ctx, text)
 	if err2 != nil {
-		return 0, fmt.Errorf("primary: %v; fallback: %w", err, err2)
+		return 0, fmt.Errorf("primary: %w; fallback: %w", err, err2)
 	}
 	return v, nil
 }

@@ -203,7 +203,12 @@ func runOperatorBenchmark(b *testing.B) {
 		reconciled.wait(b, programs)
 	})
 	b.StopTimer()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}()
 	reconcileWrites := counter.writes.Load()
 
 	// Let late events drain, then count writes over the idle window.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -88,10 +89,7 @@ func deleteWorld(t *testing.T, name string) {
 }
 
 func enginesIn(namespace string) []string {
-	var out []string
-	for _, u := range stack.Supervisor.Running() {
-		out = append(out, u)
-	}
+	out := slices.Clone(stack.Supervisor.Running())
 	pods := &corev1.PodList{}
 	_ = stack.Client.List(context.Background(), pods, client.InNamespace(namespace))
 	ips := map[string]bool{}

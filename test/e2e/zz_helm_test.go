@@ -119,7 +119,14 @@ func TestHelmInstallRBACUpgradeUninstall(t *testing.T) {
 	mgrDone := make(chan error, 1)
 	go func() { mgrDone <- mgr.Start(mgrCtx) }()
 	var stopOnce sync.Once
-	stopManager := func() { stopOnce.Do(func() { cancelManager(); <-mgrDone }) }
+	stopManager := func() {
+		stopOnce.Do(func() {
+			cancelManager()
+			if err := <-mgrDone; err != nil {
+				t.Error(err)
+			}
+		})
+	}
 	defer stopManager()
 
 	applyFile(t, filepath.Join(root, "config", "samples", "wellbeing_v1alpha1_virtualworld.yaml"))

@@ -55,7 +55,7 @@ func (p *Process) URL() string { return "http://" + net.JoinHostPort(p.Host, str
 func BuildEngine(path string) error {
 	out, err := exec.Command("go", "build", "-o", path, "github.com/attune-io/attune/cmd/engine").CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("build engine: %v\n%s", err, out)
+		return fmt.Errorf("build engine: %w\n%s", err, out)
 	}
 	return nil
 }

@@ -117,7 +117,7 @@ func start(bin string) (*Server, error) {
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	if out, err := initdb.CombinedOutput(); err != nil {
 		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("initdb: %v: %s", err, out)
+		return nil, fmt.Errorf("initdb: %w: %s", err, out)
 	}
 	port, err := testutil.FreePort()
 	if err != nil {
@@ -161,7 +161,7 @@ func start(bin string) (*Server, error) {
 		}
 		if time.Now().After(deadline) {
 			s.Stop()
-			return nil, fmt.Errorf("postgres not ready after 30s: %v", err)
+			return nil, fmt.Errorf("postgres not ready after 30s: %w", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
