@@ -59,6 +59,28 @@ func usesPostgres(p *wellbeingv1alpha1.MeditationProgram) bool {
 	return p.Spec.Engine.Store.Type == wellbeingv1alpha1.StorePostgreSQL && p.Spec.Engine.Store.Postgres != nil
 }
 
+// storeVolume is the claim the Embedded store asks for; nil: an emptyDir.
+func storeVolume(p *wellbeingv1alpha1.MeditationProgram) *wellbeingv1alpha1.StoreVolume {
+	if usesPostgres(p) || p.Spec.Engine.Store.Embedded == nil {
+		return nil
+	}
+	return p.Spec.Engine.Store.Embedded.Volume
+}
+
+// engineDataClaim is the Embedded store's PersistentVolumeClaim.
+func engineDataClaim(p *wellbeingv1alpha1.MeditationProgram, v *wellbeingv1alpha1.StoreVolume) *corev1.PersistentVolumeClaim {
+	return &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: engineDataClaimName(p), Namespace: p.Namespace, Labels: engineLabels(p)},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			// One engine pod mounts it at a time (the Embedded store allows
+			// one replica, and the Deployment recreates rather than rolls).
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: v.Size}},
+			StorageClassName: v.StorageClassName,
+		},
+	}
+}
+
 // desiredReplicas is the engine replica count: zero while suspended.
 func desiredReplicas(p *wellbeingv1alpha1.MeditationProgram) int32 {
 	if p.Spec.Suspend {
@@ -159,17 +181,32 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 		})
 	}
 
+	// The strategy is always spelled out, so that the operator owns
+	// rollingUpdate and server-side apply removes it when switching to
+	// Recreate (the API server refuses rollingUpdate with Recreate).
+	strategy := appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
+		MaxSurge: ptr.To(intstr.FromString("25%")), MaxUnavailable: ptr.To(intstr.FromString("25%")),
+	}}
+	// The embedded store's file: an emptyDir survives container restarts,
+	// not the pod's replacement; a claim survives both (docs/scale-out.md).
+	data := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
+	if storeVolume(p) != nil {
+		data = corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: engineDataClaimName(p)}}
+		// A ReadWriteOnce volume cannot be mounted by the new pod on
+		// another node while the old pod holds it.
+		strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+	}
+
 	volumes := []corev1.Volume{
 		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: engineConfigName(p)}}}},
 		{Name: "token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: engineTokenName(p)}}},
 		{Name: "pseudonymization-key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: keySecret, Items: []corev1.KeyToPath{{Key: keyKey, Path: PseudonymizationKeySecretKey}},
 		}}},
-		// The embedded store's file: an emptyDir survives container
-		// restarts, not the pod's replacement (docs/scale-out.md).
-		{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "data", VolumeSource: data},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	}
+
 	if usesPostgres(p) {
 		volumes = append(volumes, corev1.Volume{Name: "postgres", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: spec.Store.Postgres.SecretRef.Name,
@@ -194,6 +231,7 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(desiredReplicas(p)),
 			Selector: &metav1.LabelSelector{MatchLabels: EngineSelectorLabels(p)},
+			Strategy: strategy,
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{ConfigHashKey: configHash}},
 				Spec: corev1.PodSpec{

@@ -83,7 +83,7 @@ var errWorldUnusable = errors.New("world unusable")
 // +kubebuilder:rbac:groups=wellbeing.attune.io,resources=meditationprograms,verbs=get;list;watch
 // +kubebuilder:rbac:groups=wellbeing.attune.io,resources=meditationprograms/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch
-// +kubebuilder:rbac:groups="",resources=services;serviceaccounts;configmaps,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts;configmaps;persistentvolumeclaims,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 
@@ -115,6 +115,7 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		{"token secret", r.reconcileTokenSecret},
 		{"store", r.reconcileStore},
 		{"config map", r.reconcileConfigMap},
+		{"data volume", r.reconcileDataVolume},
 		{"deployment", r.reconcileDeployment},
 		{"service", r.reconcileService},
 		{"disruption budget", r.reconcileDisruptionBudget},
@@ -253,6 +254,17 @@ func (r *MeditationProgramReconciler) reconcileConfigMap(ctx context.Context, a 
 	}
 	rc.configHash = hash
 	return a.apply(ctx, rc.program, cm)
+}
+
+// reconcileDataVolume applies the Embedded store's claim when one is asked
+// for. A claim no longer asked for is kept, with its users' data, until the
+// program is deleted (garbage collection through the owner reference).
+func (r *MeditationProgramReconciler) reconcileDataVolume(ctx context.Context, a *childApplier, rc *programReconcile) error {
+	volume := storeVolume(rc.program)
+	if volume == nil {
+		return nil
+	}
+	return a.apply(ctx, rc.program, engineDataClaim(rc.program, volume))
 }
 
 func (r *MeditationProgramReconciler) reconcileDeployment(ctx context.Context, a *childApplier, rc *programReconcile) error {
@@ -418,6 +430,7 @@ func (r *MeditationProgramReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}, ignoreCreates).
 		Owns(&corev1.ServiceAccount{}, ignoreCreates).
 		Owns(&policyv1.PodDisruptionBudget{}, ignoreCreates).
+		Owns(&corev1.PersistentVolumeClaim{}, ignoreCreates).
 		// Engine pods are not owned by the program (their ReplicaSet owns
 		// them), but their scheduling state explains missing engines.
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(programOfPod)).

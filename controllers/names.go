@@ -66,6 +66,11 @@ func engineTokenName(p *wellbeingv1alpha1.MeditationProgram) string {
 	return p.Name + "-engine-token"
 }
 
+// engineDataClaimName is the PersistentVolumeClaim of the Embedded store.
+func engineDataClaimName(p *wellbeingv1alpha1.MeditationProgram) string {
+	return p.Name + "-engine-data"
+}
+
 // EngineSelectorLabels select a program's engine pods. They never change for
 // the life of a program (a Deployment selector is immutable).
 func EngineSelectorLabels(p *wellbeingv1alpha1.MeditationProgram) map[string]string {

@@ -35,6 +35,7 @@ func CacheOptions() cache.Options {
 		&corev1.ServiceAccount{}:        managed,
 		&corev1.Service{}:               managed,
 		&corev1.ResourceQuota{}:         managed,
+		&corev1.PersistentVolumeClaim{}: managed,
 		&appsv1.Deployment{}:            managed,
 		&policyv1.PodDisruptionBudget{}: managed,
 		&networkingv1.NetworkPolicy{}:   managed,

@@ -6,9 +6,12 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
@@ -127,4 +130,117 @@ func TestPostgresStoreWiring(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestEmbeddedStoreOnAClaim: a program whose Embedded store asks for a
+// volume gets an owned PersistentVolumeClaim mounted as the data volume and
+// a Deployment that recreates instead of rolling (a ReadWriteOnce volume
+// cannot be mounted by two pods on two nodes). Dropping the volume returns
+// the engine to an emptyDir and a rolling update, and keeps the claim;
+// asking for it again mounts the same claim.
+func TestEmbeddedStoreOnAClaim(t *testing.T) {
+	ctx := context.Background()
+	setupWorld(t, "archive", wellbeingv1alpha1.ContextHealth)
+	p := newProgram("archive", "journal", "archive")
+	p.Spec.Engine.Store.Embedded = &wellbeingv1alpha1.EmbeddedStore{Volume: &wellbeingv1alpha1.StoreVolume{
+		Size: resource.MustParse("2Gi"), StorageClassName: ptr.To("fast-ssd"),
+	}}
+	create(t, p)
+
+	claim := &corev1.PersistentVolumeClaim{}
+	eventually(t, "the data claim", func() error {
+		return k8s.Get(ctx, client.ObjectKey{Namespace: "archive", Name: "journal-engine-data"}, claim)
+	})
+	if got := claim.Spec.Resources.Requests[corev1.ResourceStorage]; got.Cmp(resource.MustParse("2Gi")) != 0 {
+		t.Errorf("claim size = %s, want 2Gi", got.String())
+	}
+	if ptr.Deref(claim.Spec.StorageClassName, "") != "fast-ssd" || len(claim.Spec.AccessModes) != 1 || claim.Spec.AccessModes[0] != corev1.ReadWriteOnce {
+		t.Errorf("claim class %v, access modes %v; want fast-ssd, [ReadWriteOnce]", claim.Spec.StorageClassName, claim.Spec.AccessModes)
+	}
+	if ref := metav1.GetControllerOf(claim); ref == nil || ref.UID != p.UID {
+		t.Errorf("claim controller = %+v, want the program", ref)
+	}
+	if claim.Labels[controllers.LabelManagedBy] != controllers.ManagedByValue {
+		t.Errorf("claim labels = %v: outside the operator's cache, drift would go unseen", claim.Labels)
+	}
+
+	dataVolume := func(d *appsv1.Deployment) corev1.VolumeSource {
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name == "data" {
+				return v.VolumeSource
+			}
+		}
+		t.Fatal("no data volume")
+		return corev1.VolumeSource{}
+	}
+	d := waitDeployment(t, p)
+	if src := dataVolume(d); src.PersistentVolumeClaim == nil || src.PersistentVolumeClaim.ClaimName != "journal-engine-data" {
+		t.Errorf("data volume = %+v, want the claim", src)
+	}
+	if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType || d.Spec.Strategy.RollingUpdate != nil {
+		t.Errorf("strategy = %+v, want Recreate without rollingUpdate", d.Spec.Strategy)
+	}
+
+	// The claim may grow but not shrink, and keeps its class.
+	for _, change := range []struct {
+		edit func(*wellbeingv1alpha1.StoreVolume)
+		want string
+	}{
+		{func(v *wellbeingv1alpha1.StoreVolume) { v.Size = resource.MustParse("1Gi") }, "spec.engine.store.embedded.volume.size may grow but not shrink"},
+		{func(v *wellbeingv1alpha1.StoreVolume) { v.StorageClassName = ptr.To("slow-hdd") }, "spec.engine.store.embedded.volume.storageClassName is immutable"},
+		{func(v *wellbeingv1alpha1.StoreVolume) { v.StorageClassName = nil }, "spec.engine.store.embedded.volume.storageClassName is immutable"},
+	} {
+		edited := &wellbeingv1alpha1.MeditationProgram{}
+		get(t, client.ObjectKeyFromObject(p), edited)
+		change.edit(edited.Spec.Engine.Store.Embedded.Volume)
+		if err := k8s.Update(ctx, edited); err == nil || !strings.Contains(err.Error(), change.want) {
+			t.Errorf("update error = %v, want %q", err, change.want)
+		}
+	}
+
+	// Without the volume: an emptyDir and a rolling update again (the
+	// operator owns rollingUpdate, so the switch back and forth applies
+	// cleanly), and the claim with its data stays until the program goes.
+	get(t, client.ObjectKeyFromObject(p), p)
+	p.Spec.Engine.Store.Embedded = nil
+	if err := k8s.Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "back to an emptyDir", func() error {
+		get(t, client.ObjectKeyFromObject(d), d)
+		if src := dataVolume(d); src.EmptyDir == nil {
+			return fmt.Errorf("data volume = %+v", src)
+		}
+		if d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType || d.Spec.Strategy.RollingUpdate == nil {
+			return fmt.Errorf("strategy = %+v", d.Spec.Strategy)
+		}
+		return nil
+	})
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(claim), &corev1.PersistentVolumeClaim{}); err != nil {
+		t.Errorf("the claim went with the volume setting: %v", err)
+	}
+
+	// And back onto the claim: rollingUpdate must go, or the API server
+	// refuses the Recreate strategy.
+	get(t, client.ObjectKeyFromObject(p), p)
+	p.Spec.Engine.Store.Embedded = &wellbeingv1alpha1.EmbeddedStore{Volume: &wellbeingv1alpha1.StoreVolume{
+		Size: resource.MustParse("2Gi"), StorageClassName: ptr.To("fast-ssd"),
+	}}
+	if err := k8s.Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "on the claim again", func() error {
+		get(t, client.ObjectKeyFromObject(d), d)
+		if src := dataVolume(d); src.PersistentVolumeClaim == nil {
+			return fmt.Errorf("data volume = %+v", src)
+		}
+		if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType || d.Spec.Strategy.RollingUpdate != nil {
+			return fmt.Errorf("strategy = %+v", d.Spec.Strategy)
+		}
+		return nil
+	})
+	get(t, client.ObjectKeyFromObject(p), p)
+	if err := conditionIs(p.Status.Conditions, wellbeingv1alpha1.ConditionReconciled, metav1.ConditionTrue, wellbeingv1alpha1.ReasonReconciled); err != nil {
+		t.Error(err)
+	}
 }

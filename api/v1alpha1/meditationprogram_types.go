@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -340,9 +341,10 @@ type GPUSpec struct {
 type StoreType string
 
 const (
-	// StoreEmbedded keeps state in a bbolt file in each engine pod's data
-	// volume (an emptyDir): it survives container restarts but not a pod's
-	// replacement, and it cannot be shared, so it allows one replica.
+	// StoreEmbedded keeps state in a bbolt file in the engine pod's data
+	// volume: an emptyDir, which survives container restarts but not a pod's
+	// replacement, or a claim (embedded.volume), which survives both. It
+	// cannot be shared, so it allows one replica.
 	StoreEmbedded StoreType = "Embedded"
 	// StorePostgreSQL keeps state in a PostgreSQL database shared by every
 	// replica: one consistent state per user, whichever replica serves them.
@@ -352,6 +354,7 @@ const (
 // EngineStore selects the engines' state store.
 // +kubebuilder:validation:XValidation:rule="!has(self.type) || self.type != 'PostgreSQL' || has(self.postgres)",message="spec.engine.store.postgres is required when spec.engine.store.type is PostgreSQL",fieldPath=.postgres
 // +kubebuilder:validation:XValidation:rule="(has(self.type) && self.type == 'PostgreSQL') || !has(self.postgres)",message="spec.engine.store.postgres is only allowed when spec.engine.store.type is PostgreSQL",fieldPath=.postgres
+// +kubebuilder:validation:XValidation:rule="!has(self.embedded) || !has(self.type) || self.type == 'Embedded'",message="spec.engine.store.embedded is only allowed when spec.engine.store.type is Embedded",fieldPath=.embedded
 type EngineStore struct {
 	// type is Embedded (default: a bbolt file per engine pod, one replica
 	// only) or PostgreSQL (a database shared by all replicas; needed for
@@ -365,6 +368,44 @@ type EngineStore struct {
 	// it exists only for that type.
 	// +optional
 	Postgres *PostgresStore `json:"postgres,omitempty"`
+
+	// embedded configures where the Embedded store's file lives. A pointer
+	// because it exists only for that type; absent, the file is on an
+	// emptyDir, which survives container restarts but not the pod.
+	// +optional
+	Embedded *EmbeddedStore `json:"embedded,omitempty"`
+}
+
+// EmbeddedStore configures the Embedded store.
+type EmbeddedStore struct {
+	// volume keeps the store on a PersistentVolumeClaim named
+	// <program>-engine-data, so that users' state survives the pod being
+	// replaced, rescheduled or rolled. The program owns the claim: deleting
+	// the program deletes it and the data on it. With a claim the engine
+	// Deployment uses the Recreate strategy, so the old pod releases the
+	// ReadWriteOnce volume before the new one mounts it (a short gap in
+	// service on every rollout). Removing volume later returns the engine
+	// to an emptyDir and keeps the claim, with its data, until the program
+	// is deleted. A pointer: absent (default) means an emptyDir.
+	// +optional
+	Volume *StoreVolume `json:"volume,omitempty"`
+}
+
+// StoreVolume is the PersistentVolumeClaim of an Embedded store.
+// +kubebuilder:validation:XValidation:rule="quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",message="spec.engine.store.embedded.volume.size may grow but not shrink",fieldPath=.size
+// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="spec.engine.store.embedded.volume.storageClassName is immutable",fieldPath=.storageClassName
+type StoreVolume struct {
+	// size requested for the claim, e.g. 1Gi (about 2 kB per user). It may
+	// grow, where the StorageClass allows expansion, but never shrink.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="quantity(self).isGreaterThan(quantity('0'))",message="spec.engine.store.embedded.volume.size must be positive"
+	Size resource.Quantity `json:"size"`
+
+	// storageClassName of the claim. Default: the cluster's default
+	// StorageClass. Immutable, as on the claim itself.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	StorageClassName *string `json:"storageClassName,omitempty"`
 }
 
 // PostgresStore is the connection to a PostgreSQL database.
