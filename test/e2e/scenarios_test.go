@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -207,6 +208,37 @@ func TestGPUShortageIsReported(t *testing.T) {
 		}
 		return nil
 	})
+
+	// An embedded store on a claim that cannot bind (this cluster has no
+	// StorageClass and no volumes) keeps the engine pod from scheduling,
+	// and the program says so with the scheduler's words.
+	newWorld(t, "stranded", nil)
+	unbound := program("stranded", "no-volume", 1)
+	unbound.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
+	unbound.Spec.Engine.Store.Embedded = &wellbeingv1alpha1.EmbeddedStore{Volume: &wellbeingv1alpha1.StoreVolume{Size: resource.MustParse("1Gi")}}
+	mustCreate(t, unbound)
+	eventually(t, 60*time.Second, "Unschedulable for the claim", func() error {
+		got := getProgram(t, unbound)
+		c := meta.FindStatusCondition(got.Status.Conditions, wellbeingv1alpha1.ConditionEngineAvailable)
+		if c == nil || c.Reason != wellbeingv1alpha1.ReasonUnschedulable || !strings.Contains(c.Message, "PersistentVolumeClaim") {
+			return fmt.Errorf("EngineAvailable %+v", c)
+		}
+		return nil
+	})
+	// Deleting the program deletes its claim (garbage collection through
+	// the owner reference), and with it the users' data.
+	start := time.Now()
+	if err := stack.Client.Delete(context.Background(), unbound); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the claim deleted with the program", func() error {
+		err := stack.Client.Get(context.Background(), client.ObjectKey{Namespace: "stranded", Name: "no-volume-engine-data"}, &corev1.PersistentVolumeClaim{})
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (err=%v)", err)
+		}
+		return nil
+	})
+	t.Logf("claim gone %s after the program", time.Since(start).Round(time.Second))
 }
 
 // TestScaleStrengthAndDeletion: scaling the program changes the running
