@@ -24,11 +24,13 @@ type Options struct {
 }
 
 // CacheOptions limits the operator's cache to the objects it manages, so
-// that it neither holds every Secret of the cluster in memory nor needs to.
+// that it neither holds every Secret of the cluster in memory nor needs to,
+// and drops managed fields (which the operator never reads; they are the
+// larger part of an applied Deployment) before objects enter it.
 func CacheOptions() cache.Options {
 	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})}
 	enginePods := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{LabelName: EngineAppName})}
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
 		&corev1.Namespace{}:             managed,
 		&corev1.Secret{}:                managed,
 		&corev1.ConfigMap{}:             managed,
