@@ -201,44 +201,33 @@ func TestEmbeddedStoreOnAClaim(t *testing.T) {
 	// Without the volume: an emptyDir and a rolling update again (the
 	// operator owns rollingUpdate, so the switch back and forth applies
 	// cleanly), and the claim with its data stays until the program goes.
-	get(t, client.ObjectKeyFromObject(p), p)
-	p.Spec.Engine.Store.Embedded = nil
-	if err := k8s.Update(ctx, p); err != nil {
-		t.Fatal(err)
+	setVolume := func(embedded *wellbeingv1alpha1.EmbeddedStore, onClaim bool) {
+		t.Helper()
+		get(t, client.ObjectKeyFromObject(p), p)
+		p.Spec.Engine.Store.Embedded = embedded
+		if err := k8s.Update(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, fmt.Sprintf("data volume on a claim: %t", onClaim), func() error {
+			get(t, client.ObjectKeyFromObject(d), d)
+			if src := dataVolume(d); (src.PersistentVolumeClaim != nil) != onClaim || (src.EmptyDir != nil) == onClaim {
+				return fmt.Errorf("data volume = %+v", src)
+			}
+			if recreate := d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType; recreate != onClaim || (d.Spec.Strategy.RollingUpdate == nil) != onClaim {
+				return fmt.Errorf("strategy = %+v", d.Spec.Strategy)
+			}
+			return nil
+		})
 	}
-	eventually(t, "back to an emptyDir", func() error {
-		get(t, client.ObjectKeyFromObject(d), d)
-		if src := dataVolume(d); src.EmptyDir == nil {
-			return fmt.Errorf("data volume = %+v", src)
-		}
-		if d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType || d.Spec.Strategy.RollingUpdate == nil {
-			return fmt.Errorf("strategy = %+v", d.Spec.Strategy)
-		}
-		return nil
-	})
+	setVolume(nil, false)
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(claim), &corev1.PersistentVolumeClaim{}); err != nil {
 		t.Errorf("the claim went with the volume setting: %v", err)
 	}
-
 	// And back onto the claim: rollingUpdate must go, or the API server
 	// refuses the Recreate strategy.
-	get(t, client.ObjectKeyFromObject(p), p)
-	p.Spec.Engine.Store.Embedded = &wellbeingv1alpha1.EmbeddedStore{Volume: &wellbeingv1alpha1.StoreVolume{
+	setVolume(&wellbeingv1alpha1.EmbeddedStore{Volume: &wellbeingv1alpha1.StoreVolume{
 		Size: resource.MustParse("2Gi"), StorageClassName: ptr.To("fast-ssd"),
-	}}
-	if err := k8s.Update(ctx, p); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "on the claim again", func() error {
-		get(t, client.ObjectKeyFromObject(d), d)
-		if src := dataVolume(d); src.PersistentVolumeClaim == nil {
-			return fmt.Errorf("data volume = %+v", src)
-		}
-		if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType || d.Spec.Strategy.RollingUpdate != nil {
-			return fmt.Errorf("strategy = %+v", d.Spec.Strategy)
-		}
-		return nil
-	})
+	}}, true)
 	get(t, client.ObjectKeyFromObject(p), p)
 	if err := conditionIs(p.Status.Conditions, wellbeingv1alpha1.ConditionReconciled, metav1.ConditionTrue, wellbeingv1alpha1.ReasonReconciled); err != nil {
 		t.Error(err)

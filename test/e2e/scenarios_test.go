@@ -174,12 +174,7 @@ func TestGPUShortageIsReported(t *testing.T) {
 	overQuota.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
 	mustCreate(t, overQuota)
 	eventually(t, 60*time.Second, "QuotaExceeded", func() error {
-		got := getProgram(t, overQuota)
-		c := meta.FindStatusCondition(got.Status.Conditions, wellbeingv1alpha1.ConditionEngineAvailable)
-		if c == nil || c.Reason != wellbeingv1alpha1.ReasonQuotaExceeded || !strings.Contains(c.Message, "exceeded quota") {
-			return fmt.Errorf("EngineAvailable %+v", c)
-		}
-		return nil
+		return engineUnavailable(getProgram(t, overQuota), wellbeingv1alpha1.ReasonQuotaExceeded, "exceeded quota")
 	})
 	eventually(t, 30*time.Second, "world quota status", func() error {
 		w := &wellbeingv1alpha1.VirtualWorld{}
@@ -199,9 +194,8 @@ func TestGPUShortageIsReported(t *testing.T) {
 	mustCreate(t, tooBig)
 	eventually(t, 60*time.Second, "Unschedulable", func() error {
 		got := getProgram(t, tooBig)
-		c := meta.FindStatusCondition(got.Status.Conditions, wellbeingv1alpha1.ConditionEngineAvailable)
-		if c == nil || c.Reason != wellbeingv1alpha1.ReasonUnschedulable || !strings.Contains(c.Message, "Insufficient nvidia.com/gpu") {
-			return fmt.Errorf("EngineAvailable %+v", c)
+		if err := engineUnavailable(got, wellbeingv1alpha1.ReasonUnschedulable, "Insufficient nvidia.com/gpu"); err != nil {
+			return err
 		}
 		if got.Status.ReadyReplicas != 4 {
 			return fmt.Errorf("ready %d, want the 4 that fit", got.Status.ReadyReplicas)
@@ -218,12 +212,7 @@ func TestGPUShortageIsReported(t *testing.T) {
 	unbound.Spec.Engine.Store.Embedded = &wellbeingv1alpha1.EmbeddedStore{Volume: &wellbeingv1alpha1.StoreVolume{Size: resource.MustParse("1Gi")}}
 	mustCreate(t, unbound)
 	eventually(t, 60*time.Second, "Unschedulable for the claim", func() error {
-		got := getProgram(t, unbound)
-		c := meta.FindStatusCondition(got.Status.Conditions, wellbeingv1alpha1.ConditionEngineAvailable)
-		if c == nil || c.Reason != wellbeingv1alpha1.ReasonUnschedulable || !strings.Contains(c.Message, "PersistentVolumeClaim") {
-			return fmt.Errorf("EngineAvailable %+v", c)
-		}
-		return nil
+		return engineUnavailable(getProgram(t, unbound), wellbeingv1alpha1.ReasonUnschedulable, "PersistentVolumeClaim")
 	})
 	// Deleting the program deletes its claim (garbage collection through
 	// the owner reference), and with it the users' data.
@@ -239,6 +228,16 @@ func TestGPUShortageIsReported(t *testing.T) {
 		return nil
 	})
 	t.Logf("claim gone %s after the program", time.Since(start).Round(time.Second))
+}
+
+// engineUnavailable checks the program's EngineAvailable condition gives
+// reason and a message that says what.
+func engineUnavailable(p *wellbeingv1alpha1.MeditationProgram, reason, says string) error {
+	c := meta.FindStatusCondition(p.Status.Conditions, wellbeingv1alpha1.ConditionEngineAvailable)
+	if c == nil || c.Reason != reason || !strings.Contains(c.Message, says) {
+		return fmt.Errorf("EngineAvailable %+v, want reason %s saying %q", c, reason, says)
+	}
+	return nil
 }
 
 // TestScaleStrengthAndDeletion: scaling the program changes the running
