@@ -181,9 +181,10 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 		})
 	}
 
-	// The strategy is always spelled out, so that the operator owns
-	// rollingUpdate and server-side apply removes it when switching to
-	// Recreate (the API server refuses rollingUpdate with Recreate).
+	// The strategy is always spelled out: the operator then owns its type
+	// and rollingUpdate, so server-side apply sets and removes them when the
+	// strategy switches (dropRollingUpdate covers a rollingUpdate that is not
+	// ours alone).
 	strategy := appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
 		MaxSurge: ptr.To(intstr.FromString("25%")), MaxUnavailable: ptr.To(intstr.FromString("25%")),
 	}}

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -276,6 +277,9 @@ func (r *MeditationProgramReconciler) reconcileDeployment(ctx context.Context, a
 	if rc.storeSecretHash != "" {
 		deployment.Spec.Template.Annotations[StoreSecretHashKey] = rc.storeSecretHash
 	}
+	if err := r.dropRollingUpdate(ctx, deployment); err != nil {
+		return err
+	}
 	if err := a.apply(ctx, rc.program, deployment); err != nil {
 		return err
 	}
@@ -287,6 +291,30 @@ func (r *MeditationProgramReconciler) reconcileDeployment(ctx context.Context, a
 	rc.deployment = current
 	if current.Status.AvailableReplicas < desiredReplicas(rc.program) {
 		rc.unavailableReason, rc.unavailableMessage = r.whyUnavailable(ctx, rc.program, current)
+	}
+	return nil
+}
+
+// dropRollingUpdate clears spec.strategy.rollingUpdate before the
+// Deployment is applied with the Recreate strategy, which the API server
+// refuses alongside it. Server-side apply removes only what the operator
+// owns, and a rollingUpdate the API server defaulted (on Deployments created
+// before the operator spelled its strategy out) or another manager set is
+// not ours. Costs one write, only when switching to Recreate.
+func (r *MeditationProgramReconciler) dropRollingUpdate(ctx context.Context, desired *appsv1.Deployment) error {
+	if desired.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		return nil
+	}
+	current := &appsv1.Deployment{}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(desired), current); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if current.Spec.Strategy.RollingUpdate == nil {
+		return nil
+	}
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"strategy":{"type":"Recreate","rollingUpdate":null}}}`))
+	if err := r.Patch(ctx, current, patch, client.FieldOwner(FieldOwner)); err != nil {
+		return fmt.Errorf("clear rollingUpdate of Deployment %s: %w", current.Name, err)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -224,7 +225,17 @@ func TestEmbeddedStoreOnAClaim(t *testing.T) {
 		t.Errorf("the claim went with the volume setting: %v", err)
 	}
 	// And back onto the claim: rollingUpdate must go, or the API server
-	// refuses the Recreate strategy.
+	// refuses the Recreate strategy, even when the operator does not own it
+	// alone (here another manager co-owns it; a Deployment created before
+	// the operator spelled its strategy out has one that no one owns).
+	coOwned := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{"name": d.Name, "namespace": d.Namespace},
+		"spec":     map[string]any{"strategy": map[string]any{"rollingUpdate": map[string]any{"maxSurge": "25%", "maxUnavailable": "25%"}}},
+	}}
+	if err := k8s.Apply(ctx, client.ApplyConfigurationFromUnstructured(coOwned), client.FieldOwner("platform-team")); err != nil {
+		t.Fatal(err)
+	}
 	setVolume(&wellbeingv1alpha1.EmbeddedStore{Volume: &wellbeingv1alpha1.StoreVolume{
 		Size: resource.MustParse("2Gi"), StorageClassName: ptr.To("fast-ssd"),
 	}}, true)
