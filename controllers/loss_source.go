@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+	engineconfig "github.com/attune-io/attune/engine/config"
 )
 
 // MeasurementError is a failed loss measurement with the condition reason
@@ -50,18 +51,12 @@ type LossReader interface {
 
 // engineCohort is the engine's GET /v1/cohort answer (engine/service.CohortSummary).
 type engineCohort struct {
-	Published  bool      `json:"published"`
-	Size       *int      `json:"size"`
-	Loss       *float64  `json:"loss"`
-	Scope      string    `json:"scope"`
-	ObservedAt time.Time `json:"observedAt"`
+	Published  bool               `json:"published"`
+	Size       *int               `json:"size"`
+	Loss       *float64           `json:"loss"`
+	Scope      engineconfig.Scope `json:"scope"`
+	ObservedAt time.Time          `json:"observedAt"`
 }
-
-// Cohort scopes an engine reports (engine/store.Scope).
-const (
-	scopeReplica = "replica"
-	scopeShared  = "shared"
-)
 
 // EngineLossReader reads GET /v1/cohort from every ready engine pod, found
 // by label selector and addressed by pod IP (EndpointSlices reject the
@@ -120,7 +115,7 @@ func (r *EngineLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.Medita
 		}
 		reachable++
 		c := res.cohort
-		if c.Scope == scopeShared {
+		if c.Scope == engineconfig.ScopeShared {
 			// An engine still on a shared store (mid-rollout to embedded):
 			// its store-wide cohort would be counted once per replica.
 			continue
@@ -164,7 +159,7 @@ func (r *EngineLossReader) readShared(ctx context.Context, endpoints []string, t
 			errs = append(errs, err.Error())
 			continue
 		}
-		if c.Scope != scopeShared {
+		if c.Scope != engineconfig.ScopeShared {
 			errs = append(errs, fmt.Sprintf("%s: cohort scope %q, not yet on the shared store", addr, c.Scope))
 			continue
 		}

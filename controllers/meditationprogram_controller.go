@@ -398,9 +398,9 @@ func (r *MeditationProgramReconciler) computeStatus(rc *programReconcile, stepEr
 		reason = wellbeingv1alpha1.ReasonProgressing
 		switch {
 		case rc.storeProblem != "":
-			reason, message = wellbeingv1alpha1.ReasonStoreSecretInvalid, fmt.Sprintf("%d of %d engine replicas available: %s", st.ReadyReplicas, replicas, rc.storeProblem)
+			reason, message = wellbeingv1alpha1.ReasonStoreSecretInvalid, message+": "+rc.storeProblem
 		case rc.unavailableReason != "":
-			reason, message = rc.unavailableReason, fmt.Sprintf("%d of %d engine replicas available: %s", st.ReadyReplicas, replicas, rc.unavailableMessage)
+			reason, message = rc.unavailableReason, message+": "+rc.unavailableMessage
 		}
 	}
 	rc.conds.set(wellbeingv1alpha1.ConditionEngineAvailable, boolStatus(available), reason, message)

@@ -228,6 +228,21 @@ type PostgresStore struct {
 	SecretDir string `json:"secretDir"`
 }
 
+// Scope says who else reads and writes an engine's store, and so what its
+// cohort covers (the "scope" of GET /v1/cohort). It is part of the contract
+// between operator and engine, so it lives here: the operator reads it
+// without importing the store.
+type Scope string
+
+const (
+	// ScopeReplica: one engine process owns the data; its cohort is its own
+	// users only.
+	ScopeReplica Scope = "replica"
+	// ScopeShared: every replica of the program reads and writes the same
+	// data; any replica's cohort is the whole program's.
+	ScopeShared Scope = "shared"
+)
+
 // IsShared reports whether the store is shared by several replicas.
 func (s Store) IsShared() bool { return s.Type == StorePostgreSQL }
 

@@ -215,11 +215,11 @@ func loadPopulation(ctx context.Context, st store.Store) (policy.Population, int
 
 // shared reports whether other replicas write the same store, so nothing
 // may be cached between operations.
-func (s *Service) shared() bool { return s.store.Scope() == store.ScopeShared }
+func (s *Service) shared() bool { return s.store.Scope() == config.ScopeShared }
 
 // Scope says whether the cohort covers this replica's users or the whole
 // program's (a shared store).
-func (s *Service) Scope() store.Scope { return s.store.Scope() }
+func (s *Service) Scope() config.Scope { return s.store.Scope() }
 
 // Ready reports whether requests can be served: the store answers.
 func (s *Service) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
@@ -712,7 +712,11 @@ func vec(v config.Vector) loss.Vector { return loss.Vector{v.Attention, v.Emotio
 
 // userLoss is the loss of a user's current estimate.
 func userLoss(m *estimate.Model, cfg *config.Config, now time.Time) (float64, bool) {
-	st := m.Estimate(now, !cfg.ProhibitsBiometricEmotion())
+	return stateLoss(m.Estimate(now, !cfg.ProhibitsBiometricEmotion()), cfg)
+}
+
+// stateLoss is L = Σw(s−s*)²/Σw over the dimensions the estimate knows.
+func stateLoss(st estimate.State, cfg *config.Config) (float64, bool) {
 	return loss.User(stateVector(st), knownVector(st), vec(cfg.Target), vec(cfg.Weights))
 }
 
@@ -786,7 +790,7 @@ func (s *Service) State(ctx context.Context, userID string) (UserState, error) {
 	allowPhysio := !cfg.ProhibitsBiometricEmotion()
 	st := rec.Model.Estimate(now, allowPhysio)
 	out := UserState{Attention: st.Attention, Emotion: st.Emotion, Resilience: st.Resilience, EstimatedAt: now, EmotionFromPhysiology: allowPhysio, Samples: rec.Samples}
-	if l, ok := loss.User(stateVector(st), knownVector(st), vec(cfg.Target), vec(cfg.Weights)); ok {
+	if l, ok := stateLoss(st, cfg); ok {
 		out.Loss = &l
 	}
 	out.Recommendation = policy.Recommend(&rec.Policy, &pop, cfg.Interventions, key, uint64(cfg.Seed), policy.Strength{
@@ -810,8 +814,8 @@ type CohortSummary struct {
 	// Scope is "replica" when the cohort is this engine's own users (sum
 	// over replicas) or "shared" when it is the whole program's, computed
 	// over the shared store (read it from one replica only).
-	Scope      store.Scope `json:"scope"`
-	ObservedAt time.Time   `json:"observedAt"`
+	Scope      config.Scope `json:"scope"`
+	ObservedAt time.Time    `json:"observedAt"`
 }
 
 // Means are per-dimension cohort means; null where no user of the cohort
@@ -858,7 +862,7 @@ func (s *Service) aggregate(ctx context.Context, cfg *config.Config, now time.Ti
 		if !isCurrent(st) {
 			return
 		}
-		if l, ok := loss.User(stateVector(st), knownVector(st), vec(cfg.Target), vec(cfg.Weights)); ok {
+		if l, ok := stateLoss(st, cfg); ok {
 			current = append(current, loss.Entry{Loss: l, State: stateVector(st), Known: knownVector(st)})
 		}
 	})

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/attune-io/attune/engine/config"
 )
 
 var (
@@ -214,7 +216,7 @@ func (s *Bolt) applyAndRollback(apply func(*bolt.Tx) error) error {
 }
 
 // Scope implements Store: a bbolt file is one process's.
-func (s *Bolt) Scope() Scope { return ScopeReplica }
+func (s *Bolt) Scope() config.Scope { return config.ScopeReplica }
 
 // Commit implements Store. Changes that share a transaction are applied in
 // arrival order; a conflicting change fails alone, but if the transaction
@@ -238,9 +240,6 @@ func checkVersions(tx *bolt.Tx, c Change) error {
 	}{{usersBucket, c.Users}, {metaBucket, c.Meta}} {
 		b := tx.Bucket(part.bucket)
 		for key, w := range part.writes {
-			if w.IfVersion == AnyVersion {
-				continue
-			}
 			if current, _ := split(b.Get([]byte(key))); current != w.IfVersion {
 				return ErrConflict
 			}

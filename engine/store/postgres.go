@@ -124,7 +124,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 }
 
 // Scope implements Store.
-func (p *Postgres) Scope() Scope { return ScopeShared }
+func (p *Postgres) Scope() config.Scope { return config.ScopeShared }
 
 func (p *Postgres) check() error {
 	if p.closed.Load() {
@@ -206,9 +206,9 @@ func (p *Postgres) Commit(ctx context.Context, c Change) error {
 	if err := p.check(); err != nil {
 		return err
 	}
+	// Every statement is conditional on the version read, so each must
+	// affect exactly one row; one that affects none lost a race.
 	batch := &pgx.Batch{}
-	// mustTouch[i] says whether the i-th statement has to affect one row.
-	var mustTouch []bool
 	for _, table := range []struct {
 		name   string
 		writes map[string]Write
@@ -219,12 +219,11 @@ func (p *Postgres) Commit(ctx context.Context, c Change) error {
 		}
 		slices.Sort(keys)
 		for _, key := range keys {
-			query, args, strict, ok := writeStatement(table.name, p.program, key, table.writes[key])
+			query, args, ok := writeStatement(table.name, p.program, key, table.writes[key])
 			if !ok {
 				continue
 			}
 			batch.Queue(query, args...)
-			mustTouch = append(mustTouch, strict)
 		}
 	}
 	if batch.Len() == 0 {
@@ -232,13 +231,13 @@ func (p *Postgres) Commit(ctx context.Context, c Change) error {
 	}
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		results := tx.SendBatch(ctx, batch)
-		for _, strict := range mustTouch {
+		for range batch.Len() {
 			tag, err := results.Exec()
 			if err != nil {
 				_ = results.Close()
 				return err
 			}
-			if strict && tag.RowsAffected() != 1 {
+			if tag.RowsAffected() != 1 {
 				_ = results.Close()
 				return ErrConflict
 			}
@@ -255,27 +254,21 @@ func (p *Postgres) Commit(ctx context.Context, c Change) error {
 	return err
 }
 
-// writeStatement is the SQL for one conditional write; strict says it must
-// affect exactly one row, else the version no longer holds. ok is false for
-// a write with nothing to do (deleting a key read as absent).
-func writeStatement(table, program, key string, w Write) (query string, args []any, strict, ok bool) {
+// writeStatement is the SQL for one write, conditional on the version read
+// (it affects no row when that version no longer holds). ok is false for a
+// write with nothing to do (deleting a key read as absent).
+func writeStatement(table, program, key string, w Write) (query string, args []any, ok bool) {
 	switch {
-	case w.Value == nil && w.IfVersion == AnyVersion:
-		return `DELETE FROM ` + table + ` WHERE program = $1 AND key = $2`, []any{program, key}, false, true
 	case w.Value == nil && w.IfVersion == 0:
-		return "", nil, false, false
+		return "", nil, false
 	case w.Value == nil:
-		return `DELETE FROM ` + table + ` WHERE program = $1 AND key = $2 AND version = $3`, []any{program, key, w.IfVersion}, true, true
-	case w.IfVersion == AnyVersion:
-		return `INSERT INTO ` + table + ` (program, key, value, version) VALUES ($1, $2, $3, 1)
-			ON CONFLICT (program, key) DO UPDATE SET value = excluded.value, version = ` + table + `.version + 1`,
-			[]any{program, key, w.Value}, false, true
+		return `DELETE FROM ` + table + ` WHERE program = $1 AND key = $2 AND version = $3`, []any{program, key, w.IfVersion}, true
 	case w.IfVersion == 0:
 		return `INSERT INTO ` + table + ` (program, key, value, version) VALUES ($1, $2, $3, 1) ON CONFLICT DO NOTHING`,
-			[]any{program, key, w.Value}, true, true
+			[]any{program, key, w.Value}, true
 	default:
 		return `UPDATE ` + table + ` SET value = $3, version = version + 1 WHERE program = $1 AND key = $2 AND version = $4`,
-			[]any{program, key, w.Value, w.IfVersion}, true, true
+			[]any{program, key, w.Value, w.IfVersion}, true
 	}
 }
 

@@ -13,18 +13,8 @@ package store
 import (
 	"context"
 	"errors"
-)
 
-// Scope says who else reads and writes a store's data.
-type Scope string
-
-const (
-	// ScopeReplica: one engine process owns the data; its cohort is its own
-	// users only.
-	ScopeReplica Scope = "replica"
-	// ScopeShared: every replica of the program reads and writes the same
-	// data; any replica's cohort is the whole program's.
-	ScopeShared Scope = "shared"
+	"github.com/attune-io/attune/engine/config"
 )
 
 // Item is a stored value and the version it was read at. Versions start at
@@ -34,15 +24,11 @@ type Item struct {
 	Version int64
 }
 
-// AnyVersion makes a Write unconditional (erasure wins over any update).
-const AnyVersion int64 = -1
-
 // Write is one key's new value, conditional on the version the writer read.
 type Write struct {
 	// Value is the new value; nil deletes the key.
 	Value []byte
-	// IfVersion is the version the writer read (0: the key was absent), or
-	// AnyVersion.
+	// IfVersion is the version the writer read (0: the key was absent).
 	IfVersion int64
 }
 
@@ -63,7 +49,7 @@ var (
 // Store is the engine's durable state.
 type Store interface {
 	// Scope says whether other replicas share the data.
-	Scope() Scope
+	Scope() config.Scope
 	// Users reads the given users; absent ones are missing from the map.
 	Users(ctx context.Context, keys []string) (map[string]Item, error)
 	// EachUser calls fn for every stored user.

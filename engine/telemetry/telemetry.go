@@ -354,16 +354,22 @@ var kindFields = []struct {
 }
 
 func checkTime(field string, at, now time.Time) error {
+	if plausibleTime(at, now) {
+		return nil
+	}
 	if at.IsZero() {
 		return fieldErr(field, "is required (RFC 3339 timestamp)")
 	}
 	if at.After(now.Add(MaxFutureSkew)) {
 		return fieldErr(field, "is in the future (%s)", at.Format(time.RFC3339))
 	}
-	if at.Year() < 2000 {
-		return fieldErr(field, "is implausibly old (%s)", at.Format(time.RFC3339))
-	}
-	return nil
+	return fieldErr(field, "is implausibly old (%s)", at.Format(time.RFC3339))
+}
+
+// plausibleTime is checkTime without naming the field, for loops over many
+// timestamps: the name is built only for an error.
+func plausibleTime(at, now time.Time) bool {
+	return !at.IsZero() && !at.After(now.Add(MaxFutureSkew)) && at.Year() >= 2000
 }
 
 func checkRange(field string, v, lo, hi float64) error {
@@ -398,7 +404,7 @@ func (s *Sample) validateEvents(path string, now time.Time) error {
 		if !slices.Contains(EventTypes, e.Type) {
 			return fieldErr(f("type"), "unknown event %q; want one of %v", e.Type, EventTypes)
 		}
-		if e.At.IsZero() || e.At.After(now.Add(MaxFutureSkew)) || e.At.Year() < 2000 {
+		if !plausibleTime(e.At, now) {
 			return checkTime(f("at"), e.At, now)
 		}
 		if j > 0 && e.At.Before(s.Events[j-1].At) {

@@ -3,6 +3,7 @@ package testutil
 
 import (
 	"net"
+	"os"
 	"testing"
 	"time"
 )
@@ -30,4 +31,15 @@ func FreePort() (int, error) {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// AwaitExit waits up to grace for a process that was asked to stop to
+// exit (exited closes when it has), then kills it and waits for that.
+func AwaitExit(p *os.Process, exited <-chan struct{}, grace time.Duration) {
+	select {
+	case <-exited:
+	case <-time.After(grace):
+		_ = p.Kill()
+		<-exited
+	}
 }

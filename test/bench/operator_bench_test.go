@@ -157,16 +157,18 @@ func runOperatorBenchmark(b *testing.B) {
 
 	// The limit: a plain client creates the children of 500 programs.
 	cp := startControlPlane(b)
-	objects := childrenOf(b, cp, "baseline")
-	plain := measure(func() { parallel(len(objects), func(i int) error { return cp.client.Create(ctx, objects[i]) }) })
+	plainChildren := childrenOf(b, cp, "baseline")
+	plain := measure(func() {
+		parallel(len(plainChildren), func(i int) error { return cp.client.Create(ctx, plainChildren[i]) })
+	})
 	cp.stop(b)
 
 	// A second reference: the same objects written with server-side apply,
 	// which the operator must use.
 	cp = startControlPlane(b)
-	objects = childrenOf(b, cp, "baseline-apply")
+	applyChildren := childrenOf(b, cp, "baseline-apply")
 	apply := measure(func() {
-		parallel(len(objects), func(i int) error { return applyTyped(ctx, cp.client, cp.scheme, objects[i]) })
+		parallel(len(applyChildren), func(i int) error { return applyTyped(ctx, cp.client, cp.scheme, applyChildren[i]) })
 	})
 	cp.stop(b)
 
@@ -223,11 +225,11 @@ func runOperatorBenchmark(b *testing.B) {
 	b.ReportMetric(ratio, "ratio")
 	b.ReportMetric(float64(idleWrites), "idle-writes")
 	b.ReportMetric(float64(reconcileWrites), "operator-writes")
-	b.ReportMetric(float64(len(objects)), "plain-client-writes")
+	b.ReportMetric(float64(len(plainChildren)), "plain-client-writes")
 	b.ReportMetric(apply.elapsed.Seconds(), "plain-apply-s")
 	b.ReportMetric(floor.elapsed.Seconds(), "required-writes-s")
 	fmt.Printf("programs=%d worlds=%d parallelism=%d, each contender on a fresh API server\n", programs, worlds, parallelism)
-	fmt.Printf("plain client creating %d children: %s\n", len(objects), plain)
+	fmt.Printf("plain client creating %d children: %s\n", len(plainChildren), plain)
 	fmt.Printf("plain client, server-side apply:   %s\n", apply)
 	fmt.Printf("plain client, the required writes: %s\n", floor)
 	fmt.Printf("operator until all Reconciled:     %s, %d writes\n", operator, reconcileWrites)

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	engineconfig "github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/internal/testutil"
 )
 
 // Source names the objects an engine pod mounts.
@@ -166,12 +167,7 @@ func (p *Process) Kill() {
 func (p *Process) Stop() {
 	p.stop()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+	testutil.AwaitExit(p.cmd.Process, p.done, 5*time.Second)
 }
 
 // materialise writes the ConfigMap's configuration (with file paths pointed

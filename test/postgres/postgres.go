@@ -175,12 +175,7 @@ func (s *Server) Stop() {
 	if err := stop.Run(); err != nil {
 		_ = s.cmd.Process.Signal(syscall.SIGINT)
 	}
-	select {
-	case <-s.exited:
-	case <-time.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	}
+	testutil.AwaitExit(s.cmd.Process, s.exited, 10*time.Second)
 	_ = os.RemoveAll(s.Dir)
 }
 

@@ -55,8 +55,13 @@ func Config(postgresDir string, minCohort int) *engineconfig.Config {
 
 // Start launches n replicas of binary with cfg, each in its own directory
 // under root (its own data directory, the same key and tokens).
-func Start(binary, root string, n int, cfg *engineconfig.Config) (*Replicas, error) {
+func Start(binary, root string, n int, cfg *engineconfig.Config) (_ *Replicas, err error) {
 	r := &Replicas{client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	defer func() {
+		if err != nil {
+			r.Stop() // the replicas started before the failure
+		}
+	}()
 	for i := range n {
 		dir := filepath.Join(root, "replica-"+strconv.Itoa(i))
 		port, err := testutil.FreePort()
@@ -90,7 +95,6 @@ func Start(binary, root string, n int, cfg *engineconfig.Config) (*Replicas, err
 		}
 		p, err := engineruntime.Launch(binary, dir, "127.0.0.1", port)
 		if err != nil {
-			r.Stop()
 			return nil, fmt.Errorf("replica %d: %w", i, err)
 		}
 		r.Engines = append(r.Engines, p)
