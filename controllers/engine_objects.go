@@ -45,6 +45,7 @@ func renderEngineConfig(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1al
 	for _, iv := range p.Spec.Interventions {
 		cfg.Interventions = append(cfg.Interventions, string(iv))
 	}
+	cfg.Dose = engineDose(p.Spec.Dose)
 	if m := p.Spec.Engine.Model; m != nil {
 		cfg.Model = &engineconfig.Model{URL: fmt.Sprintf("http://127.0.0.1:%d", m.Port), Name: m.ModelName}
 	}
@@ -52,6 +53,23 @@ func renderEngineConfig(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1al
 		cfg.Store = engineconfig.Store{Type: engineconfig.StorePostgreSQL, Postgres: &engineconfig.PostgresStore{SecretDir: postgresMountPath}}
 	}
 	return cfg
+}
+
+// engineDose is spec.dose as the engine reads it. The API server defaults
+// every field (also, when read, in objects stored before spec.dose
+// existed); one still unset, as in a program built in Go that never went
+// through the API server, is left out and the engine applies the same
+// defaults. A cooldown of 0s is kept: it means no cooldown, not the
+// default.
+func engineDose(d wellbeingv1alpha1.Dose) engineconfig.Dose {
+	out := engineconfig.Dose{MaxPerDay: int(d.MaxPerDay)}
+	if d.Cooldown != nil {
+		out.Cooldown = &engineconfig.Duration{Duration: d.Cooldown.Duration}
+	}
+	if d.OutcomeWindow != nil {
+		out.OutcomeWindow = engineconfig.Duration{Duration: d.OutcomeWindow.Duration}
+	}
+	return out
 }
 
 // usesPostgres reports whether the program's engines share a PostgreSQL store.

@@ -20,6 +20,7 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	engineconfig "github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/engine/effects"
 )
 
 // MeasurementError is a failed loss measurement with the condition reason
@@ -42,6 +43,11 @@ type LossMeasurement struct {
 	At         time.Time
 	// Sources says what it rests on, e.g. "3/3 engines".
 	Sources string
+	// Effects are the interventions' published effects, one per
+	// intervention, sorted by name: on the embedded store pooled over the
+	// replicas that answered, on a shared store the one engine's. The
+	// Prometheus source reports none.
+	Effects []effects.Effect
 }
 
 // LossReader measures a program's cohort loss.
@@ -56,6 +62,10 @@ type engineCohort struct {
 	Loss       *float64           `json:"loss"`
 	Scope      engineconfig.Scope `json:"scope"`
 	ObservedAt time.Time          `json:"observedAt"`
+	// Effects are the published effects only (each resting on at least
+	// the world's minimum cohort of users with both kinds of decision);
+	// absent from engines that predate them.
+	Effects []effects.Effect `json:"effects"`
 }
 
 // EngineLossReader reads GET /v1/cohort from every ready engine pod, found
@@ -108,6 +118,7 @@ func (r *EngineLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.Medita
 	var size, reachable, published int
 	var errs []string
 	var oldest time.Time
+	var replicaEffects [][]effects.Effect
 	for _, res := range results {
 		if res.err != nil {
 			errs = append(errs, res.err.Error())
@@ -120,6 +131,9 @@ func (r *EngineLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.Medita
 			// its store-wide cohort would be counted once per replica.
 			continue
 		}
+		// Each effect is published on its own k-anonymity floor, so a
+		// replica whose cohort loss is not published may still have some.
+		replicaEffects = append(replicaEffects, c.Effects)
 		if !c.Published || c.Size == nil || c.Loss == nil {
 			continue
 		}
@@ -143,6 +157,7 @@ func (r *EngineLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.Medita
 	return LossMeasurement{
 		Loss: weighted / float64(size), CohortSize: size, At: oldest,
 		Sources: fmt.Sprintf("%d/%d engines answered, %d published", reachable, len(endpoints), published),
+		Effects: combineReplicaEffects(replicaEffects, minCohort),
 	}, nil
 }
 
@@ -173,6 +188,8 @@ func (r *EngineLossReader) readShared(ctx context.Context, endpoints []string, t
 		return LossMeasurement{
 			Loss: *c.Loss, CohortSize: *c.Size, At: c.ObservedAt,
 			Sources: fmt.Sprintf("shared store, read through engine %d of %d", i+1, len(endpoints)),
+			// Every replica estimates over the whole store: one engine's.
+			Effects: combineReplicaEffects([][]effects.Effect{c.Effects}, minCohort),
 		}, nil
 	}
 	return LossMeasurement{}, unavailable("no engine answered with the shared store's cohort (%d tried): %s", len(endpoints), strings.Join(errs, "; "))
@@ -296,6 +313,8 @@ func (r *PrometheusLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.Me
 	if loss < 0 {
 		return LossMeasurement{}, unavailable("Prometheus returned a negative loss %v", loss)
 	}
+	// No effects: the Prometheus source reads only the loss and the size
+	// (docs/tuning.md).
 	return LossMeasurement{Loss: loss, CohortSize: int(size), At: at, Sources: "prometheus " + src.Address}, nil
 }
 

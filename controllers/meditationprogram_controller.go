@@ -75,6 +75,8 @@ type programReconcile struct {
 	// storeSecretHash digests the PostgreSQL Secret (empty: embedded store
 	// or no usable Secret); storeProblem says what is wrong with it.
 	storeSecretHash, storeProblem string
+	// effectEvents are emitted once the status is written.
+	effectEvents []effectEvent
 }
 
 // errWorldUnusable stops the steps when the world is missing or wrong; the
@@ -112,6 +114,7 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}{
 		{"world", r.reconcileWorld},
 		{"tuning", r.reconcileTuning},
+		{"effects", r.reconcileEffects},
 		{"service account", r.reconcileServiceAccount},
 		{"token secret", r.reconcileTokenSecret},
 		{"store", r.reconcileStore},
@@ -136,6 +139,7 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if err := r.writeStatus(ctx, program, status); err != nil {
 		return ctrl.Result{}, err
 	}
+	r.emitEffectEvents(program, rc.effectEvents)
 	if errors.Is(stepErr, errWorldUnusable) {
 		return ctrl.Result{}, nil // the world watch re-runs us when it appears or changes
 	}

@@ -296,7 +296,6 @@ func TestProgramChildrenAreRestoredAfterDeleteOrEdit(t *testing.T) {
 }
 
 func TestConfigHashFollowsSpecButNotStrength(t *testing.T) {
-	ctx := context.Background()
 	setupWorld(t, "hashes", wellbeingv1alpha1.ContextSocial)
 	p := newProgram("hashes", "tuned", "hashes")
 	p.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
@@ -308,11 +307,7 @@ func TestConfigHashFollowsSpecButNotStrength(t *testing.T) {
 
 	// Strength only (Manual mode holds strength.initial): the ConfigMap
 	// changes, the pod template does not.
-	get(t, client.ObjectKeyFromObject(p), p)
-	p.Spec.Strength.Initial = 0.7
-	if err := k8s.Update(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, p, func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Strength.Initial = 0.7 })
 	eventually(t, "strength in config", func() error {
 		cm := &corev1.ConfigMap{}
 		get(t, client.ObjectKey{Namespace: "hashes", Name: "tuned-engine-config"}, cm)
@@ -335,11 +330,7 @@ func TestConfigHashFollowsSpecButNotStrength(t *testing.T) {
 	}
 
 	// A target change restarts pods through the hash.
-	get(t, client.ObjectKeyFromObject(p), p)
-	p.Spec.Target.Emotion = 0.9
-	if err := k8s.Update(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, p, func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Target.Emotion = 0.9 })
 	eventually(t, "new hash", func() error {
 		get(t, client.ObjectKeyFromObject(d), d)
 		if d.Spec.Template.Annotations[controllers.ConfigHashKey] == hash {
@@ -407,11 +398,7 @@ func TestSuspendScalesToZero(t *testing.T) {
 	pdbKey := client.ObjectKey{Namespace: "nightly", Name: "sleepy-engine"}
 	eventually(t, "PDB for 3 replicas", func() error { return k8s.Get(ctx, pdbKey, &policyv1.PodDisruptionBudget{}) })
 
-	get(t, client.ObjectKeyFromObject(p), p)
-	p.Spec.Suspend = true
-	if err := k8s.Update(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, p, func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Suspend = true })
 	eventually(t, "suspended", func() error {
 		get(t, client.ObjectKeyFromObject(d), d)
 		if ptr.Deref(d.Spec.Replicas, -1) != 0 {
@@ -430,11 +417,7 @@ func TestSuspendScalesToZero(t *testing.T) {
 		return nil
 	})
 
-	get(t, client.ObjectKeyFromObject(p), p)
-	p.Spec.Suspend = false
-	if err := k8s.Update(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, p, func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Suspend = false })
 	eventually(t, "resumed", func() error {
 		get(t, client.ObjectKeyFromObject(d), d)
 		if ptr.Deref(d.Spec.Replicas, -1) != 3 {
@@ -569,7 +552,6 @@ func TestSteadyStateMakesNoWrites(t *testing.T) {
 }
 
 func TestManualPausedAndBoundsClamp(t *testing.T) {
-	ctx := context.Background()
 	setupWorld(t, "modes", wellbeingv1alpha1.ContextSocial)
 	p := newProgram("modes", "steady-hand", "modes")
 	p.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
@@ -587,11 +569,7 @@ func TestManualPausedAndBoundsClamp(t *testing.T) {
 	}
 	update := func(mutate func(*wellbeingv1alpha1.MeditationProgram)) {
 		t.Helper()
-		get(t, client.ObjectKeyFromObject(p), p)
-		mutate(p)
-		if err := k8s.Update(ctx, p); err != nil {
-			t.Fatal(err)
-		}
+		updateSpec(t, p, mutate)
 	}
 	strengthIs(0.3)
 	if err := conditionIs(p.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved, metav1.ConditionUnknown, wellbeingv1alpha1.ReasonTuningDisabled); err != nil {

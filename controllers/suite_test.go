@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -182,4 +183,20 @@ func conditionIs(conds []metav1.Condition, condType string, status metav1.Condit
 		return fmt.Errorf("condition %s is %s/%s (%s), want %s/%s", condType, c.Status, c.Reason, c.Message, status, reason)
 	}
 	return nil
+}
+
+// updateSpec reads obj, applies mutate and updates it, again from a fresh
+// read when the operator's status write got there first (a conflict).
+func updateSpec[T client.Object](t *testing.T, obj T, mutate func(T)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		mutate(obj)
+		return k8s.Update(context.Background(), obj)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

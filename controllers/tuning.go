@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
@@ -89,6 +90,9 @@ func (r *MeditationProgramReconciler) reconcileTuning(ctx context.Context, _ *ch
 	programLoss.WithLabelValues(p.Namespace, p.Name).Set(m.Loss)
 	rc.conds.set(wellbeingv1alpha1.ConditionLossObserved, metav1.ConditionTrue, wellbeingv1alpha1.ReasonObserved,
 		fmt.Sprintf("cohort loss %.4f over %d users (%s)", m.Loss, m.CohortSize, m.Sources))
+	// The effects at this measurement replace the last ones, with the
+	// strength in force while they were measured (before this decision).
+	st.Effects = statusEffects(m.Effects, p.Spec.Interventions, m.At, rc.strength)
 
 	params := tuningParams(p)
 	history := observations(st.History)
@@ -117,6 +121,35 @@ func (r *MeditationProgramReconciler) reconcileTuning(ctx context.Context, _ *ch
 		rc.conds.set(wellbeingv1alpha1.ConditionConverged, metav1.ConditionFalse, wellbeingv1alpha1.ReasonSearching, decision.Reason)
 	}
 	return nil
+}
+
+// reconcileEffects keeps status.effects to spec.interventions, sets
+// InterventionHarm from them once effects have been published, and queues
+// EffectDetected for each intervention whose interval has come to exclude
+// zero since the status last written. It runs every reconcile, measured or
+// not; the effects themselves change only with a valid measurement
+// (reconcileTuning), and the event and condition follow status.effects,
+// so an unchanged finding writes and emits nothing.
+func (r *MeditationProgramReconciler) reconcileEffects(_ context.Context, _ *childApplier, rc *programReconcile) error {
+	p, st := rc.program, rc.status
+	st.Effects = prunedEffects(st.Effects, p.Spec.Interventions)
+	rc.effectEvents = effectEvents(p.Status.Effects, st.Effects)
+	alreadySet := meta.FindStatusCondition(st.Conditions, wellbeingv1alpha1.ConditionInterventionHarm) != nil
+	if status, reason, message, ok := harmCondition(st.Effects, alreadySet); ok {
+		rc.conds.set(wellbeingv1alpha1.ConditionInterventionHarm, status, reason, message)
+	}
+	return nil
+}
+
+// emitEffectEvents emits the queued EffectDetected events. It runs only
+// once the status holding the new effects is written: a reconcile that
+// read a stale program (its own last status write not yet in the cache)
+// would find the finding new again, but its status write fails on the
+// stale resource version, and its events must not be emitted either.
+func (r *MeditationProgramReconciler) emitEffectEvents(p *wellbeingv1alpha1.MeditationProgram, events []effectEvent) {
+	for _, e := range events {
+		r.Recorder.Eventf(p, nil, e.Type, wellbeingv1alpha1.EventReasonEffectDetected, e.Action, "%s", e.Message)
+	}
 }
 
 func (r *MeditationProgramReconciler) holdOnError(rc *programReconcile, err error) {

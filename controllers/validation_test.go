@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,6 +69,14 @@ func TestInvalidManifestsAreRejected(t *testing.T) {
 		{"program maxStep above 1", validProgram, `tuning: {maxStep: 1.5}`, "", "spec.tuning.maxStep"},
 		{"program tuning mode unknown", validProgram, `tuning: {mode: Sometimes}`, "", `spec.tuning.mode: Unsupported value: "Sometimes"`},
 		{"program prometheus without address", validProgram, `tuning: {source: {type: Prometheus}}`, "", "spec.tuning.source.prometheus.address is required"},
+		{"program dose maxPerDay zero", validProgram, `dose: {maxPerDay: 0}`, "", "spec.dose.maxPerDay"},
+		{"program dose maxPerDay above 96", validProgram, `dose: {maxPerDay: 97}`, "", "spec.dose.maxPerDay"},
+		{"program dose cooldown above 24h", validProgram, `dose: {cooldown: 25h}`, "", "spec.dose.cooldown must be between 0s and 24h"},
+		{"program dose cooldown negative", validProgram, `dose: {cooldown: -1m}`, "", "spec.dose.cooldown"},
+		{"program dose cooldown not a duration", validProgram, `dose: {cooldown: soon}`, "", "spec.dose.cooldown"},
+		{"program dose outcome window under 1s", validProgram, `dose: {outcomeWindow: 500ms}`, "", "spec.dose.outcomeWindow must be between 1s and 24h"},
+		{"program dose outcome window above 24h", validProgram, `dose: {outcomeWindow: 48h}`, "", "spec.dose.outcomeWindow must be between 1s and 24h"},
+		{"program dose outcome window zero", validProgram, `dose: {outcomeWindow: 0s}`, "", "spec.dose.outcomeWindow must be between 1s and 24h"},
 		{"program negative replicas", validProgram, `engine: {replicas: -1}`, "", "spec.engine.replicas"},
 		{"program replicas above 1 on the embedded store", validProgram, `engine: {replicas: 3}`, "", "spec.engine.replicas: Invalid value"},
 		{"program replicas above 1, store says so", validProgram, `engine: {replicas: 2, store: {type: Embedded}}`, "", "Set spec.engine.store.type to PostgreSQL"},
@@ -134,6 +143,9 @@ func TestDefaultsAreApplied(t *testing.T) {
 		"spec.engine.gpu.resourceName": "nvidia.com/gpu",
 		"spec.engine.store.type":       "Embedded",
 		"spec.suspend":                 false,
+		"spec.dose.maxPerDay":          int64(6),
+		"spec.dose.cooldown":           "1h",
+		"spec.dose.outcomeWindow":      "10m",
 	}
 	for path, value := range want {
 		got, found, err := unstructured.NestedFieldNoCopy(obj.Object, strings.Split(path, ".")...)
@@ -148,6 +160,27 @@ func TestDefaultsAreApplied(t *testing.T) {
 		}
 		if got != value {
 			t.Errorf("%s = %v (%T), want %v", path, got, got, value)
+		}
+	}
+}
+
+// TestDoseBoundsAreAccepted: the ends of each spec.dose range are valid,
+// and a cooldown of 0s (none) stays 0s rather than taking the default.
+func TestDoseBoundsAreAccepted(t *testing.T) {
+	for i, patch := range []string{
+		`dose: {maxPerDay: 1, cooldown: 0s, outcomeWindow: 1s}`,
+		`dose: {maxPerDay: 96, cooldown: 24h, outcomeWindow: 24h}`,
+		`dose: {cooldown: 1h30m, outcomeWindow: 90s}`,
+	} {
+		obj := manifest(t, strings.Replace(validProgram, "NAME", fmt.Sprintf("dose-%d", i), 1), patch)
+		if err := k8s.Create(context.Background(), obj, client.DryRunAll); err != nil {
+			t.Errorf("%s rejected: %v", patch, err)
+			continue
+		}
+		if i == 0 {
+			if got, _, _ := unstructured.NestedString(obj.Object, "spec", "dose", "cooldown"); got != "0s" {
+				t.Errorf("cooldown 0s came back as %q", got)
+			}
 		}
 	}
 }

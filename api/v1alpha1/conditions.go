@@ -20,6 +20,28 @@ const (
 	ConditionLossObserved = "LossObserved"
 	// ConditionConverged is True when the tuner considers the strength settled.
 	ConditionConverged = "Converged"
+	// ConditionInterventionHarm reports whether an intervention the engines
+	// offer measurably raises the loss. It is:
+	//   - True, reason HarmDetected, when the 95% confidence interval of at
+	//     least one entry of status.effects lies wholly above zero; the
+	//     message names each such intervention with its estimate and
+	//     interval.
+	//   - False, reason NoHarmDetected, otherwise: no published effect's
+	//     interval lies wholly above zero (an interval that spans zero is no
+	//     evidence either way).
+	//   - Absent until a measurement has published effects once: the
+	//     Prometheus loss source, a program not in Auto mode, or engines
+	//     whose decisions do not yet reach the world's minCohortSize leave
+	//     it unset rather than claim "no harm" on no evidence. Once set it
+	//     stays, False when the effects later go.
+	// It is a finding about the program, for a person to act on (remove the
+	// intervention from spec.interventions, lower strength.max); the
+	// operator changes nothing because of it, and it does not feed Ready or
+	// Degraded, which describe whether the engines are running as declared.
+	// Each interval is a 95% interval looked at every measurement, so with
+	// several interventions an occasional false alarm is expected:
+	// watch it persist across measurements before acting.
+	ConditionInterventionHarm = "InterventionHarm"
 )
 
 // Condition reasons.
@@ -49,4 +71,18 @@ const (
 	// ReasonStoreSecretInvalid: the PostgreSQL store's Secret is missing or
 	// holds neither connectionString nor host.
 	ReasonStoreSecretInvalid = "StoreSecretInvalid"
+	// ReasonHarmDetected (InterventionHarm True): some intervention's effect
+	// interval lies wholly above zero.
+	ReasonHarmDetected = "HarmDetected"
+	// ReasonNoHarmDetected (InterventionHarm False): no intervention's
+	// effect interval lies wholly above zero.
+	ReasonNoHarmDetected = "NoHarmDetected"
+)
+
+// Event reasons beyond the condition reasons above.
+const (
+	// EventReasonEffectDetected: an intervention's effect interval has just
+	// come to exclude zero (Normal when it lowers the loss, Warning when it
+	// raises it). Emitted once per such change, not every measurement.
+	EventReasonEffectDetected = "EffectDetected"
 )

@@ -83,6 +83,14 @@ type MeditationProgramSpec struct {
 	// +kubebuilder:default={}
 	Tuning Tuning `json:"tuning,omitempty"`
 
+	// dose limits how often each user is offered an intervention and sets
+	// how long after a decision its outcome is measured. Default: at most 6
+	// interventions a user in 24 hours, at least 1h apart, outcomes
+	// measured over 10m.
+	// +optional
+	// +kubebuilder:default={}
+	Dose Dose `json:"dose,omitempty"`
+
 	// engine shapes the engine Deployment. Default: one replica with one
 	// nvidia.com/gpu.
 	// +optional
@@ -215,6 +223,41 @@ type Tuning struct {
 	// +optional
 	// +kubebuilder:default={}
 	Source LossSource `json:"source,omitempty"`
+}
+
+// Dose is the per-user dose of interventions and the outcome window of
+// the engines' micro-randomised decisions.
+type Dose struct {
+	// maxPerDay caps the interventions one user receives in any 24 hours,
+	// in [1,96]. Default 6.
+	// +optional
+	// +kubebuilder:default=6
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=96
+	MaxPerDay int32 `json:"maxPerDay,omitempty"`
+
+	// cooldown is the least time between two interventions for one user,
+	// between 0s (no cooldown) and 24h. Default 1h.
+	// +optional
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="spec.dose.cooldown must be between 0s and 24h"
+	// A pointer because 0s is a valid, deliberate value distinct from
+	// unset.
+	Cooldown *metav1.Duration `json:"cooldown,omitempty"`
+
+	// outcomeWindow is how long after a decision the change of the user's
+	// loss is measured: the proximal outcome whose difference between
+	// treated and untreated decisions is status.effects. Between 1s and
+	// 24h. Default 10m.
+	// +optional
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="spec.dose.outcomeWindow must be between 1s and 24h"
+	// A pointer for the same reason as spec.tuning.interval.
+	OutcomeWindow *metav1.Duration `json:"outcomeWindow,omitempty"`
 }
 
 // LossSource says where to read a program's cohort loss.
@@ -473,6 +516,46 @@ type TuningRecord struct {
 	CohortSize int32 `json:"cohortSize"`
 }
 
+// InterventionEffect is the estimated causal excursion effect of one
+// intervention against no intervention on the proximal outcome: the change
+// of a user's loss over spec.dose.outcomeWindow after a decision. The
+// engines estimate it from their micro-randomised decisions by weighted and
+// centred least squares; on the embedded store the operator combines the
+// replicas' estimates by inverse-variance weighting.
+type InterventionEffect struct {
+	// intervention the effect is of.
+	// +required
+	Intervention Intervention `json:"intervention"`
+	// estimate of the effect on the loss. Negative: the intervention
+	// lowers the loss (helps); positive: it raises it.
+	Estimate float64 `json:"estimate"`
+	// stdErr is the estimate's standard error (cluster-robust by user).
+	StdErr float64 `json:"stdErr"`
+	// lower bound of the 95% confidence interval. Above zero: the
+	// intervention raises the loss (harm; condition InterventionHarm).
+	Lower float64 `json:"lower"`
+	// upper bound of the 95% confidence interval. Below zero: the
+	// intervention lowers the loss (help).
+	Upper float64 `json:"upper"`
+	// users is the number of distinct users whose decisions entered the
+	// estimate.
+	Users int32 `json:"users"`
+	// decisions is the number of settled decisions that entered the
+	// estimate: treated + control.
+	Decisions int32 `json:"decisions"`
+	// treated is the number of the estimate's decisions that gave the
+	// intervention.
+	Treated int32 `json:"treated"`
+	// control is the number of the estimate's decisions that gave no
+	// intervention.
+	Control int32 `json:"control"`
+	// observedAt is when the engines reported the estimate.
+	ObservedAt metav1.Time `json:"observedAt"`
+	// strength is the intervention strength in force when the estimate
+	// was observed.
+	Strength float64 `json:"strength"`
+}
+
 // MaxTuningHistory caps status.history.
 const MaxTuningHistory = 20
 
@@ -483,7 +566,7 @@ type MeditationProgramStatus struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// conditions: Reconciled, EngineAvailable, Ready, Degraded, Suspended,
-	// LossObserved, Converged.
+	// LossObserved, Converged, InterventionHarm.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -521,6 +604,18 @@ type MeditationProgramStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=20
 	History []TuningRecord `json:"history,omitempty"`
+
+	// effects are the interventions' estimated effects on the loss at the
+	// last valid measurement, one per intervention of spec.interventions
+	// that the engines publish (an effect rests on at least the world's
+	// minCohortSize users with both treated and untreated decisions),
+	// sorted by intervention. Read from the engines' /v1/cohort with the
+	// loss; the Prometheus source reports none.
+	// +optional
+	// +listType=map
+	// +listMapKey=intervention
+	// +kubebuilder:validation:MaxItems=6
+	Effects []InterventionEffect `json:"effects,omitempty"`
 
 	// lastTuneTime is when the tuner last measured and decided.
 	// +optional

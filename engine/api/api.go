@@ -51,6 +51,8 @@ func New(svc *service.Service, m *metrics.Metrics, tokens Tokens, log *slog.Logg
 	s.route("DELETE /v1/users/{id}/consent", readWrite, s.deleteConsent)
 	s.route("POST /v1/telemetry", readWrite, s.postTelemetry)
 	s.route("GET /v1/users/{id}/state", readWrite, s.getState)
+	s.route("POST /v1/users/{id}/decisions", readWrite, s.postDecision)
+	s.route("GET /v1/decisions", readWrite, s.getDecisions)
 	s.route("DELETE /v1/users/{id}", readWrite, s.deleteUser)
 	s.route("GET /v1/cohort", readOnly, s.getCohort)
 	metricsHandler := promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
@@ -165,6 +167,7 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 	var tErr *telemetry.Error
 	var consent *service.ConsentError
 	var prohibited *service.ProhibitedError
+	var request *service.RequestError
 	switch {
 	case errors.As(err, &tErr) && tErr.TooLarge:
 		s.reject(w, http.StatusRequestEntityTooLarge, "too_large", tErr.Message, tErr.Field)
@@ -174,6 +177,10 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		s.reject(w, http.StatusForbidden, "no_consent", consent.Error(), consent.Field)
 	case errors.As(err, &prohibited):
 		s.reject(w, http.StatusForbidden, "prohibited_context", prohibited.Error(), prohibited.Field)
+	case errors.As(err, &request):
+		s.reject(w, http.StatusBadRequest, "invalid", request.Message, request.Field)
+	case errors.Is(err, service.ErrIdempotencyMismatch):
+		s.reject(w, http.StatusUnprocessableEntity, "idempotency_mismatch", err.Error(), "Idempotency-Key")
 	case errors.Is(err, service.ErrUnknownUser):
 		s.reject(w, http.StatusNotFound, "unknown_user", "unknown user", "id")
 	case errors.Is(err, service.ErrBusy):
@@ -309,4 +316,82 @@ func (s *Server) getCohort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, cohort)
+}
+
+// MaxIdempotencyKeyBytes bounds an Idempotency-Key header.
+const MaxIdempotencyKeyBytes = 255
+
+// idempotencyKey reads the optional Idempotency-Key header: printable
+// ASCII, at most MaxIdempotencyKeyBytes.
+func idempotencyKey(r *http.Request) (string, error) {
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > MaxIdempotencyKeyBytes {
+		return "", fmt.Errorf("longer than %d bytes", MaxIdempotencyKeyBytes)
+	}
+	for i := range len(key) {
+		if key[i] < 0x21 || key[i] > 0x7e {
+			return "", errors.New("must be printable ASCII without spaces")
+		}
+	}
+	return key, nil
+}
+
+func (s *Server) postDecision(w http.ResponseWriter, r *http.Request) {
+	id, ok := userID(w, r, s)
+	if !ok {
+		return
+	}
+	key, err := idempotencyKey(r)
+	if err != nil {
+		s.reject(w, http.StatusBadRequest, "invalid", "Idempotency-Key: "+err.Error(), "Idempotency-Key")
+		return
+	}
+	var req service.DecisionRequest
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) { // no body: the defaults
+		s.reject(w, http.StatusBadRequest, "invalid", fmt.Sprintf("invalid JSON: %v", err), "body")
+		return
+	}
+	d, replayed, err := s.svc.Decide(r.Context(), id, req, key)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+// getDecisions exports the decision log as NDJSON: decisions taken at or
+// after ?since= (RFC 3339; all when absent), pseudonymous, only of users
+// who granted the research scope.
+func (s *Server) getDecisions(w http.ResponseWriter, r *http.Request) {
+	var since time.Time
+	if v := r.URL.Query().Get("since"); v != "" {
+		var err error
+		if since, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			s.reject(w, http.StatusBadRequest, "invalid", "since: want an RFC 3339 time such as 2026-12-01T00:00:00Z", "since")
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	wrote := false
+	err := s.svc.ExportDecisions(r.Context(), since, func(d service.ExportedDecision) error {
+		wrote = true
+		return enc.Encode(d)
+	})
+	if err != nil {
+		if !wrote {
+			s.fail(w, err)
+			return
+		}
+		// The status is sent: end the stream early so the client sees a
+		// truncated body rather than a complete-looking one.
+		s.log.Error("decision export failed mid-stream", "error", err)
+		panic(http.ErrAbortHandler)
+	}
 }

@@ -258,7 +258,7 @@ func TestWorkplaceRejectsPhysiologyForEmotion(t *testing.T) {
 	}
 }
 
-func TestStateAndRecommendation(t *testing.T) {
+func TestState(t *testing.T) {
 	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
 		e := startEngineOn(t, testConfig("Social", 2), open(t))
 		e.consent("carol", "behaviour", "physiology", "text")
@@ -291,9 +291,8 @@ func TestStateAndRecommendation(t *testing.T) {
 		if r.body["loss"] == nil {
 			t.Error("no loss")
 		}
-		rec := r.body["recommendation"].(map[string]any)
-		if rec["intervention"] == nil || rec["instructions"] == "" {
-			t.Errorf("recommendation = %v", rec)
+		if r.body["lastDecision"] != nil {
+			t.Errorf("lastDecision = %v before any decision point", r.body["lastDecision"])
 		}
 		expect(t, e.do("GET", "/v1/users/nobody/state", rwToken, "", nil), 404, "id", "unknown user")
 	})
@@ -462,18 +461,26 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-func TestInterventionRewardUpdatesPolicy(t *testing.T) {
+// TestSettledDecisionUpdatesPolicy: a randomised decision's outcome, once
+// settled, feeds the population prior of its candidate; an intervention
+// sample without a decision teaches nothing (it was not randomised).
+func TestSettledDecisionUpdatesPolicy(t *testing.T) {
 	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
 		e := startEngineOn(t, testConfig("Social", 2), open(t))
 		e.consent("hana", "behaviour")
 		expect(t, e.telemetry(map[string]any{"user": "hana", "kind": "questionnaire", "at": e.ts(0), "brs": []int{2, 4, 2, 4, 2, 4}}), 200, "", "")
 		expect(t, e.telemetry(map[string]any{"user": "hana", "kind": "intervention", "at": e.ts(0), "intervention": "ResonanceBreathing", "completed": true, "rating": 5}), 200, "", "")
+		if item, _ := e.store.Meta(context.Background(), "population"); item.Value != nil {
+			t.Fatalf("an unlinked intervention sample changed the prior: %s", item.Value)
+		}
+		d := mustDecide(e, "hana")
+		expect(t, d, 200, "", "")
+		candidate := d.body["candidate"].(string)
 		e.clock.Advance(11 * time.Minute)
 		expect(t, e.telemetry(map[string]any{"user": "hana", "kind": "questionnaire", "at": e.ts(0), "brs": []int{4, 2, 4, 2, 4, 2}}), 200, "", "")
-		// The population prior now holds one positive reward for the arm.
 		item, err := e.store.Meta(context.Background(), "population")
-		if err != nil || !strings.Contains(string(item.Value), "ResonanceBreathing") {
-			t.Fatalf("population prior after a reward: %s (%v)", item.Value, err)
+		if err != nil || !strings.Contains(string(item.Value), candidate) {
+			t.Fatalf("population prior after the outcome of a %s decision: %s (%v)", candidate, item.Value, err)
 		}
 	})
 }

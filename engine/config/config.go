@@ -63,6 +63,69 @@ type Config struct {
 	Model *Model `json:"model,omitempty"`
 	// Seed makes recommendations reproducible; 0 seeds from the clock.
 	Seed int64 `json:"seed,omitempty"`
+	// Dose limits how often a user is offered an intervention and sets how
+	// long after a decision its outcome is measured. Omitted fields take
+	// the defaults below.
+	Dose Dose `json:"dose,omitzero"`
+}
+
+// Dose defaults: at most DefaultMaxPerDay interventions a user a day, none
+// within DefaultCooldown of the last one, outcomes measured over
+// DefaultOutcomeWindow (the HeartSteps proximal-outcome horizon we adopt).
+const (
+	DefaultMaxPerDay     = 6
+	DefaultCooldown      = time.Hour
+	DefaultOutcomeWindow = 10 * time.Minute
+)
+
+// Dose is the program's per-user dose limits and outcome window.
+type Dose struct {
+	// MaxPerDay caps the interventions one user receives in 24 hours
+	// (default DefaultMaxPerDay).
+	MaxPerDay int `json:"maxPerDay,omitempty"`
+	// Cooldown is the least time between two interventions for one user
+	// (default DefaultCooldown; "0s" is spelled as a zero duration).
+	Cooldown *Duration `json:"cooldown,omitempty"`
+	// OutcomeWindow is how long after a decision the change of the user's
+	// loss is measured (default DefaultOutcomeWindow).
+	OutcomeWindow Duration `json:"outcomeWindow,omitzero"`
+}
+
+// MaxPerDayOrDefault is the daily cap in force.
+func (d Dose) MaxPerDayOrDefault() int {
+	if d.MaxPerDay == 0 {
+		return DefaultMaxPerDay
+	}
+	return d.MaxPerDay
+}
+
+// CooldownOrDefault is the cooldown in force.
+func (d Dose) CooldownOrDefault() time.Duration {
+	if d.Cooldown == nil {
+		return DefaultCooldown
+	}
+	return d.Cooldown.Duration
+}
+
+// OutcomeWindowOrDefault is the outcome window in force.
+func (d Dose) OutcomeWindowOrDefault() time.Duration {
+	if d.OutcomeWindow.Duration == 0 {
+		return DefaultOutcomeWindow
+	}
+	return d.OutcomeWindow.Duration
+}
+
+func (d Dose) validate() error {
+	if d.MaxPerDay < 0 || d.MaxPerDay > 96 {
+		return &FieldError{"dose.maxPerDay", fmt.Sprintf("must be in [1,96], got %d", d.MaxPerDay)}
+	}
+	if d.Cooldown != nil && (d.Cooldown.Duration < 0 || d.Cooldown.Duration > 24*time.Hour) {
+		return &FieldError{"dose.cooldown", fmt.Sprintf("must be in [0s,24h], got %v", d.Cooldown.Duration)}
+	}
+	if w := d.OutcomeWindow.Duration; w < 0 || w > 24*time.Hour || (w > 0 && w < time.Second) {
+		return &FieldError{"dose.outcomeWindow", fmt.Sprintf("must be in [1s,24h], got %v", w)}
+	}
+	return nil
 }
 
 // Vector is a value per state dimension.
@@ -181,6 +244,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.Store.validate(); err != nil {
+		return err
+	}
+	if err := c.Dose.validate(); err != nil {
 		return err
 	}
 	if c.Model != nil {

@@ -5,6 +5,8 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/attune-io/attune/engine/effects"
 )
 
 // Metrics are the engine's instruments, registered on their own registry.
@@ -20,6 +22,7 @@ type Metrics struct {
 	UsersErased       prometheus.Counter
 	UsersExpired      prometheus.Counter
 	Strength          prometheus.Gauge
+	Decisions         *prometheus.CounterVec
 }
 
 // CohortSource reports the published cohort aggregate for the collector.
@@ -28,6 +31,9 @@ type CohortSource interface {
 	PublishedCohort() (loss float64, size int, ok bool)
 	// StoredUsers is the number of users with stored data.
 	StoredUsers() int
+	// PublishedEffects are the interventions' effects that meet the
+	// cohort floor.
+	PublishedEffects() []effects.Effect
 }
 
 // New creates and registers the instruments. program becomes a constant
@@ -66,9 +72,12 @@ func New(program string) *Metrics {
 		Strength: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "attune_engine_strength", Help: "The program's intervention strength in force.", ConstLabels: constLabels,
 		}),
+		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "attune_engine_decisions_total", Help: "Decisions taken, by action (intervention or none) and the reason a decision was not randomised (empty when it was).", ConstLabels: constLabels,
+		}, []string{"action", "reason"}),
 	}
 	m.Registry.MustRegister(m.SamplesIngested, m.RequestsRejected, m.RequestDuration, m.ConfigReloads, m.ConfigReloadFails,
-		m.TextFallbacks, m.UsersErased, m.UsersExpired, m.Strength,
+		m.TextFallbacks, m.UsersErased, m.UsersExpired, m.Strength, m.Decisions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -85,23 +94,24 @@ type cohortCollector struct {
 	constLabels prometheus.Labels
 }
 
-func (c *cohortCollector) descs() (loss, size, published, users *prometheus.Desc) {
+func (c *cohortCollector) descs() (loss, size, published, users, effect, effectUsers *prometheus.Desc) {
 	return prometheus.NewDesc("attune_engine_cohort_loss", "Mean loss over the cohort (only when it meets the minimum size).", nil, c.constLabels),
 		prometheus.NewDesc("attune_engine_cohort_size", "Users in the cohort (only when it meets the minimum size).", nil, c.constLabels),
 		prometheus.NewDesc("attune_engine_cohort_published", "1 when the cohort meets the minimum size and is published.", nil, c.constLabels),
-		prometheus.NewDesc("attune_engine_stored_users", "Users with stored data.", nil, c.constLabels)
+		prometheus.NewDesc("attune_engine_stored_users", "Users with stored data.", nil, c.constLabels),
+		prometheus.NewDesc("attune_engine_intervention_effect", "Causal excursion effect of an intervention against none on the change of loss over the outcome window (WCLS; negative helps), with its 95% interval: bound is estimate, lower or upper. Only when it meets the minimum cohort size.", []string{"intervention", "bound"}, c.constLabels),
+		prometheus.NewDesc("attune_engine_intervention_effect_users", "Users with both treated and control decisions behind an intervention's published effect.", []string{"intervention"}, c.constLabels)
 }
 
 func (c *cohortCollector) Describe(ch chan<- *prometheus.Desc) {
-	loss, size, published, users := c.descs()
-	ch <- loss
-	ch <- size
-	ch <- published
-	ch <- users
+	loss, size, published, users, effect, effectUsers := c.descs()
+	for _, d := range []*prometheus.Desc{loss, size, published, users, effect, effectUsers} {
+		ch <- d
+	}
 }
 
 func (c *cohortCollector) Collect(ch chan<- prometheus.Metric) {
-	lossDesc, sizeDesc, publishedDesc, usersDesc := c.descs()
+	lossDesc, sizeDesc, publishedDesc, usersDesc, effectDesc, effectUsersDesc := c.descs()
 	loss, size, ok := c.source.PublishedCohort()
 	if ok {
 		ch <- prometheus.MustNewConstMetric(lossDesc, prometheus.GaugeValue, loss)
@@ -111,4 +121,10 @@ func (c *cohortCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(publishedDesc, prometheus.GaugeValue, 0)
 	}
 	ch <- prometheus.MustNewConstMetric(usersDesc, prometheus.GaugeValue, float64(c.source.StoredUsers()))
+	for _, e := range c.source.PublishedEffects() {
+		ch <- prometheus.MustNewConstMetric(effectDesc, prometheus.GaugeValue, e.Estimate, e.Intervention, "estimate")
+		ch <- prometheus.MustNewConstMetric(effectDesc, prometheus.GaugeValue, e.Lower, e.Intervention, "lower")
+		ch <- prometheus.MustNewConstMetric(effectDesc, prometheus.GaugeValue, e.Upper, e.Intervention, "upper")
+		ch <- prometheus.MustNewConstMetric(effectUsersDesc, prometheus.GaugeValue, float64(e.UsersBoth), e.Intervention)
+	}
 }

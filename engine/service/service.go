@@ -22,6 +22,8 @@ import (
 	gojson "github.com/goccy/go-json"
 
 	"github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/engine/contract"
+	"github.com/attune-io/attune/engine/effects"
 	"github.com/attune-io/attune/engine/estimate"
 	"github.com/attune-io/attune/engine/loss"
 	"github.com/attune-io/attune/engine/metrics"
@@ -56,13 +58,8 @@ func (e *ProhibitedError) Error() string {
 	return fmt.Sprintf("physiological signals are not accepted in %s worlds: emotion inference from biometric data is prohibited there (EU AI Act, Regulation 2024/1689, Art. 5(1)(f))", e.Context)
 }
 
-// Consent is what a user has agreed to.
-type Consent struct {
-	Scopes []telemetry.Scope `json:"scopes"`
-	At     time.Time         `json:"at"`
-}
-
-func (c Consent) allows(s telemetry.Scope) bool { return slices.Contains(c.Scopes, s) }
+// Consent is what a user has agreed to (engine/contract holds the wire type).
+type Consent = contract.Consent
 
 // Record is everything stored about one (pseudonymous) user.
 type Record struct {
@@ -72,6 +69,14 @@ type Record struct {
 	Policy   policy.User     `json:"policy"`
 	// Samples counts the samples folded into this record.
 	Samples int64 `json:"samples,omitempty"`
+	// Open are the user's decisions whose outcome window has not closed,
+	// oldest first (at most maxOpenDecisions).
+	Open []Decision `json:"open,omitempty"`
+	// Last is the user's latest decision, shown by GET state.
+	Last *Decision `json:"last,omitempty"`
+	// Idempotency remembers the latest Idempotency-Keys of decision
+	// requests, oldest first (at most maxIdempotencyKeys).
+	Idempotency []idempotentDecision `json:"idem,omitempty"`
 }
 
 // userEntry caches one user's record in replica scope, where this process
@@ -112,12 +117,11 @@ type Service struct {
 	pop        policy.Population
 	popVersion int64
 
-	// reads advances recommendation draws in shared scope, where a read
-	// writes nothing back.
-	reads atomic.Uint64
 	// sharedPop is the prior as last read from a shared store, for
-	// recommendations (writes always read it afresh).
+	// decisions that learn nothing (writes of the prior read it afresh).
 	sharedPop atomic.Pointer[timedPopulation]
+	// effects caches the effect estimates.
+	effects effectsCache
 }
 
 type timedPopulation struct {
@@ -125,15 +129,20 @@ type timedPopulation struct {
 	at  time.Time
 }
 
-// sharedPopMaxAge is how stale the prior behind a recommendation may be on
+// sharedPopMaxAge is how stale the prior behind a decision may be on
 // a shared store: it moves by one reward at a time, so a second's lag
 // changes nothing visible and saves a query per read.
 const sharedPopMaxAge = time.Second
 
 // recentPopulation is the shared store's prior, read at most once per
 // sharedPopMaxAge of real time (not s.now: the age of a cached copy is
-// about the wall clock, whatever clock the estimates run on).
+// about the wall clock, whatever clock the estimates run on). In replica
+// scope it is the cache's own copy.
 func (s *Service) recentPopulation(ctx context.Context) (policy.Population, error) {
+	if !s.shared() {
+		pop, _, err := s.population(ctx)
+		return pop, err
+	}
 	if cached := s.sharedPop.Load(); cached != nil && time.Since(cached.at) < sharedPopMaxAge {
 		return cached.pop, nil
 	}
@@ -253,6 +262,9 @@ type userTxn struct {
 	recs     map[string]*Record
 	versions map[string]int64
 	entries  map[string]*userEntry
+	// decisions and eraseDecisions go into the next commit with the users.
+	decisions      map[store.DecisionKey]store.Write
+	eraseDecisions []string
 }
 
 // begin reads the users for one attempt of an operation. Keys are locked
@@ -345,7 +357,7 @@ func (t *userTxn) unlock() {
 // the versions read, plus the population prior when pop is non-nil; only
 // then does the cache change.
 func (t *userTxn) commit(ctx context.Context, updated map[string]*Record, pop *policy.Population, popVersion int64) error {
-	change := store.Change{Users: make(map[string]store.Write, len(updated))}
+	change := store.Change{Users: make(map[string]store.Write, len(updated)), Decisions: t.decisions, EraseDecisions: t.eraseDecisions}
 	for key, rec := range updated {
 		w := store.Write{IfVersion: t.versions[key]}
 		if rec != nil {
@@ -367,6 +379,9 @@ func (t *userTxn) commit(ctx context.Context, updated map[string]*Record, pop *p
 	if err := t.svc.store.Commit(ctx, change); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	if len(change.Decisions) > 0 || len(change.EraseDecisions) > 0 {
+		t.svc.effects.invalidate()
+	}
 	if t.svc.shared() {
 		return nil
 	}
@@ -385,6 +400,12 @@ func (t *userTxn) commit(ctx context.Context, updated map[string]*Record, pop *p
 		t.svc.popMu.Unlock()
 	}
 	return nil
+}
+
+// commitDecisions is commit with decision-log writes.
+func (t *userTxn) commitDecisions(ctx context.Context, updated map[string]*Record, decisions map[store.DecisionKey]store.Write, pop *policy.Population, popVersion int64) error {
+	t.decisions = decisions
+	return t.commit(ctx, updated, pop, popVersion)
 }
 
 // population is the prior and its version, for an operation that may
@@ -436,6 +457,12 @@ func cloneRecord(r *Record) *Record {
 	out.Consent.Scopes = slices.Clone(r.Consent.Scopes)
 	out.Model = r.Model.Clone()
 	out.Policy = r.Policy.Clone()
+	out.Open = slices.Clone(r.Open)
+	if r.Last != nil {
+		last := *r.Last
+		out.Last = &last
+	}
+	out.Idempotency = slices.Clone(r.Idempotency)
 	return &out
 }
 
@@ -483,14 +510,16 @@ func normaliseScopes(scopes []telemetry.Scope) []telemetry.Scope {
 	return slices.Compact(out)
 }
 
-// Erase deletes everything about a user (GDPR Art. 17). On a shared store
-// it is visible to every replica as soon as it returns.
+// Erase deletes everything about a user (GDPR Art. 17), their decision log
+// with their record in one commit. On a shared store it is visible to
+// every replica as soon as it returns.
 func (s *Service) Erase(ctx context.Context, userID string) error {
 	key := s.Pseudonym(userID)
 	err := s.update(ctx, []string{key}, func(t *userTxn) error {
 		if t.recs[key] == nil {
 			return ErrUnknownUser
 		}
+		t.eraseDecisions = []string{key}
 		return t.commit(ctx, map[string]*Record{key: nil}, nil, 0)
 	})
 	if err != nil {
@@ -535,12 +564,8 @@ func (s *Service) eachRecord(ctx context.Context, fn func(key string, rec *Recor
 	return nil
 }
 
-// IngestResult counts accepted samples.
-type IngestResult struct {
-	Accepted int            `json:"accepted"`
-	Users    int            `json:"users"`
-	ByKind   map[string]int `json:"byKind"`
-}
+// IngestResult counts accepted samples (engine/contract holds the wire type).
+type IngestResult = contract.IngestResult
 
 // Ingest validates, checks consent and compliance for, estimates from and
 // durably stores a batch. Any bad sample rejects the whole batch; nothing is
@@ -579,7 +604,7 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 			rec := t.recs[k]
 			for _, idx := range byUser[k] {
 				scope := samples[idx].Kind.Scope()
-				if rec == nil || !rec.Consent.allows(scope) {
+				if rec == nil || !rec.Consent.Allows(scope) {
 					field := "kind"
 					if rec == nil {
 						field = "user"
@@ -594,29 +619,48 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 				return err
 			}
 		}
-		// The prior is read (a query, on a shared store) only when a sample
-		// can change it: an intervention, or a user awaiting one's reward.
+		// The prior is read (a query, on a shared store) only when an
+		// outcome may be settled: a user with an open decision.
 		var pop policy.Population
 		var popVersion int64
-		if s.mayObserveReward(t, samples) {
+		if s.mayLearn(t) {
 			var err error
 			if pop, popVersion, err = s.population(ctx); err != nil {
 				return err
 			}
 		}
 		updated := make(map[string]*Record, len(t.keys))
+		decisions := map[store.DecisionKey]store.Write{}
 		popChanged := false
 		result = IngestResult{ByKind: map[string]int{}, Users: len(t.keys)}
 		for _, k := range t.keys {
 			rec := cloneRecord(t.recs[k])
 			for _, idx := range byUser[k] {
-				if s.apply(rec, &samples[idx], textScores, idx, cfg, &pop, now) {
-					popChanged = true
+				smp := &samples[idx]
+				if smp.Kind == telemetry.KindIntervention && smp.Decision != "" {
+					dk, w, err := s.linkIntervention(ctx, k, rec, smp, idx)
+					if err != nil {
+						return err
+					}
+					if dk != nil {
+						decisions[*dk] = w
+					}
 				}
-				result.ByKind[string(samples[idx].Kind)]++
+				s.apply(rec, smp, textScores, idx)
+				result.ByKind[string(smp.Kind)]++
 				result.Accepted++
 				rec.Samples++
 			}
+			// Outcomes are measured once the batch is folded in: the
+			// estimate then reflects everything the client has sent.
+			writes, learnt := s.settle(k, rec, cfg, &pop, now)
+			for dk, w := range writes {
+				if linked, ok := decisions[dk]; ok {
+					w.IfVersion = linked.IfVersion
+				}
+				decisions[dk] = w
+			}
+			popChanged = popChanged || learnt
 			rec.LastSeen = now
 			updated[k] = rec
 		}
@@ -624,7 +668,7 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 		if popChanged {
 			popToStore = &pop
 		}
-		return t.commit(ctx, updated, popToStore, popVersion)
+		return t.commitDecisions(ctx, updated, decisions, popToStore, popVersion)
 	})
 	if err != nil {
 		return IngestResult{}, err
@@ -637,15 +681,15 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 	return result, nil
 }
 
-// mayObserveReward reports whether applying the batch can update the
-// population prior.
-func (s *Service) mayObserveReward(t *userTxn, samples []telemetry.Sample) bool {
+// mayLearn reports whether applying the batch can settle an outcome and
+// so update the population prior: some user has an open decision.
+func (s *Service) mayLearn(t *userTxn) bool {
 	for _, rec := range t.recs {
-		if rec.Policy.Pending != nil {
+		if len(rec.Open) > 0 {
 			return true
 		}
 	}
-	return slices.ContainsFunc(samples, func(smp telemetry.Sample) bool { return smp.Kind == telemetry.KindIntervention })
+	return false
 }
 
 // scoreTexts scores the text samples' emotion in [0, 1], by sample index.
@@ -663,9 +707,9 @@ func (s *Service) scoreTexts(ctx context.Context, samples []telemetry.Sample) (m
 	return scores, nil
 }
 
-// apply folds one sample into a record; it reports whether the population
-// prior changed (an intervention's reward was observed).
-func (s *Service) apply(rec *Record, smp *telemetry.Sample, textScores map[int]float64, idx int, cfg *config.Config, pop *policy.Population, now time.Time) bool {
+// apply folds one sample into a record's model. Intervention samples carry
+// no state evidence: they answer a decision (linkIntervention).
+func (s *Service) apply(rec *Record, smp *telemetry.Sample, textScores map[int]float64, idx int) {
 	m := rec.Model
 	switch smp.Kind {
 	case telemetry.KindRR:
@@ -696,16 +740,7 @@ func (s *Service) apply(rec *Record, smp *telemetry.Sample, textScores map[int]f
 			events[i] = estimate.BehaviourEvent{Type: e.Type, At: e.At}
 		}
 		m.AddBehaviour(events)
-	case telemetry.KindIntervention:
-		current, _ := userLoss(m, cfg, now)
-		policy.Start(&rec.Policy, smp.Intervention, smp.At, *smp.Completed, current)
-		return false
 	}
-	if rec.Policy.Pending == nil {
-		return false
-	}
-	current, ok := userLoss(m, cfg, now)
-	return ok && policy.Observe(&rec.Policy, pop, now, current)
 }
 
 func vec(v config.Vector) loss.Vector { return loss.Vector{v.Attention, v.Emotion, v.Resilience} }
@@ -728,29 +763,17 @@ func knownVector(st estimate.State) [loss.Dims]bool {
 	return [loss.Dims]bool{st.Attention.Known, st.Emotion.Known, st.Resilience.Known}
 }
 
-// UserState is the answer to GET /v1/users/{id}/state.
-type UserState struct {
-	Attention      estimate.Dimension    `json:"attention"`
-	Emotion        estimate.Dimension    `json:"emotion"`
-	Resilience     estimate.Dimension    `json:"resilience"`
-	Loss           *float64              `json:"loss"`
-	Recommendation policy.Recommendation `json:"recommendation"`
-	EstimatedAt    time.Time             `json:"estimatedAt"`
-	// EmotionFromPhysiology says whether physiological evidence may count
-	// toward emotion in this world.
-	EmotionFromPhysiology bool `json:"emotionFromPhysiology"`
-	// Samples is how many telemetry samples the state rests on: every
-	// acknowledged one since the user's record was created.
-	Samples int64 `json:"samples"`
-}
+// UserState is the answer to GET /v1/users/{id}/state (engine/contract
+// holds the wire type).
+type UserState = contract.UserState
 
-// State estimates a user's state and recommends the next intervention.
+// State estimates a user's state. It reads only: no draw, no write, so a
+// client may poll it.
 func (s *Service) State(ctx context.Context, userID string) (UserState, error) {
 	key := s.Pseudonym(userID)
 	cfg := s.Config()
 	now := s.now()
 	var rec *Record
-	var pop policy.Population
 	if s.shared() {
 		items, err := s.store.Users(ctx, []string{key})
 		if err != nil {
@@ -763,12 +786,6 @@ func (s *Service) State(ctx context.Context, userID string) (UserState, error) {
 		if rec, err = decodeRecord(item.Value); err != nil {
 			return UserState{}, err
 		}
-		if pop, err = s.recentPopulation(ctx); err != nil {
-			return UserState{}, err
-		}
-		// Nothing is written back, so this replica's read count gives
-		// each read its own draw.
-		rec.Policy.Draws += s.reads.Add(1)
 	} else {
 		s.mu.RLock()
 		e := s.users[key]
@@ -781,11 +798,7 @@ func (s *Service) State(ctx context.Context, userID string) (UserState, error) {
 		if e.rec == nil {
 			return UserState{}, ErrUnknownUser
 		}
-		// Draws advance in memory only: a read never writes to disk.
 		rec = e.rec
-		s.popMu.Lock()
-		pop = s.pop
-		s.popMu.Unlock()
 	}
 	allowPhysio := !cfg.ProhibitsBiometricEmotion()
 	st := rec.Model.Estimate(now, allowPhysio)
@@ -793,9 +806,10 @@ func (s *Service) State(ctx context.Context, userID string) (UserState, error) {
 	if l, ok := stateLoss(st, cfg); ok {
 		out.Loss = &l
 	}
-	out.Recommendation = policy.Recommend(&rec.Policy, &pop, cfg.Interventions, key, uint64(cfg.Seed), policy.Strength{
-		Value: cfg.Strength.Value, Min: cfg.Strength.Min, Max: cfg.Strength.Max,
-	})
+	if rec.Last != nil {
+		last := *rec.Last
+		out.LastDecision = &last
+	}
 	return out, nil
 }
 
@@ -803,28 +817,13 @@ func (s *Service) State(ctx context.Context, userID string) (UserState, error) {
 // longer counts toward the cohort.
 const MinCurrentConfidence = 0.05
 
-// CohortSummary is the answer to GET /v1/cohort.
-type CohortSummary struct {
-	Published     bool     `json:"published"`
-	MinCohortSize int      `json:"minCohortSize"`
-	Size          *int     `json:"size,omitempty"`
-	Loss          *float64 `json:"loss,omitempty"`
-	Means         *Means   `json:"means,omitempty"`
-	Strength      float64  `json:"strength"`
-	// Scope is "replica" when the cohort is this engine's own users (sum
-	// over replicas) or "shared" when it is the whole program's, computed
-	// over the shared store (read it from one replica only).
-	Scope      config.Scope `json:"scope"`
-	ObservedAt time.Time    `json:"observedAt"`
-}
+// CohortSummary is the answer to GET /v1/cohort (engine/contract holds the
+// wire type).
+type CohortSummary = contract.CohortSummary
 
 // Means are per-dimension cohort means; null where no user of the cohort
 // has an estimate of that dimension.
-type Means struct {
-	Attention  *float64 `json:"attention"`
-	Emotion    *float64 `json:"emotion"`
-	Resilience *float64 `json:"resilience"`
-}
+type Means = contract.Means
 
 func finite(v float64) *float64 {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
@@ -842,7 +841,10 @@ func (s *Service) Cohort(ctx context.Context) (CohortSummary, error) {
 	if err != nil {
 		return CohortSummary{}, err
 	}
-	out := CohortSummary{Published: agg.Published, MinCohortSize: cfg.Privacy.MinCohortSize, Strength: cfg.Strength.Value, Scope: s.Scope(), ObservedAt: now}
+	out := CohortSummary{Published: agg.Published, MinCohortSize: cfg.Privacy.MinCohortSize, Strength: cfg.Strength.Value, Scope: s.Scope(), ObservedAt: now, PolicyVersion: policyVersion(cfg)}
+	if out.Effects, err = s.publishedEffects(ctx); err != nil {
+		return CohortSummary{}, err
+	}
 	if agg.Published {
 		out.Size, out.Loss = &agg.Size, &agg.Loss
 		out.Means = &Means{Attention: finite(agg.Means[0]), Emotion: finite(agg.Means[1]), Resilience: finite(agg.Means[2])}
@@ -896,6 +898,17 @@ func (s *Service) PublishedCohort() (float64, int, bool) {
 	return agg.Loss, agg.Size, agg.Published
 }
 
+// PublishedEffects implements metrics.CohortSource.
+func (s *Service) PublishedEffects() []effects.Effect {
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	out, err := s.publishedEffects(ctx)
+	if err != nil {
+		s.log.Error("effects for metrics failed", "error", err)
+	}
+	return out
+}
+
 // StoredUsers implements metrics.CohortSource.
 func (s *Service) StoredUsers() int {
 	if s.shared() {
@@ -916,8 +929,9 @@ func (s *Service) StoredUsers() int {
 // replica at a time sweeps.
 const sweepLock = "retention-sweep"
 
-// Sweep deletes users not seen within the retention period and returns how
-// many were deleted (0 when another replica is sweeping).
+// Sweep deletes users not seen within the retention period, with their
+// decisions, and every decision older than it; it returns how many users
+// were deleted (0 when another replica is sweeping).
 func (s *Service) Sweep(ctx context.Context) (int, error) {
 	deleted := 0
 	_, err := s.store.Exclusive(ctx, sweepLock, func(ctx context.Context) error {
@@ -937,6 +951,7 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 				if rec := t.recs[key]; rec == nil || !rec.LastSeen.Before(cutoff) {
 					return nil
 				}
+				t.eraseDecisions = []string{key}
 				if err := t.commit(ctx, map[string]*Record{key: nil}, nil, 0); err != nil {
 					return err
 				}
@@ -947,6 +962,12 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 				return err
 			}
 		}
+		// Decisions older than the retention period go too, also those of
+		// users still active.
+		if _, err := s.store.DeleteDecisionsBefore(ctx, store.DecisionIDAt(cutoff)); err != nil {
+			return err
+		}
+		s.effects.invalidate()
 		return nil
 	})
 	if s.metrics != nil {

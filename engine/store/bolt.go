@@ -18,6 +18,9 @@ import (
 var (
 	usersBucket = []byte("users")
 	metaBucket  = []byte("meta")
+	// decisionsBucket holds the decision log under user pseudonym + "/" +
+	// decision ID, so one user's decisions are one contiguous range.
+	decisionsBucket = []byte("decisions")
 	// schemaBucket records the value format: formatVersioned means every
 	// value in users and meta starts with its version (8 bytes, big
 	// endian). Files written before versions existed are converted at open.
@@ -95,7 +98,7 @@ func OpenBolt(dir string, opts ...Option) (*Bolt, error) {
 // prepare creates the buckets and converts a file from before versions
 // (plain values) to versioned values, each at version 1.
 func prepare(tx *bolt.Tx) error {
-	for _, name := range [][]byte{usersBucket, metaBucket, schemaBucket} {
+	for _, name := range [][]byte{usersBucket, metaBucket, schemaBucket, decisionsBucket} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}
@@ -186,6 +189,9 @@ func (s *Bolt) committer() {
 				if err := applyWrites(tx, metaBucket, r.change.Meta); err != nil {
 					return err
 				}
+				if err := applyDecisionWrites(tx, r.change); err != nil {
+					return err
+				}
 			}
 			return nil
 		}
@@ -234,6 +240,12 @@ func (s *Bolt) Commit(_ context.Context, c Change) error {
 }
 
 func checkVersions(tx *bolt.Tx, c Change) error {
+	decisions := tx.Bucket(decisionsBucket)
+	for key, w := range c.Decisions {
+		if current, _ := split(decisions.Get(decisionKeyBytes(key))); current != w.IfVersion {
+			return ErrConflict
+		}
+	}
 	for _, part := range []struct {
 		bucket []byte
 		writes map[string]Write
@@ -263,6 +275,95 @@ func applyWrites(tx *bolt.Tx, bucket []byte, writes map[string]Write) error {
 		}
 	}
 	return nil
+}
+
+func decisionKeyBytes(k DecisionKey) []byte { return []byte(k.User + "/" + k.ID) }
+
+func parseDecisionKey(b []byte) DecisionKey {
+	user, id, _ := bytes.Cut(b, []byte("/"))
+	return DecisionKey{User: string(user), ID: string(id)}
+}
+
+// applyDecisionWrites erases the named users' decisions, then writes the
+// change's decisions.
+func applyDecisionWrites(tx *bolt.Tx, c Change) error {
+	b := tx.Bucket(decisionsBucket)
+	for _, user := range c.EraseDecisions {
+		prefix := []byte(user + "/")
+		cur := b.Cursor()
+		for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Seek(prefix) {
+			if err := cur.Delete(); err != nil {
+				return fmt.Errorf("erase decisions: %w", err)
+			}
+		}
+	}
+	for key, w := range c.Decisions {
+		k := decisionKeyBytes(key)
+		var err error
+		if w.Value == nil {
+			err = b.Delete(k)
+		} else {
+			current, _ := split(b.Get(k))
+			err = b.Put(k, withVersion(current+1, w.Value))
+		}
+		if err != nil {
+			return fmt.Errorf("write decisions: %w", err)
+		}
+	}
+	return nil
+}
+
+// Decision implements Store.
+func (s *Bolt) Decision(_ context.Context, key DecisionKey) (Item, error) {
+	var out Item
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if stored := tx.Bucket(decisionsBucket).Get(decisionKeyBytes(key)); stored != nil {
+			version, value := split(stored)
+			out = Item{Value: append([]byte(nil), value...), Version: version}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// EachDecision implements Store: one read transaction over the bucket,
+// skipping the IDs before sinceID (no index by time: the log is keyed by
+// user).
+func (s *Bolt) EachDecision(_ context.Context, sinceID string, fn func(DecisionKey, Item) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(decisionsBucket).ForEach(func(k, v []byte) error {
+			key := parseDecisionKey(k)
+			if key.ID < sinceID {
+				return nil
+			}
+			version, value := split(v)
+			return fn(key, Item{Value: value, Version: version})
+		})
+	})
+}
+
+// DeleteDecisionsBefore implements Store. The deletes go through the
+// committer, conditional on the versions read, so they are ordered with
+// other writes; a decision rewritten meanwhile fails the sweep, which the
+// next sweep retries.
+func (s *Bolt) DeleteDecisionsBefore(ctx context.Context, beforeID string) (int, error) {
+	writes := map[DecisionKey]Write{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(decisionsBucket).ForEach(func(k, v []byte) error {
+			if key := parseDecisionKey(k); key.ID < beforeID {
+				version, _ := split(v)
+				writes[key] = Write{IfVersion: version}
+			}
+			return nil
+		})
+	})
+	if err != nil || len(writes) == 0 {
+		return 0, err
+	}
+	if err := s.Commit(ctx, Change{Decisions: writes}); err != nil {
+		return 0, fmt.Errorf("delete expired decisions: %w", err)
+	}
+	return len(writes), nil
 }
 
 // Users implements Store.

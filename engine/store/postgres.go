@@ -43,6 +43,17 @@ var migrations = []string{
 		value   bytea NOT NULL,
 		version bigint NOT NULL,
 		PRIMARY KEY (program, key))`,
+	// The decision log: one row per decision, keyed by user so erasure
+	// and a user's export are one range; IDs begin with the time, so the
+	// second index serves export since a time and the retention sweep.
+	`CREATE TABLE attune_decisions (
+		program  text NOT NULL,
+		user_key text NOT NULL,
+		id       text NOT NULL,
+		value    bytea NOT NULL,
+		version  bigint NOT NULL,
+		PRIMARY KEY (program, user_key, id));
+	CREATE INDEX attune_decisions_by_id ON attune_decisions (program, id)`,
 }
 
 // OpenPostgres connects, migrates the schema (under an advisory lock, so
@@ -209,6 +220,21 @@ func (p *Postgres) Commit(ctx context.Context, c Change) error {
 	// Every statement is conditional on the version read, so each must
 	// affect exactly one row; one that affects none lost a race.
 	batch := &pgx.Batch{}
+	// exact[i] says statement i must affect exactly one row (a conditional
+	// write); erasing a user's decisions may affect any number.
+	var exact []bool
+	for _, user := range slices.Sorted(slices.Values(c.EraseDecisions)) {
+		batch.Queue(`DELETE FROM attune_decisions WHERE program = $1 AND user_key = $2`, p.program, user)
+		exact = append(exact, false)
+	}
+	for _, key := range sortedDecisionKeys(c.Decisions) {
+		query, args, ok := decisionStatement(p.program, key, c.Decisions[key])
+		if !ok {
+			continue
+		}
+		batch.Queue(query, args...)
+		exact = append(exact, true)
+	}
 	for _, table := range []struct {
 		name   string
 		writes map[string]Write
@@ -224,6 +250,7 @@ func (p *Postgres) Commit(ctx context.Context, c Change) error {
 				continue
 			}
 			batch.Queue(query, args...)
+			exact = append(exact, true)
 		}
 	}
 	if batch.Len() == 0 {
@@ -231,13 +258,13 @@ func (p *Postgres) Commit(ctx context.Context, c Change) error {
 	}
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		results := tx.SendBatch(ctx, batch)
-		for range batch.Len() {
+		for i := range batch.Len() {
 			tag, err := results.Exec()
 			if err != nil {
 				_ = results.Close()
 				return err
 			}
-			if tag.RowsAffected() != 1 {
+			if exact[i] && tag.RowsAffected() != 1 {
 				_ = results.Close()
 				return ErrConflict
 			}
@@ -270,6 +297,86 @@ func writeStatement(table, program, key string, w Write) (query string, args []a
 		return `UPDATE ` + table + ` SET value = $3, version = version + 1 WHERE program = $1 AND key = $2 AND version = $4`,
 			[]any{program, key, w.Value, w.IfVersion}, true
 	}
+}
+
+func sortedDecisionKeys(writes map[DecisionKey]Write) []DecisionKey {
+	keys := make([]DecisionKey, 0, len(writes))
+	for k := range writes {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b DecisionKey) int {
+		if c := strings.Compare(a.User, b.User); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return keys
+}
+
+// decisionStatement is writeStatement for the decision log.
+func decisionStatement(program string, key DecisionKey, w Write) (query string, args []any, ok bool) {
+	switch {
+	case w.Value == nil && w.IfVersion == 0:
+		return "", nil, false
+	case w.Value == nil:
+		return `DELETE FROM attune_decisions WHERE program = $1 AND user_key = $2 AND id = $3 AND version = $4`,
+			[]any{program, key.User, key.ID, w.IfVersion}, true
+	case w.IfVersion == 0:
+		return `INSERT INTO attune_decisions (program, user_key, id, value, version) VALUES ($1, $2, $3, $4, 1) ON CONFLICT DO NOTHING`,
+			[]any{program, key.User, key.ID, w.Value}, true
+	default:
+		return `UPDATE attune_decisions SET value = $4, version = version + 1 WHERE program = $1 AND user_key = $2 AND id = $3 AND version = $5`,
+			[]any{program, key.User, key.ID, w.Value, w.IfVersion}, true
+	}
+}
+
+// Decision implements Store.
+func (p *Postgres) Decision(ctx context.Context, key DecisionKey) (Item, error) {
+	if err := p.check(); err != nil {
+		return Item{}, err
+	}
+	var item Item
+	err := p.pool.QueryRow(ctx, `SELECT value, version FROM attune_decisions WHERE program = $1 AND user_key = $2 AND id = $3`,
+		p.program, key.User, key.ID).Scan(&item.Value, &item.Version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Item{}, nil
+	}
+	if err != nil {
+		return Item{}, fmt.Errorf("read decision: %w", err)
+	}
+	return item, nil
+}
+
+// EachDecision implements Store, ordered by user so a caller can fold one
+// user's decisions at a time.
+func (p *Postgres) EachDecision(ctx context.Context, sinceID string, fn func(DecisionKey, Item) error) error {
+	if err := p.check(); err != nil {
+		return err
+	}
+	rows, err := p.pool.Query(ctx, `SELECT user_key, id, value, version FROM attune_decisions
+		WHERE program = $1 AND id >= $2 ORDER BY user_key, id`, p.program, sinceID)
+	if err != nil {
+		return fmt.Errorf("read decisions: %w", err)
+	}
+	var key DecisionKey
+	var item Item
+	_, err = pgx.ForEachRow(rows, []any{&key.User, &key.ID, &item.Value, &item.Version}, func() error { return fn(key, item) })
+	if err != nil {
+		return fmt.Errorf("read decisions: %w", err)
+	}
+	return nil
+}
+
+// DeleteDecisionsBefore implements Store.
+func (p *Postgres) DeleteDecisionsBefore(ctx context.Context, beforeID string) (int, error) {
+	if err := p.check(); err != nil {
+		return 0, err
+	}
+	tag, err := p.pool.Exec(ctx, `DELETE FROM attune_decisions WHERE program = $1 AND id < $2`, p.program, beforeID)
+	if err != nil {
+		return 0, fmt.Errorf("delete expired decisions: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
 }
 
 // Exclusive implements Store with a session advisory lock, tried, not

@@ -13,6 +13,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/attune-io/attune/engine/config"
 )
@@ -36,6 +38,21 @@ type Write struct {
 type Change struct {
 	Users map[string]Write
 	Meta  map[string]Write
+	// Decisions are decision-log entries, conditional like users' (an
+	// entry is created at IfVersion 0 and rewritten when its outcome is
+	// settled).
+	Decisions map[DecisionKey]Write
+	// EraseDecisions deletes every logged decision of these users (erasure,
+	// with the user's own row in the same change).
+	EraseDecisions []string
+}
+
+// DecisionKey names one logged decision: the user's pseudonym and the
+// decision's ID. IDs begin with the decision time (DecisionIDTime), so a
+// user's decisions sort by time.
+type DecisionKey struct {
+	User string
+	ID   string
 }
 
 var (
@@ -65,8 +82,38 @@ type Store interface {
 	// anywhere the data is shared; ran reports whether fn ran. Periodic
 	// jobs (the retention sweep) use it so one replica at a time does them.
 	Exclusive(ctx context.Context, name string, fn func(context.Context) error) (ran bool, err error)
+	// Decision reads one logged decision (version 0 and nil when absent).
+	Decision(ctx context.Context, key DecisionKey) (Item, error)
+	// EachDecision calls fn for every logged decision whose ID is at or
+	// after sinceID (all when empty), grouped by user. The value is only
+	// valid during fn.
+	EachDecision(ctx context.Context, sinceID string, fn func(key DecisionKey, item Item) error) error
+	// DeleteDecisionsBefore deletes every logged decision whose ID sorts
+	// before beforeID (the retention sweep) and returns how many.
+	DeleteDecisionsBefore(ctx context.Context, beforeID string) (int, error)
 	// Ping checks the store can serve requests now (readiness).
 	Ping(ctx context.Context) error
 	// Close releases the store.
 	Close() error
+}
+
+var (
+	_ Store = (*Bolt)(nil)
+	_ Store = (*Postgres)(nil)
+)
+
+// DecisionID is a decision's ID: its time as 16 hex digits of Unix
+// nanoseconds, "-", and 8 hex digits of a random suffix. Sorting IDs sorts
+// decisions by time, which the export and the retention sweep rely on.
+func DecisionID(at time.Time, suffix uint32) string {
+	return fmt.Sprintf("%s-%08x", DecisionIDAt(at), suffix)
+}
+
+// DecisionIDAt is the smallest ID of a decision taken at or after t.
+func DecisionIDAt(t time.Time) string {
+	n := t.UnixNano()
+	if n < 0 {
+		n = 0
+	}
+	return fmt.Sprintf("%016x", n)
 }

@@ -59,10 +59,14 @@ const (
 	ScopeBehaviour  Scope = "behaviour"
 	ScopePhysiology Scope = "physiology"
 	ScopeText       Scope = "text"
+	// ScopeResearch lets the program export the user's pseudonymous
+	// decision log (GET /v1/decisions) for analysis of whether its
+	// interventions help. No telemetry needs it.
+	ScopeResearch Scope = "research"
 )
 
 // Scopes lists every consent scope.
-var Scopes = []Scope{ScopeBehaviour, ScopePhysiology, ScopeText}
+var Scopes = []Scope{ScopeBehaviour, ScopePhysiology, ScopeText, ScopeResearch}
 
 // Scope returns the consent scope a kind of sample needs. Questionnaires,
 // SART results and intervention outcomes are what the user does in the
@@ -115,6 +119,7 @@ type Sample struct {
 	Intervention string    `json:"intervention,omitempty"` // intervention
 	Completed    *bool     `json:"completed,omitempty"`    // intervention
 	Rating       *int      `json:"rating,omitempty"`       // intervention: 1–5
+	Decision     string    `json:"decision,omitempty"`     // intervention: the decision it answers
 }
 
 // Error is a rejected input, naming the field.
@@ -332,7 +337,7 @@ var allowedFields = map[Kind][]string{
 	KindText:          {"text", "source"},
 	KindQuestionnaire: {"brs", "mood"},
 	KindSART:          {"trials"},
-	KindIntervention:  {"intervention", "completed", "rating"},
+	KindIntervention:  {"intervention", "completed", "rating", "decision"},
 }
 
 // kindFields are the kind-specific fields, in the order they are checked.
@@ -351,6 +356,7 @@ var kindFields = []struct {
 	{"intervention", func(s *Sample) bool { return s.Intervention != "" }},
 	{"completed", func(s *Sample) bool { return s.Completed != nil }},
 	{"rating", func(s *Sample) bool { return s.Rating != nil }},
+	{"decision", func(s *Sample) bool { return s.Decision != "" }},
 }
 
 func checkTime(field string, at, now time.Time) error {
@@ -503,5 +509,21 @@ func (s *Sample) validateIntervention(path string, known []string) error {
 	if s.Rating != nil && (*s.Rating < 1 || *s.Rating > 5) {
 		return fieldErr(path+".rating", "%d is outside 1–5", *s.Rating)
 	}
+	if s.Decision != "" && !ValidDecisionID(s.Decision) {
+		return fieldErr(path+".decision", "%q is not a decision ID (16 hex digits, '-', 8 hex digits)", s.Decision)
+	}
 	return nil
+}
+
+// ValidDecisionID reports whether id has the form of a decision ID.
+func ValidDecisionID(id string) bool {
+	if len(id) != 25 || id[16] != '-' {
+		return false
+	}
+	for i := range len(id) {
+		if c := id[i]; i != 16 && (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

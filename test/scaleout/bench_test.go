@@ -11,14 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attune-io/attune/engine/telemetry"
 	"github.com/attune-io/attune/test/postgres"
 )
 
 // batchFor is one world client's batch: 20 users × 5 samples (RR beats,
 // behaviour events, SART trials, a questionnaire, a chat line).
-func batchFor(batch, users int) []map[string]any {
-	at := time.Now().UTC().Format(time.RFC3339Nano)
-	var samples []map[string]any
+func batchFor(batch, users int) []telemetry.Sample {
+	at := time.Now().UTC()
+	var samples []telemetry.Sample
 	for u := range 20 {
 		user := fmt.Sprintf("bench-%05d", (batch*20+u)%users)
 		rr := make([]float64, 12)
@@ -26,11 +27,11 @@ func batchFor(batch, users int) []map[string]any {
 			rr[i] = 790 + float64((i*31+batch+u)%50)
 		}
 		samples = append(samples,
-			map[string]any{"user": user, "kind": "rr", "at": at, "rr_ms": rr},
-			map[string]any{"user": user, "kind": "behaviour", "at": at, "events": []map[string]any{{"type": "focus", "at": at}, {"type": "task_switch", "at": at}}},
-			map[string]any{"user": user, "kind": "sart", "at": at, "trials": []map[string]any{{"digit": 4, "responded": true, "rt_ms": 350}, {"digit": 3, "responded": false, "rt_ms": 0}}},
-			map[string]any{"user": user, "kind": "questionnaire", "at": at, "brs": []int{4, 2, 3, 3, 4, 2}},
-			map[string]any{"user": user, "kind": "text", "at": at, "text": "calmer after the breathing exercise"},
+			telemetry.Sample{User: user, Kind: telemetry.KindRR, At: at, RRms: rr},
+			telemetry.Sample{User: user, Kind: telemetry.KindBehaviour, At: at, Events: []telemetry.Event{{Type: "focus", At: at}, {Type: "task_switch", At: at}}},
+			telemetry.Sample{User: user, Kind: telemetry.KindSART, At: at, Trials: []telemetry.Trial{{Digit: 4, Responded: true, RTms: 350}, {Digit: 3, Responded: false, RTms: 0}}},
+			telemetry.Sample{User: user, Kind: telemetry.KindQuestionnaire, At: at, BRS: []int{4, 2, 3, 3, 4, 2}},
+			telemetry.Sample{User: user, Kind: telemetry.KindText, At: at, Text: "calmer after the breathing exercise"},
 		)
 	}
 	return samples
@@ -67,14 +68,14 @@ func measure(b *testing.B, r *Replicas, users, batches, clients, reads int) scal
 		}
 	})
 
-	bodies := make([][]map[string]any, batches)
+	bodies := make([][]telemetry.Sample, batches)
 	for i := range bodies {
 		bodies[i] = batchFor(i, users)
 	}
 	var acknowledged, failed atomic.Int64
 	start := time.Now()
 	spread(clients, batches, func(_, i int) {
-		status, body, err := r.Do(i%len(r.Engines), http.MethodPost, "/v1/telemetry", Token, bodies[i])
+		status, body, err := r.Ingest(i%len(r.Engines), bodies[i])
 		if err != nil || status != http.StatusOK {
 			failed.Add(1)
 			b.Logf("batch %d: %d %s %v", i, status, body, err)

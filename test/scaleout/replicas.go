@@ -4,17 +4,19 @@
 package scaleout
 
 import (
-	"bytes"
-	"encoding/json"
+	"context"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
+	"github.com/attune-io/attune/engine/client"
 	engineconfig "github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/engine/contract"
+	"github.com/attune-io/attune/engine/telemetry"
 	"github.com/attune-io/attune/internal/testutil"
 	"github.com/attune-io/attune/test/engineruntime"
 )
@@ -31,7 +33,12 @@ const Program = "plaza/calm"
 // Replicas are engine processes of one program.
 type Replicas struct {
 	Engines []*engineruntime.Process
-	client  *http.Client
+	// Clients call the replicas (Clients[i] replica i) with the read-write
+	// token, readOnly with the read-only one. They never retry: the tests
+	// count what each replica answered, and a transport error is a batch
+	// whose fate is unknown.
+	Clients  []*client.Client
+	readOnly []*client.Client
 }
 
 // Config is the engine configuration the replicas share; postgresDir is
@@ -56,7 +63,8 @@ func Config(postgresDir string, minCohort int) *engineconfig.Config {
 // Start launches n replicas of binary with cfg, each in its own directory
 // under root (its own data directory, the same key and tokens).
 func Start(binary, root string, n int, cfg *engineconfig.Config) (_ *Replicas, err error) {
-	r := &Replicas{client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	r := &Replicas{}
+	httpClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	defer func() {
 		if err != nil {
 			r.Stop() // the replicas started before the failure
@@ -98,6 +106,15 @@ func Start(binary, root string, n int, cfg *engineconfig.Config) (_ *Replicas, e
 			return nil, fmt.Errorf("replica %d: %w", i, err)
 		}
 		r.Engines = append(r.Engines, p)
+		rw, err := client.New(p.URL(), client.WithHTTPClient(httpClient), client.WithToken(Token), client.WithRetry(client.NoRetry))
+		if err != nil {
+			return nil, err
+		}
+		ro, err := client.New(p.URL(), client.WithHTTPClient(httpClient), client.WithToken(ReadOnlyToken), client.WithRetry(client.NoRetry))
+		if err != nil {
+			return nil, err
+		}
+		r.Clients, r.readOnly = append(r.Clients, rw), append(r.readOnly, ro)
 	}
 	return r, nil
 }
@@ -111,41 +128,25 @@ func (r *Replicas) Stop() {
 	}
 }
 
-// Do sends a request to replica i and returns the status and body.
-func (r *Replicas) Do(i int, method, path, token string, body any) (int, []byte, error) {
-	var reader io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, err
-		}
-		reader = bytes.NewReader(b)
+// Status is the HTTP status of a client call's outcome and the engine's
+// error message: 200 when err is nil, the engine's answer for a
+// *client.APIError, and err itself when no answer came (status 0).
+func Status(err error) (int, string, error) {
+	if err == nil {
+		return http.StatusOK, "", nil
 	}
-	req, err := http.NewRequest(method, r.Engines[i].URL()+path, reader)
-	if err != nil {
-		return 0, nil, err
+	var apiErr *client.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Status, apiErr.Error(), nil
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	out, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, out, err
+	return 0, "", err
 }
 
 // Consent gives user every consent scope through replica i.
 func (r *Replicas) Consent(i int, user string) error {
-	status, body, err := r.Do(i, http.MethodPost, "/v1/users/"+user+"/consent", Token, map[string]any{"scopes": []string{"behaviour", "physiology", "text"}})
+	_, err := r.Clients[i].SetConsent(context.Background(), user, telemetry.ScopeBehaviour, telemetry.ScopePhysiology, telemetry.ScopeText)
 	if err != nil {
-		return err
-	}
-	if status != http.StatusOK {
-		return fmt.Errorf("consent %s via replica %d: %d %s", user, i, status, body)
+		return fmt.Errorf("consent %s via replica %d: %w", user, i, err)
 	}
 	return nil
 }
@@ -160,40 +161,26 @@ func (r *Replicas) ConsentAll(users []string) error {
 	return nil
 }
 
-// State is the part of GET /v1/users/{id}/state the tests read.
-type State struct {
-	Samples int64    `json:"samples"`
-	Loss    *float64 `json:"loss"`
+// Ingest posts one batch through replica i and returns the status and
+// the engine's error message (status 0 with the error when no answer
+// came: the batch's fate is unknown).
+func (r *Replicas) Ingest(i int, samples []telemetry.Sample) (int, string, error) {
+	_, err := r.Clients[i].Ingest(context.Background(), samples)
+	return Status(err)
 }
 
 // UserState reads a user's state through replica i (status 404: unknown).
-func (r *Replicas) UserState(i int, user string) (State, int, error) {
-	status, body, err := r.Do(i, http.MethodGet, "/v1/users/"+user+"/state", Token, nil)
-	if err != nil || status != http.StatusOK {
-		return State{}, status, err
-	}
-	var st State
-	err = json.Unmarshal(body, &st)
+func (r *Replicas) UserState(i int, user string) (contract.UserState, int, error) {
+	st, err := r.Clients[i].State(context.Background(), user)
+	status, _, err := Status(err)
 	return st, status, err
 }
 
-// Cohort is the part of GET /v1/cohort the tests read.
-type Cohort struct {
-	Published bool   `json:"published"`
-	Size      *int   `json:"size"`
-	Scope     string `json:"scope"`
-}
-
 // CohortOf reads replica i's cohort with the read-only token.
-func (r *Replicas) CohortOf(i int) (Cohort, error) {
-	status, body, err := r.Do(i, http.MethodGet, "/v1/cohort", ReadOnlyToken, nil)
+func (r *Replicas) CohortOf(i int) (contract.CohortSummary, error) {
+	c, err := r.readOnly[i].Cohort(context.Background())
 	if err != nil {
-		return Cohort{}, err
+		return contract.CohortSummary{}, fmt.Errorf("cohort via replica %d: %w", i, err)
 	}
-	if status != http.StatusOK {
-		return Cohort{}, fmt.Errorf("cohort via replica %d: %d %s", i, status, body)
-	}
-	var c Cohort
-	err = json.Unmarshal(body, &c)
-	return c, err
+	return c, nil
 }

@@ -1,6 +1,7 @@
 package scaleout
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attune-io/attune/engine/telemetry"
 	"github.com/attune-io/attune/test/engineruntime"
 	"github.com/attune-io/attune/test/postgres"
 )
@@ -50,9 +52,10 @@ func startOnPostgres(t testing.TB, n, minCohort int) *Replicas {
 }
 
 // questionnaire is one sample for user, now.
-func questionnaire(user string, i int) map[string]any {
-	return map[string]any{"user": user, "kind": "questionnaire", "at": time.Now().UTC().Format(time.RFC3339Nano),
-		"brs": []int{1 + i%5, 3, 2 + i%4, 3, 4, 1 + (i+2)%5}, "mood": 1 + i%5}
+func questionnaire(user string, i int) telemetry.Sample {
+	mood := 1 + i%5
+	return telemetry.Sample{User: user, Kind: telemetry.KindQuestionnaire, At: time.Now().UTC(),
+		BRS: []int{1 + i%5, 3, 2 + i%4, 3, 4, 1 + (i+2)%5}, Mood: &mood}
 }
 
 // load posts batches from concurrent workers, spread over the replicas so
@@ -76,14 +79,14 @@ func (l *load) run(t testing.TB, r *Replicas, users []string, workers, batches i
 		wg.Go(func() {
 			for b := range batches {
 				replica := (w + b) % len(r.Engines)
-				var samples []map[string]any
+				var samples []telemetry.Sample
 				counts := map[string]int{}
 				for k := range 8 {
 					user := users[(w*5+b*3+k)%len(users)]
 					samples = append(samples, questionnaire(user, b+k))
 					counts[user]++
 				}
-				status, body, err := r.Do(replica, http.MethodPost, "/v1/telemetry", Token, samples)
+				status, body, err := r.Ingest(replica, samples)
 				l.mu.Lock()
 				switch {
 				case err == nil && status == http.StatusOK:
@@ -166,14 +169,14 @@ func TestReplicasShareOneState(t *testing.T) {
 	}
 
 	// Erasure through replica 2, then at once through the others.
-	if status, body, err := r.Do(2, http.MethodDelete, "/v1/users/"+all[0], Token, nil); err != nil || status != http.StatusNoContent {
-		t.Fatalf("erase: %d %s %v", status, body, err)
+	if err := r.Clients[2].Erase(context.Background(), all[0]); err != nil {
+		t.Fatalf("erase: %v", err)
 	}
 	for replica := range 2 {
 		if _, status, err := r.UserState(replica, all[0]); err != nil || status != http.StatusNotFound {
 			t.Errorf("erased user via replica %d: %d %v, want 404", replica, status, err)
 		}
-		status, _, err := r.Do(replica, http.MethodPost, "/v1/telemetry", Token, []map[string]any{questionnaire(all[0], 0)})
+		status, _, err := r.Ingest(replica, []telemetry.Sample{questionnaire(all[0], 0)})
 		if err != nil || status != http.StatusForbidden {
 			t.Errorf("telemetry for an erased user via replica %d: %d %v, want 403 (consent gone)", replica, status, err)
 		}

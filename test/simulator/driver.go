@@ -1,15 +1,15 @@
 package simulator
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
 	"time"
+
+	"github.com/attune-io/attune/engine/client"
+	"github.com/attune-io/attune/engine/telemetry"
 )
 
 // Driver makes the model's users talk to real engines over the engine's
@@ -27,7 +27,8 @@ type Driver struct {
 	Now          func() time.Time
 
 	rng      *rand.Rand
-	consents map[int]string // model user ID → engine that holds the user
+	consents map[int]string            // model user ID → engine that holds the user
+	clients  map[string]*client.Client // by engine base URL
 	ticks    int
 }
 
@@ -53,6 +54,23 @@ func (d *Driver) init() {
 	if d.Intervention == "" {
 		d.Intervention = "ResonanceBreathing"
 	}
+	if d.clients == nil {
+		d.clients = map[string]*client.Client{}
+	}
+}
+
+// client is the engine client of one engine's base URL. It sends every
+// request once: a tick that fails is the caller's to repeat.
+func (d *Driver) client(engine string) (*client.Client, error) {
+	if c, ok := d.clients[engine]; ok {
+		return c, nil
+	}
+	c, err := client.New(engine, client.WithHTTPClient(d.HTTP), client.WithToken(d.Token), client.WithRetry(client.NoRetry))
+	if err != nil {
+		return nil, err
+	}
+	d.clients[engine] = c
+	return c, nil
 }
 
 func userID(id int) string { return fmt.Sprintf("sim-user-%06d", id) }
@@ -62,11 +80,14 @@ func (d *Driver) Strength(ctx context.Context) (float64, error) {
 	d.init()
 	var lastErr error
 	for _, e := range d.Engines {
-		var cohort struct {
-			Strength float64 `json:"strength"`
-		}
-		if err := d.call(ctx, http.MethodGet, e+"/v1/cohort", nil, &cohort); err != nil {
+		c, err := d.client(e)
+		if err != nil {
 			lastErr = err
+			continue
+		}
+		cohort, err := c.Cohort(ctx)
+		if err != nil {
+			lastErr = fmt.Errorf("GET %s/v1/cohort: %w", e, err)
 			continue
 		}
 		return cohort.Strength, nil
@@ -87,7 +108,7 @@ func (d *Driver) Tick(ctx context.Context) (TickReport, error) {
 	if err := d.syncUsers(ctx); err != nil {
 		return TickReport{}, err
 	}
-	batches := map[string][]map[string]any{}
+	batches := map[string][]telemetry.Sample{}
 	for i := range d.Model.Users {
 		u := &d.Model.Users[i]
 		engine := d.consents[u.ID]
@@ -95,10 +116,14 @@ func (d *Driver) Tick(ctx context.Context) (TickReport, error) {
 	}
 	sent := 0
 	for engine, samples := range batches {
+		c, err := d.client(engine)
+		if err != nil {
+			return TickReport{}, err
+		}
 		for start := 0; start < len(samples); start += 500 {
 			chunk := samples[start:min(start+500, len(samples))]
-			if err := d.call(ctx, http.MethodPost, engine+"/v1/telemetry", chunk, nil); err != nil {
-				return TickReport{}, fmt.Errorf("telemetry: %w", err)
+			if _, err := c.Ingest(ctx, chunk); err != nil {
+				return TickReport{}, fmt.Errorf("telemetry: POST %s/v1/telemetry: %w", engine, err)
 			}
 			sent += len(chunk)
 		}
@@ -115,15 +140,22 @@ func (d *Driver) syncUsers(ctx context.Context) error {
 			continue
 		}
 		engine := d.Engines[i%len(d.Engines)]
-		body := map[string]any{"scopes": []string{"behaviour", "physiology", "text"}}
-		if err := d.call(ctx, http.MethodPost, engine+"/v1/users/"+userID(u.ID)+"/consent", body, nil); err != nil {
+		c, err := d.client(engine)
+		if err != nil {
+			return err
+		}
+		if _, err := c.SetConsent(ctx, userID(u.ID), telemetry.ScopeBehaviour, telemetry.ScopePhysiology, telemetry.ScopeText); err != nil {
 			return fmt.Errorf("consent: %w", err)
 		}
 		d.consents[u.ID] = engine
 	}
 	for id, engine := range d.consents {
 		if !present[id] {
-			if err := d.call(ctx, http.MethodDelete, engine+"/v1/users/"+userID(id), nil, nil); err != nil {
+			c, err := d.client(engine)
+			if err != nil {
+				return err
+			}
+			if err := c.Erase(ctx, userID(id)); err != nil {
 				return fmt.Errorf("erase: %w", err)
 			}
 			delete(d.consents, id)
@@ -139,8 +171,8 @@ var phrases = [3][]string{
 }
 
 // samples renders one user's telemetry for this tick from the latent state.
-func (d *Driver) samples(u *User) []map[string]any {
-	at := d.Now().UTC().Format(time.RFC3339Nano)
+func (d *Driver) samples(u *User) []telemetry.Sample {
+	at := d.Now().UTC()
 	id := userID(u.ID)
 	attention, emotion, resilience := u.State[0], u.State[1], u.State[2]
 
@@ -156,7 +188,7 @@ func (d *Driver) samples(u *User) []map[string]any {
 		rr[i] = math.Round(800 + sign*amplitude/2 + 3*d.rng.NormFloat64())
 	}
 	// SART: errors and reaction-time variability grow as attention falls.
-	trials := make([]map[string]any, 30)
+	trials := make([]telemetry.Trial, 30)
 	for i := range trials {
 		digit := 1 + d.rng.IntN(9)
 		var responded bool
@@ -169,51 +201,22 @@ func (d *Driver) samples(u *User) []map[string]any {
 		if responded {
 			rt = math.Max(150, 400*(1+(0.05+0.3*(1-attention))*d.rng.NormFloat64()))
 		}
-		trials[i] = map[string]any{"digit": digit, "responded": responded, "rt_ms": math.Round(rt)}
+		trials[i] = telemetry.Trial{Digit: digit, Responded: responded, RTms: math.Round(rt)}
 	}
 	mood := 1 + int(math.Round(4*emotion))
 	brsScore := 1 + 4*resilience
 	positive := int(math.Round(brsScore))
 	reversed := int(math.Round(6 - brsScore))
 	tone := min(2, int(emotion*3))
-	out := []map[string]any{
-		{"user": id, "kind": "rr", "at": at, "rr_ms": rr},
-		{"user": id, "kind": "sart", "at": at, "trials": trials},
-		{"user": id, "kind": "text", "at": at, "text": phrases[tone][d.rng.IntN(len(phrases[tone]))], "source": "chat"},
-		{"user": id, "kind": "questionnaire", "at": at, "brs": []int{positive, reversed, positive, reversed, positive, reversed}, "mood": mood},
+	out := []telemetry.Sample{
+		{User: id, Kind: telemetry.KindRR, At: at, RRms: rr},
+		{User: id, Kind: telemetry.KindSART, At: at, Trials: trials},
+		{User: id, Kind: telemetry.KindText, At: at, Text: phrases[tone][d.rng.IntN(len(phrases[tone]))], Source: "chat"},
+		{User: id, Kind: telemetry.KindQuestionnaire, At: at, BRS: []int{positive, reversed, positive, reversed, positive, reversed}, Mood: &mood},
 	}
 	if d.ticks%5 == 0 {
-		out = append(out, map[string]any{"user": id, "kind": "intervention", "at": at, "intervention": d.Intervention, "completed": true, "rating": 4})
+		completed, rating := true, 4
+		out = append(out, telemetry.Sample{User: id, Kind: telemetry.KindIntervention, At: at, Intervention: d.Intervention, Completed: &completed, Rating: &rating})
 	}
 	return out
-}
-
-func (d *Driver) call(ctx context.Context, method, url string, body, out any) error {
-	var reader io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		reader = bytes.NewReader(data)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, reader)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+d.Token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := d.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, bytes.TrimSpace(data))
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
 }

@@ -1,0 +1,470 @@
+package service
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gojson "github.com/goccy/go-json"
+
+	"github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/engine/contract"
+	"github.com/attune-io/attune/engine/effects"
+	"github.com/attune-io/attune/engine/policy"
+	"github.com/attune-io/attune/engine/store"
+	"github.com/attune-io/attune/engine/telemetry"
+)
+
+// Decision is one decision point of one user, as logged and as answered
+// by POST /v1/users/{id}/decisions (engine/contract holds the wire type).
+type Decision = contract.Decision
+
+// Outcome is a decision's proximal outcome (engine/contract holds the wire
+// type).
+type Outcome = contract.Outcome
+
+// DecisionRequest is the body of POST /v1/users/{id}/decisions
+// (engine/contract holds the wire type).
+type DecisionRequest = contract.DecisionRequest
+
+// idempotentDecision remembers which decision answered an Idempotency-Key.
+type idempotentDecision struct {
+	Key string `json:"k"`
+	// Request hashes the request body, so a key reused for a different
+	// request is refused rather than answered with the wrong decision.
+	Request string `json:"r"`
+	ID      string `json:"d"`
+}
+
+// Bounds on what a user's record keeps of their decisions.
+const (
+	// maxOpenDecisions: decisions awaiting their outcome. A client that
+	// asks more often than this within one outcome window loses the
+	// oldest outcomes (their decisions stay logged, unsettled).
+	maxOpenDecisions = 32
+	// maxIdempotencyKeys: the most recent keys whose retries are answered
+	// from the log.
+	maxIdempotencyKeys = 32
+	// MaxContextTags bounds the context tags of one decision request.
+	MaxContextTags = 8
+)
+
+// ErrIdempotencyMismatch: an Idempotency-Key was reused for a different
+// request.
+var ErrIdempotencyMismatch = errors.New("this Idempotency-Key was used for a different request")
+
+// RequestError is a decision request that names its bad field.
+type RequestError struct{ Field, Message string }
+
+func (e *RequestError) Error() string { return e.Field + ": " + e.Message }
+
+func validateDecisionRequest(r DecisionRequest) error {
+	if len(r.Context) > MaxContextTags {
+		return &RequestError{"context", fmt.Sprintf("at most %d tags, got %d", MaxContextTags, len(r.Context))}
+	}
+	for i, tag := range r.Context {
+		if !slices.Contains(policy.ContextTags, tag) {
+			return &RequestError{fmt.Sprintf("context[%d]", i), fmt.Sprintf("unknown context tag %q; known tags: %v", tag, policy.ContextTags)}
+		}
+	}
+	return nil
+}
+
+func hashDecisionRequest(r DecisionRequest) string {
+	b, _ := json.Marshal(r) // a plain struct: cannot fail
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// policyVersion identifies what decides: the enabled interventions, the
+// strength and its bounds, the dose limits and the seed.
+func policyVersion(cfg *config.Config) string {
+	b, _ := json.Marshal(struct {
+		Interventions []string
+		Strength      config.Strength
+		Dose          config.Dose
+		Seed          int64
+	}{cfg.Interventions, cfg.Strength, cfg.Dose, cfg.Seed})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:6])
+}
+
+// Decide answers a decision point: it settles the user's due outcomes,
+// draws the action (or none, with the reason, for an ineligible user) and
+// logs the decision durably before answering. A retry with the same
+// idempotency key returns the logged decision and writes nothing; replayed
+// says so.
+func (s *Service) Decide(ctx context.Context, userID string, req DecisionRequest, idempotencyKey string) (d Decision, replayed bool, err error) {
+	if err := validateDecisionRequest(req); err != nil {
+		return Decision{}, false, err
+	}
+	key := s.Pseudonym(userID)
+	reqHash := hashDecisionRequest(req)
+	cfg := s.Config()
+	err = s.update(ctx, []string{key}, func(t *userTxn) error {
+		old := t.recs[key]
+		if old == nil {
+			return ErrUnknownUser
+		}
+		if idempotencyKey != "" {
+			if i := slices.IndexFunc(old.Idempotency, func(e idempotentDecision) bool { return e.Key == idempotencyKey }); i >= 0 {
+				if old.Idempotency[i].Request != reqHash {
+					return ErrIdempotencyMismatch
+				}
+				var err error
+				d, err = s.loggedDecision(ctx, key, old, old.Idempotency[i].ID)
+				replayed = true
+				return err
+			}
+		}
+		now := s.now()
+		rec := cloneRecord(old)
+		// The prior is read for writing only when an outcome may be
+		// learnt; a draw alone may use a recent copy.
+		var pop policy.Population
+		var popVersion int64
+		var err error
+		if dueOutcomes(rec, now) {
+			pop, popVersion, err = s.population(ctx)
+		} else {
+			pop, err = s.recentPopulation(ctx)
+		}
+		if err != nil {
+			return err
+		}
+		writes, learnt := s.settle(key, rec, cfg, &pop, now)
+		d = s.draw(key, rec, cfg, &pop, req, now)
+		writes[store.DecisionKey{User: key, ID: d.ID}] = encodeDecision(&d)
+		if d.LossAtDecision != nil {
+			rec.Open = append(rec.Open, d)
+			if len(rec.Open) > maxOpenDecisions {
+				rec.Open = rec.Open[len(rec.Open)-maxOpenDecisions:]
+			}
+		}
+		rec.Last = &d
+		if idempotencyKey != "" {
+			rec.Idempotency = append(rec.Idempotency, idempotentDecision{Key: idempotencyKey, Request: reqHash, ID: d.ID})
+			if len(rec.Idempotency) > maxIdempotencyKeys {
+				rec.Idempotency = rec.Idempotency[len(rec.Idempotency)-maxIdempotencyKeys:]
+			}
+		}
+		rec.LastSeen = now
+		var popToStore *policy.Population
+		if learnt {
+			popToStore = &pop
+		}
+		return t.commitDecisions(ctx, map[string]*Record{key: rec}, writes, popToStore, popVersion)
+	})
+	if err != nil {
+		return Decision{}, false, err
+	}
+	if s.metrics != nil && !replayed {
+		s.metrics.Decisions.WithLabelValues(decisionLabel(&d), d.Reason).Inc()
+	}
+	return d, replayed, nil
+}
+
+func decisionLabel(d *Decision) string {
+	if d.Treated() {
+		return "intervention"
+	}
+	return policy.ActionNone
+}
+
+// draw takes the decision itself: the policy's choice, with what the log
+// needs around it. It changes the record's policy state.
+func (s *Service) draw(key string, rec *Record, cfg *config.Config, pop *policy.Population, req DecisionRequest, now time.Time) Decision {
+	available := req.Available == nil || *req.Available
+	c := policy.Decide(&rec.Policy, pop, cfg.Interventions, key, uint64(cfg.Seed),
+		policy.Strength{Value: cfg.Strength.Value, Min: cfg.Strength.Min, Max: cfg.Strength.Max},
+		policy.Limits{MaxPerDay: cfg.Dose.MaxPerDayOrDefault(), Cooldown: cfg.Dose.CooldownOrDefault()},
+		available, now)
+	d := Decision{
+		ID: store.DecisionID(now, rand.Uint32()), At: now, Available: available, Context: slices.Clone(req.Context),
+		Action: c.Action, Probability: c.Probability, Candidate: c.Candidate, TreatmentProbability: c.TreatP,
+		Reason: c.Reason, Dose: c.Dose, Instructions: c.Instructions, PolicyVersion: policyVersion(cfg),
+		OutcomeDue: now.Add(cfg.Dose.OutcomeWindowOrDefault()),
+	}
+	if l, ok := userLoss(rec.Model, cfg, now); ok {
+		d.LossAtDecision = &l
+	}
+	return d
+}
+
+// loggedDecision finds a decision of the user: in the record while it is
+// open or the last, else in the log.
+func (s *Service) loggedDecision(ctx context.Context, key string, rec *Record, id string) (Decision, error) {
+	if rec.Last != nil && rec.Last.ID == id {
+		return *rec.Last, nil
+	}
+	if i := slices.IndexFunc(rec.Open, func(d Decision) bool { return d.ID == id }); i >= 0 {
+		return rec.Open[i], nil
+	}
+	item, err := s.store.Decision(ctx, store.DecisionKey{User: key, ID: id})
+	if err != nil {
+		return Decision{}, fmt.Errorf("read decision: %w", err)
+	}
+	if item.Value == nil {
+		return Decision{}, ErrUnknownDecision
+	}
+	var d Decision
+	if err := gojson.Unmarshal(item.Value, &d); err != nil {
+		return Decision{}, fmt.Errorf("decode decision: %w", err)
+	}
+	return d, nil
+}
+
+// ErrUnknownDecision: no decision of this user has that ID.
+var ErrUnknownDecision = errors.New("unknown decision")
+
+func encodeDecision(d *Decision) store.Write {
+	b, _ := gojson.Marshal(d) // plain data: cannot fail
+	return store.Write{Value: b}
+}
+
+// dueOutcomes reports whether any open decision's window has closed.
+func dueOutcomes(rec *Record, now time.Time) bool {
+	return slices.ContainsFunc(rec.Open, func(d Decision) bool { return !now.Before(d.OutcomeDue) })
+}
+
+// settle measures the outcome of every open decision whose window has
+// closed, from the user's current estimate, folds randomised ones into the
+// policy's learning (learnt reports whether pop changed) and returns the
+// log rewrites. A decision whose window closed more than one window ago,
+// or whose user has no current loss, is closed without an outcome: a
+// late measurement would credit it with whatever happened since.
+func (s *Service) settle(key string, rec *Record, cfg *config.Config, pop *policy.Population, now time.Time) (writes map[store.DecisionKey]store.Write, learnt bool) {
+	writes = map[store.DecisionKey]store.Write{}
+	if !dueOutcomes(rec, now) {
+		return writes, false
+	}
+	window := cfg.Dose.OutcomeWindowOrDefault()
+	loss, known := userLoss(rec.Model, cfg, now)
+	open := rec.Open[:0:0]
+	for _, d := range rec.Open {
+		if now.Before(d.OutcomeDue) {
+			open = append(open, d)
+			continue
+		}
+		if known && now.Sub(d.OutcomeDue) <= window && d.LossAtDecision != nil {
+			d.Outcome = &Outcome{At: now, Loss: loss, Change: loss - *d.LossAtDecision}
+			if d.Randomised() && policy.Learn(&rec.Policy, pop, d.Candidate, d.Treated(), d.TreatmentProbability, -d.Outcome.Change) {
+				learnt = true
+			}
+		}
+		w := encodeDecision(&d)
+		w.IfVersion = 1 // written once when decided; links before now went to the open copy
+		writes[store.DecisionKey{User: key, ID: d.ID}] = w
+		if rec.Last != nil && rec.Last.ID == d.ID {
+			last := d
+			rec.Last = &last
+		}
+	}
+	rec.Open = open
+	return writes, learnt
+}
+
+// linkIntervention records that an intervention sample answers a decision:
+// on the open copy while its outcome is pending, else by rewriting the log
+// entry (returned as a write).
+func (s *Service) linkIntervention(ctx context.Context, key string, rec *Record, smp *telemetry.Sample, idx int) (*store.DecisionKey, store.Write, error) {
+	check := func(d *Decision) error {
+		if d.Action != smp.Intervention {
+			return &telemetry.Error{Field: fmt.Sprintf("samples[%d].intervention", idx), Message: fmt.Sprintf("decision %s delivered %q, not %q", d.ID, d.Action, smp.Intervention)}
+		}
+		d.Completed, d.Rating = smp.Completed, smp.Rating
+		return nil
+	}
+	for i := range rec.Open {
+		if rec.Open[i].ID == smp.Decision {
+			if err := check(&rec.Open[i]); err != nil {
+				return nil, store.Write{}, err
+			}
+			if rec.Last != nil && rec.Last.ID == smp.Decision {
+				last := rec.Open[i]
+				rec.Last = &last
+			}
+			return nil, store.Write{}, nil
+		}
+	}
+	dk := store.DecisionKey{User: key, ID: smp.Decision}
+	item, err := s.store.Decision(ctx, dk)
+	if err != nil {
+		return nil, store.Write{}, fmt.Errorf("read decision: %w", err)
+	}
+	if item.Value == nil {
+		return nil, store.Write{}, &telemetry.Error{Field: fmt.Sprintf("samples[%d].decision", idx), Message: fmt.Sprintf("this user has no decision %s", smp.Decision)}
+	}
+	var d Decision
+	if err := gojson.Unmarshal(item.Value, &d); err != nil {
+		return nil, store.Write{}, fmt.Errorf("decode decision: %w", err)
+	}
+	if err := check(&d); err != nil {
+		return nil, store.Write{}, err
+	}
+	if rec.Last != nil && rec.Last.ID == d.ID {
+		last := d
+		rec.Last = &last
+	}
+	w := encodeDecision(&d)
+	w.IfVersion = item.Version
+	return &dk, w, nil
+}
+
+// ExportedDecision is one line of GET /v1/decisions: a decision under the
+// user's pseudonym (engine/contract holds the wire type).
+type ExportedDecision = contract.ExportedDecision
+
+// ExportDecisions calls fn with every logged decision taken at or after
+// since, of users who granted the research scope, in pseudonymous form.
+func (s *Service) ExportDecisions(ctx context.Context, since time.Time, fn func(ExportedDecision) error) error {
+	consented := map[string]bool{}
+	return s.store.EachDecision(ctx, store.DecisionIDAt(since), func(k store.DecisionKey, item store.Item) error {
+		ok, seen := consented[k.User]
+		if !seen {
+			var err error
+			if ok, err = s.allows(ctx, k.User, telemetry.ScopeResearch); err != nil {
+				return err
+			}
+			consented[k.User] = ok
+		}
+		if !ok {
+			return nil
+		}
+		var d Decision
+		if err := gojson.Unmarshal(item.Value, &d); err != nil {
+			return fmt.Errorf("decode decision: %w", err)
+		}
+		return fn(ExportedDecision{User: k.User, Decision: d})
+	})
+}
+
+// allows reports whether the stored user has consented to scope.
+func (s *Service) allows(ctx context.Context, key string, scope telemetry.Scope) (bool, error) {
+	if !s.shared() {
+		s.mu.RLock()
+		e := s.users[key]
+		s.mu.RUnlock()
+		if e == nil {
+			return false, nil
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.rec != nil && e.rec.Consent.Allows(scope), nil
+	}
+	items, err := s.store.Users(ctx, []string{key})
+	if err != nil {
+		return false, err
+	}
+	item, ok := items[key]
+	if !ok {
+		return false, nil
+	}
+	rec, err := decodeRecord(item.Value)
+	if err != nil {
+		return false, err
+	}
+	return rec.Consent.Allows(scope), nil
+}
+
+// analysedDecision is the part of a logged decision the effect estimate
+// reads: decoding only these fields keeps a scan of the log cheap.
+type analysedDecision struct {
+	Candidate            string  `json:"candidate"`
+	TreatmentProbability float64 `json:"treatmentProbability"`
+	Action               string  `json:"action"`
+	Outcome              *struct {
+		Change float64 `json:"change"`
+	} `json:"outcome"`
+}
+
+// effectsCache holds the last effect estimates. In replica scope every
+// settled outcome passes through this process, which bumps the generation;
+// on a shared store other replicas settle too, so an estimate is also
+// recomputed once it is older than sharedEffectsMaxAge.
+type effectsCache struct {
+	mu         sync.Mutex
+	generation atomic.Uint64
+	computed   uint64
+	at         time.Time
+	valid      bool
+	all        []effects.Effect
+}
+
+// sharedEffectsMaxAge bounds how stale a shared store's effect estimates
+// may be.
+const sharedEffectsMaxAge = 10 * time.Second
+
+func (c *effectsCache) invalidate() { c.generation.Add(1) }
+
+// Effects estimates every enabled intervention's causal excursion effect
+// on the proximal outcome by WCLS over the decision log (randomised,
+// settled decisions whose candidate it was), whether publishable or not.
+func (s *Service) Effects(ctx context.Context) ([]effects.Effect, error) {
+	c := &s.effects
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	gen := c.generation.Load()
+	if c.valid && c.computed == gen && (!s.shared() || time.Since(c.at) < sharedEffectsMaxAge) {
+		return c.all, nil
+	}
+	all, err := EstimateEffects(ctx, s.store)
+	if err != nil {
+		return nil, err
+	}
+	c.all, c.computed, c.at, c.valid = all, gen, time.Now(), true
+	return all, nil
+}
+
+// EstimateEffects reads the whole decision log once and estimates each
+// candidate's effect (WCLS) from its randomised, settled decisions. Memory
+// grows with users and interventions, not with decisions.
+func EstimateEffects(ctx context.Context, st store.Store) ([]effects.Effect, error) {
+	estimators := map[string]*effects.Estimator{}
+	err := st.EachDecision(ctx, "", func(k store.DecisionKey, item store.Item) error {
+		var d analysedDecision
+		if err := gojson.Unmarshal(item.Value, &d); err != nil {
+			return fmt.Errorf("decode decision: %w", err)
+		}
+		if d.Outcome == nil || d.Candidate == "" || !(d.TreatmentProbability > 0 && d.TreatmentProbability < 1) {
+			return nil
+		}
+		e := estimators[d.Candidate]
+		if e == nil {
+			e = effects.NewEstimator(d.Candidate, effects.DefaultRefP)
+			estimators[d.Candidate] = e
+		}
+		e.Add(effects.Observation{User: k.User, Available: true, Treated: d.Action != policy.ActionNone, P: d.TreatmentProbability, Outcome: d.Outcome.Change})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("effects: %w", err)
+	}
+	var all []effects.Effect
+	for _, e := range estimators {
+		if est, ok := e.Estimate(); ok {
+			all = append(all, est)
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Intervention < all[j].Intervention })
+	return all, nil
+}
+
+// publishedEffects are the effects that meet the world's cohort floor.
+func (s *Service) publishedEffects(ctx context.Context) ([]effects.Effect, error) {
+	all, err := s.Effects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	floor := s.Config().Privacy.MinCohortSize
+	return slices.DeleteFunc(slices.Clone(all), func(e effects.Effect) bool { return !effects.Publishable(e, floor) }), nil
+}
