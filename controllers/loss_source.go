@@ -19,7 +19,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+	engineclient "github.com/attune-io/attune/engine/client"
 	engineconfig "github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/engine/contract"
 	"github.com/attune-io/attune/engine/effects"
 )
 
@@ -53,19 +55,6 @@ type LossMeasurement struct {
 // LossReader measures a program's cohort loss.
 type LossReader interface {
 	Read(ctx context.Context, p *wellbeingv1alpha1.MeditationProgram, minCohort int) (LossMeasurement, error)
-}
-
-// engineCohort is the engine's GET /v1/cohort answer (engine/service.CohortSummary).
-type engineCohort struct {
-	Published  bool               `json:"published"`
-	Size       *int               `json:"size"`
-	Loss       *float64           `json:"loss"`
-	Scope      engineconfig.Scope `json:"scope"`
-	ObservedAt time.Time          `json:"observedAt"`
-	// Effects are the published effects only (each resting on at least
-	// the world's minimum cohort of users with both kinds of decision);
-	// absent from engines that predate them.
-	Effects []effects.Effect `json:"effects"`
 }
 
 // EngineLossReader reads GET /v1/cohort from every ready engine pod, found
@@ -102,7 +91,7 @@ func (r *EngineLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.Medita
 	}
 
 	type result struct {
-		cohort engineCohort
+		cohort contract.CohortSummary
 		err    error
 	}
 	results := make([]result, len(endpoints))
@@ -223,34 +212,28 @@ func engineAddress(pod *corev1.Pod) (string, bool) {
 	return net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(port))), true
 }
 
-func (r *EngineLossReader) fetch(ctx context.Context, addr, token string) (engineCohort, error) {
+// fetch reads one engine's GET /v1/cohort through the engine client, once:
+// the operator reads again at the next interval rather than retrying
+// within this one. Effects in the answer are the published ones only.
+func (r *EngineLossReader) fetch(ctx context.Context, addr, token string) (contract.CohortSummary, error) {
 	timeout := r.Timeout
 	if timeout <= 0 {
 		timeout = 3 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/cohort", nil)
+	c, err := engineclient.New("http://"+addr, engineclient.WithHTTPClient(r.httpClient()), engineclient.WithToken(token), engineclient.WithRetry(engineclient.NoRetry))
 	if err != nil {
-		return engineCohort{}, err
+		return contract.CohortSummary{}, fmt.Errorf("%s: %w", addr, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := r.httpClient().Do(req)
+	cohort, err := c.Cohort(ctx)
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return engineCohort{}, fmt.Errorf("%s: timed out after %s", addr, timeout)
+			return contract.CohortSummary{}, fmt.Errorf("%s: timed out after %s", addr, timeout)
 		}
-		return engineCohort{}, fmt.Errorf("%s: %w", addr, err)
+		return contract.CohortSummary{}, fmt.Errorf("%s: %w", addr, err)
 	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		return engineCohort{}, fmt.Errorf("%s: %s", addr, resp.Status)
-	}
-	var c engineCohort
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&c); err != nil {
-		return engineCohort{}, fmt.Errorf("%s: decode cohort: %w", addr, err)
-	}
-	return c, nil
+	return cohort, nil
 }
 
 func (r *EngineLossReader) httpClient() *http.Client {
