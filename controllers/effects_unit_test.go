@@ -270,3 +270,41 @@ func TestRenderEngineDose(t *testing.T) {
 		})
 	}
 }
+
+// TestRenderedModelConfigIsAccepted: for each runtime, the model section
+// the operator renders passes the engine's own validation (the engine
+// refuses a configuration it cannot serve, and would not start).
+func TestRenderedModelConfigIsAccepted(t *testing.T) {
+	world := &wellbeingv1alpha1.VirtualWorld{Spec: wellbeingv1alpha1.VirtualWorldSpec{Namespace: "plaza", Context: wellbeingv1alpha1.ContextSocial}}
+	ekman := []string{"anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"}
+	for _, m := range []*wellbeingv1alpha1.ModelSidecar{
+		{Runtime: wellbeingv1alpha1.ModelRuntimeCustom, Image: "example/valence:1", ModelName: "valence"},
+		{Runtime: wellbeingv1alpha1.ModelRuntimeKServeHuggingFace, ModelName: "emotion", Labels: ekman},
+		{Runtime: wellbeingv1alpha1.ModelRuntimeTriton, ModelName: "emotion", Labels: []string{"Negative", "Neutral", "Positive"}},
+		{Runtime: wellbeingv1alpha1.ModelRuntimeMLServerHuggingFace, ModelName: "emotion"},
+	} {
+		t.Run(string(m.Runtime), func(t *testing.T) {
+			p := &wellbeingv1alpha1.MeditationProgram{
+				ObjectMeta: metav1.ObjectMeta{Name: "calm", Namespace: "plaza"},
+				Spec: wellbeingv1alpha1.MeditationProgramSpec{
+					Target:        wellbeingv1alpha1.StateVector{Attention: 0.8, Emotion: 0.7, Resilience: 0.7},
+					Weights:       wellbeingv1alpha1.Weights{Attention: 1, Emotion: 1, Resilience: 1},
+					Interventions: []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.BodyScan},
+					Strength:      wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.1, Max: 0.9},
+					Engine:        wellbeingv1alpha1.EngineSpec{Model: m},
+				},
+			}
+			data, err := renderEngineConfig(p, world, 0.5).Render()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := engineconfig.Parse(data)
+			if err != nil {
+				t.Fatalf("the engine refuses the rendered configuration: %v\n%s", err, data)
+			}
+			if cfg.Model == nil || cfg.Model.RuntimeOrDefault() != string(m.Runtime) || len(cfg.Model.Labels) != len(m.Labels) {
+				t.Errorf("rendered model %+v for %+v", cfg.Model, m)
+			}
+		})
+	}
+}

@@ -46,9 +46,7 @@ func renderEngineConfig(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1al
 		cfg.Interventions = append(cfg.Interventions, string(iv))
 	}
 	cfg.Dose = engineDose(p.Spec.Dose)
-	if m := p.Spec.Engine.Model; m != nil {
-		cfg.Model = &engineconfig.Model{URL: fmt.Sprintf("http://127.0.0.1:%d", m.Port), Name: m.ModelName}
-	}
+	cfg.Model = engineModel(p.Spec.Engine.Model)
 	if usesPostgres(p) {
 		cfg.Store = engineconfig.Store{Type: engineconfig.StorePostgreSQL, Postgres: &engineconfig.PostgresStore{SecretDir: postgresMountPath}}
 	}
@@ -107,12 +105,19 @@ func desiredReplicas(p *wellbeingv1alpha1.MeditationProgram) int32 {
 	return ptr.Deref(p.Spec.Engine.Replicas, 1)
 }
 
+// gpuPerPod is the GPU resource and the number of it each engine pod
+// requests, all on the model sidecar: spec.engine.gpu.count (default 1)
+// when a sidecar runs, none otherwise. The engine container runs on the
+// CPU.
 func gpuPerPod(p *wellbeingv1alpha1.MeditationProgram) (corev1.ResourceName, int32) {
 	name := p.Spec.Engine.GPU.ResourceName
 	if name == "" {
 		name = "nvidia.com/gpu"
 	}
-	return corev1.ResourceName(name), ptr.Deref(p.Spec.Engine.GPU.Count, 1)
+	if !runsModelSidecar(p) {
+		return corev1.ResourceName(name), 0
+	}
+	return corev1.ResourceName(name), max(ptr.Deref(p.Spec.Engine.GPU.Count, 1), 0)
 }
 
 // restrictedContainerSecurity satisfies Pod Security "restricted".
@@ -162,10 +167,6 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 	spec := p.Spec.Engine
 	keySecret, keyKey := worldKeySecret(w)
 
-	engineResources := spec.Resources
-	if spec.Model == nil {
-		engineResources = withGPU(spec.Resources, gpuName, gpuCount)
-	}
 	if spec.Image != "" {
 		image = spec.Image
 	}
@@ -174,7 +175,7 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 		Image:           image,
 		Args:            []string{"--config=" + path.Join(configMountPath, engineconfig.FileName)},
 		Ports:           []corev1.ContainerPort{{Name: engineHTTPPortStr, ContainerPort: engineHTTPPort, Protocol: corev1.ProtocolTCP}},
-		Resources:       engineResources,
+		Resources:       withDefaultRequests(spec.Resources, engineDefaultRequests),
 		LivenessProbe:   httpProbe("/healthz", engineHTTPPortStr, 10),
 		ReadinessProbe:  httpProbe("/readyz", engineHTTPPortStr, 5),
 		SecurityContext: restrictedContainerSecurity(),
@@ -186,34 +187,23 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 			{Name: "tmp", MountPath: tmpMountPath},
 		},
 	}}
-	if m := spec.Model; m != nil {
-		containers = append(containers, corev1.Container{
-			Name:            "model",
-			Image:           m.Image,
-			Env:             []corev1.EnvVar{{Name: "MODEL_NAME", Value: m.ModelName}},
-			Ports:           []corev1.ContainerPort{{Name: "model", ContainerPort: m.Port, Protocol: corev1.ProtocolTCP}},
-			Resources:       withGPU(corev1.ResourceRequirements{}, gpuName, gpuCount),
-			ReadinessProbe:  httpProbe("/v2/health/ready", "model", 10),
-			SecurityContext: restrictedContainerSecurity(),
-			VolumeMounts:    []corev1.VolumeMount{{Name: "tmp", MountPath: tmpMountPath}},
-		})
+	var modelVolumes []corev1.Volume
+	if runsModelSidecar(p) {
+		model, volumes := modelSidecar(spec.Model, gpuName, gpuCount)
+		containers = append(containers, model)
+		modelVolumes = volumes
 	}
 
 	// The strategy is always spelled out: the operator then owns its type
 	// and rollingUpdate, so server-side apply sets and removes them when the
 	// strategy switches (dropRollingUpdate covers a rollingUpdate that is not
-	// ours alone).
-	strategy := appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
-		MaxSurge: ptr.To(intstr.FromString("25%")), MaxUnavailable: ptr.To(intstr.FromString("25%")),
-	}}
+	// ours alone). A claim or GPUs make it Recreate or surge-free.
+	strategy := engineStrategy(p, gpuCount)
 	// The embedded store's file: an emptyDir survives container restarts,
 	// not the pod's replacement; a claim survives both (docs/scale-out.md).
 	data := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
 	if storeVolume(p) != nil {
 		data = corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: engineDataClaimName(p)}}
-		// A ReadWriteOnce volume cannot be mounted by the new pod on
-		// another node while the old pod holds it.
-		strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
 	}
 
 	volumes := []corev1.Volume{
@@ -225,6 +215,7 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 		{Name: "data", VolumeSource: data},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	}
+	volumes = append(volumes, modelVolumes...)
 
 	if usesPostgres(p) {
 		volumes = append(volumes, corev1.Volume{Name: "postgres", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
@@ -242,7 +233,7 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 	}
 	tolerations := append([]corev1.Toleration(nil), spec.Tolerations...)
 	if gpuCount > 0 {
-		tolerations = append(tolerations, corev1.Toleration{Key: GPUTaintKey, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
+		tolerations = append(tolerations, corev1.Toleration{Key: gpuTolerationKey(gpuName), Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
 	}
 
 	return &appsv1.Deployment{

@@ -370,6 +370,7 @@ func (r *MeditationProgramReconciler) computeStatus(rc *programReconcile, stepEr
 	_, gpuCount := gpuPerPod(p)
 	st.Replicas = replicas
 	st.GPUs = replicas * gpuCount
+	st.TextModel = textModel(p)
 	st.Selector = labels.SelectorFromSet(EngineSelectorLabels(p)).String()
 	if rc.deployment != nil {
 		st.ReadyReplicas = rc.deployment.Status.AvailableReplicas

@@ -68,6 +68,8 @@ func TestProgramChildren(t *testing.T) {
 	setupWorld(t, "office", wellbeingv1alpha1.ContextWorkplace)
 	p := newProgram("office", "deep-work", "office")
 	p.Spec.Engine.GPU = wellbeingv1alpha1.GPUSpec{Count: ptr.To[int32](2), Product: "NVIDIA-H100-80GB-HBM3", RuntimeClassName: ptr.To("nvidia")}
+	// The GPUs go to the model sidecar; the engine container runs on the CPU.
+	p.Spec.Engine.Model = &wellbeingv1alpha1.ModelSidecar{Image: "example.test/emotion:v1", ModelName: "emotion"}
 	p.Spec.Engine.NodeSelector = map[string]string{"pool": "wellbeing"}
 	p.Spec.Engine.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "attune", Effect: corev1.TaintEffectNoSchedule}}
 	p.Spec.Engine.PriorityClassName = "tenant-high"
@@ -89,11 +91,15 @@ func TestProgramChildren(t *testing.T) {
 	pod := d.Spec.Template.Spec
 	engine := engineContainer(t, d, "engine")
 	gpu := corev1.ResourceName("nvidia.com/gpu")
-	if q := engine.Resources.Requests[gpu]; q.Value() != 2 {
-		t.Errorf("gpu request = %s, want 2", q.String())
+	model := engineContainer(t, d, "model")
+	if q := model.Resources.Requests[gpu]; q.Value() != 2 {
+		t.Errorf("model gpu request = %s, want 2", q.String())
 	}
-	if q := engine.Resources.Limits[gpu]; q.Value() != 2 {
-		t.Errorf("gpu limit = %s, want 2", q.String())
+	if q := model.Resources.Limits[gpu]; q.Value() != 2 {
+		t.Errorf("model gpu limit = %s, want 2", q.String())
+	}
+	if _, ok := engine.Resources.Limits[gpu]; ok {
+		t.Error("the engine container requests a GPU")
 	}
 	if q := engine.Resources.Requests[corev1.ResourceCPU]; q.String() != "250m" {
 		t.Errorf("cpu request = %s, want the user's 250m kept", q.String())
@@ -232,6 +238,7 @@ func TestProgramChildrenAreRestoredAfterDeleteOrEdit(t *testing.T) {
 	ctx := context.Background()
 	setupWorld(t, "drift", wellbeingv1alpha1.ContextSocial)
 	p := newProgram("drift", "steady", "drift")
+	p.Spec.Engine.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "attune", Effect: corev1.TaintEffectNoSchedule}}
 	create(t, p)
 	d := waitDeployment(t, p)
 	waitReconciled(t, p)
@@ -254,7 +261,7 @@ func TestProgramChildrenAreRestoredAfterDeleteOrEdit(t *testing.T) {
 		return nil
 	})
 
-	// Edit the Deployment's replicas and drop its GPU toleration: restored.
+	// Edit the Deployment's replicas and drop its toleration: restored.
 	d.Spec.Replicas = ptr.To[int32](7)
 	d.Spec.Template.Spec.Tolerations = nil
 	if err := k8s.Update(ctx, d); err != nil {

@@ -24,9 +24,11 @@ const (
 	StoreSecretHashKey = "wellbeing.attune.io/store-secret-hash"
 	GPUProductLabel    = "nvidia.com/gpu.product"
 	GPUTaintKey        = "nvidia.com/gpu"
-	worldIndexField    = "spec.worldRef.name"
-	engineHTTPPort     = 8080
-	engineHTTPPortStr  = "http"
+	// AMDGPUTaintKey is the taint of AMD GPU nodes (amd.com/gpu resources).
+	AMDGPUTaintKey    = "amd.com/gpu"
+	worldIndexField   = "spec.worldRef.name"
+	engineHTTPPort    = 8080
+	engineHTTPPortStr = "http"
 )
 
 // Names of a world's children.
@@ -52,6 +54,12 @@ const (
 	postgresMountPath = "/etc/attune/postgres"
 	dataMountPath     = "/var/lib/attune"
 	tmpMountPath      = "/tmp"
+	// Paths inside the model sidecar: the model (a claim, read-only, where
+	// KServe and MLServer look by default), writable caches and shared
+	// memory.
+	modelMountPath = "/mnt/models"
+	modelCachePath = "/var/cache/model"
+	shmMountPath   = "/dev/shm"
 )
 
 // engineName is the name of a program's Deployment, Service, ServiceAccount,

@@ -98,7 +98,7 @@ func startTrialEngine(t *testing.T, p *wellbeingv1alpha1.MeditationProgram, db s
 		rw: string(bytes.TrimSpace(tokens.Data[controllers.TokenKey])), ro: string(bytes.TrimSpace(tokens.Data[controllers.ReadOnlyTokenKey]))}
 	logger := slog.New(slog.DiscardHandler)
 	m := metrics.New(cfg.Program)
-	svc, err := service.New(cfg, service.Options{Store: db, Key: key.Data[controllers.PseudonymizationKeySecretKey], Metrics: m, Now: clock.Now, Logger: logger})
+	svc, err := service.New(cfg, service.Options{Store: db, Key: key.Data[controllers.PseudonymizationKeySecretKey], Metrics: m, Now: clock.Now, Logger: logger, EffectsMinInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

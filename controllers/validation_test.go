@@ -92,6 +92,30 @@ func TestInvalidManifestsAreRejected(t *testing.T) {
 		{"program negative gpu count", validProgram, `engine: {gpu: {count: -2}}`, "", "spec.engine.gpu.count"},
 		{"program model without image", validProgram, `engine: {model: {modelName: emotion}}`, "", "spec.engine.model.image: Required value"},
 		{"program model port privileged", validProgram, `engine: {model: {image: triton, modelName: emotion, port: 80}}`, "", "spec.engine.model.port"},
+		{"program runtimeClassName not a DNS subdomain", validProgram, `engine: {gpu: {runtimeClassName: "Nvidia_Runtime"}}`, "", "spec.engine.gpu.runtimeClassName must be a DNS subdomain"},
+		{"program modelName with a slash", validProgram, `engine: {model: {image: m, modelName: "org/emotion"}}`, "", "spec.engine.model.modelName must be a plain name"},
+		{"program modelName with dot-dot", validProgram, `engine: {model: {image: m, modelName: "emotion..v2"}}`, "", "spec.engine.model.modelName must be a plain name"},
+		{"program modelName with URL characters", validProgram, `engine: {model: {image: m, modelName: "emotion?x=1"}}`, "", "spec.engine.model.modelName must be a plain name"},
+		{"program labels on a Custom model", validProgram, `engine: {model: {image: m, modelName: emotion, labels: [joy, sadness]}}`, "", "spec.engine.model.labels need a classifier runtime"},
+		{"program KServe model without labels", validProgram, `engine: {model: {runtime: KServeHuggingFace, modelName: emotion, storage: {uri: "hf://org/model"}}}`, "", "spec.engine.model.labels (at least 2) are required"},
+		{"program model label without a valence", validProgram, `engine: {model: {runtime: Triton, modelName: emotion, storage: {uri: "s3://b/m"}, labels: [joy, LABEL_1]}}`, "", "spec.engine.model.labels must each be one the engine maps"},
+		{"program model runtime unknown", validProgram, `engine: {model: {runtime: TorchServe, modelName: emotion}}`, "", `spec.engine.model.runtime: Unsupported value: "TorchServe"`},
+		{"program model endpoint and image", validProgram, `engine: {model: {image: m, modelName: emotion, endpoint: "http://emotion.models"}}`, "", "spec.engine.model.endpoint and spec.engine.model.image are mutually exclusive"},
+		{"program model endpoint not http", validProgram, `engine: {model: {modelName: emotion, endpoint: "grpc://emotion.models:8001"}}`, "", "spec.engine.model.endpoint must be an http:// or https:// URL"},
+		{"program model endpoint not a URL", validProgram, `engine: {model: {modelName: emotion, endpoint: "emotion.models"}}`, "", "spec.engine.model.endpoint must be an http:// or https:// URL"},
+		{"program model endpoint with storage", validProgram, `engine: {model: {modelName: emotion, endpoint: "http://emotion.models", storage: {uri: "s3://b/m"}}}`, "", "spec.engine.model.storage is only allowed for a sidecar"},
+		{"program runtime without storage", validProgram, `engine: {model: {runtime: Triton, modelName: emotion}}`, "", "spec.engine.model.storage: Required value"},
+		{"program storage with claim and uri", validProgram, `engine: {model: {runtime: Triton, modelName: emotion, storage: {uri: "s3://b/m", persistentVolumeClaim: {claimName: models}}}}`, "", "spec.engine.model.storage needs exactly one of persistentVolumeClaim and uri"},
+		{"program storage empty", validProgram, `engine: {model: {runtime: Triton, modelName: emotion, storage: {}}}`, "", "spec.engine.model.storage needs exactly one of persistentVolumeClaim and uri"},
+		{"program storage uri the runtime cannot read", validProgram, `engine: {model: {runtime: MLServerHuggingFace, modelName: emotion, storage: {uri: "s3://b/m"}}}`, "", "spec.engine.model.storage.uri has a scheme the runtime does not read"},
+		{"program storage uri hf for Triton", validProgram, `engine: {model: {runtime: Triton, modelName: emotion, storage: {uri: "hf://org/model"}}}`, "", "spec.engine.model.storage.uri has a scheme the runtime does not read"},
+		{"program storage uri not a URI", validProgram, `engine: {model: {image: m, modelName: emotion, storage: {uri: "/models/emotion"}}}`, "", "spec.engine.model.storage.uri must be a URI"},
+		{"program storage claim name invalid", validProgram, `engine: {model: {runtime: Triton, modelName: emotion, storage: {persistentVolumeClaim: {claimName: Models_1}}}}`, "", "spec.engine.model.storage.persistentVolumeClaim.claimName must be a DNS subdomain"},
+		{"program storage subPath escapes", validProgram, `engine: {model: {runtime: Triton, modelName: emotion, storage: {persistentVolumeClaim: {claimName: models, subPath: "a/../../etc"}}}}`, "", "spec.engine.model.storage.persistentVolumeClaim.subPath must be a relative path"},
+		{"program storage subPath absolute", validProgram, `engine: {model: {runtime: Triton, modelName: emotion, storage: {persistentVolumeClaim: {claimName: models, subPath: "/etc"}}}}`, "", "spec.engine.model.storage.persistentVolumeClaim.subPath must be a relative path"},
+		{"program model port is the engine's", validProgram, `engine: {model: {image: m, modelName: emotion, port: 8080}}`, "", "spec.engine.model.port must not be 8080"},
+		{"program MLServer port on its gRPC port", validProgram, `engine: {model: {runtime: MLServerHuggingFace, modelName: emotion, port: 8081, storage: {uri: "hf://org/model"}}}`, "", "spec.engine.model.port must not be 8081 or 8082"},
+		{"program model labels empty string", validProgram, `engine: {model: {image: m, modelName: emotion, labels: [joy, ""]}}`, "", "spec.engine.model.labels[1]"},
 		{"program without world", validProgram, `worldRef: null`, "", "spec.worldRef: Required value"},
 		{"program name too long for its engine", validProgram, ``, "a-program-name-that-is-far-too-long-for-the-engine-service", "metadata.name must be a DNS label of at most 50 characters"},
 		{"program name starting with a digit", validProgram, ``, "1st-program", "metadata.name must be a DNS label"},
@@ -139,13 +163,17 @@ func TestDefaultsAreApplied(t *testing.T) {
 		"spec.tuning.staleAfter":       "5m",
 		"spec.tuning.source.type":      "Engine",
 		"spec.engine.replicas":         int64(1),
-		"spec.engine.gpu.count":        int64(1),
 		"spec.engine.gpu.resourceName": "nvidia.com/gpu",
 		"spec.engine.store.type":       "Embedded",
 		"spec.suspend":                 false,
 		"spec.dose.maxPerDay":          int64(6),
 		"spec.dose.cooldown":           "1h",
 		"spec.dose.outcomeWindow":      "10m",
+	}
+	// spec.engine.gpu.count has no schema default: unset means 1 GPU on a
+	// model sidecar and none without one.
+	if _, found, _ := unstructured.NestedFieldNoCopy(obj.Object, "spec", "engine", "gpu", "count"); found {
+		t.Error("spec.engine.gpu.count is defaulted; want it unset")
 	}
 	for path, value := range want {
 		got, found, err := unstructured.NestedFieldNoCopy(obj.Object, strings.Split(path, ".")...)

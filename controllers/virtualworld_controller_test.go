@@ -61,9 +61,13 @@ func TestWorldCreatesNamespaceQuotaKeyAndPolicy(t *testing.T) {
 		t.Errorf("policy types = %v, want [Ingress]", policy.Spec.PolicyTypes)
 	}
 
-	// Two programs with one GPU each, then the world's totals.
-	create(t, newProgram("plaza", "calm", "plaza"))
-	create(t, newProgram("plaza", "focus", "plaza"))
+	// Two programs with one GPU each (on their model sidecars), then the
+	// world's totals.
+	for _, name := range []string{"calm", "focus"} {
+		p := newProgram("plaza", name, "plaza")
+		p.Spec.Engine.Model = &wellbeingv1alpha1.ModelSidecar{Image: "example.test/emotion:v1", ModelName: "emotion"}
+		create(t, p)
+	}
 	eventually(t, "world totals", func() error {
 		get(t, client.ObjectKey{Name: "plaza"}, w)
 		if w.Status.Programs != 2 || w.Status.GPUsRequested != 2 {

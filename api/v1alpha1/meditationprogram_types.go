@@ -91,8 +91,9 @@ type MeditationProgramSpec struct {
 	// +kubebuilder:default={}
 	Dose Dose `json:"dose,omitempty"`
 
-	// engine shapes the engine Deployment. Default: one replica with one
-	// nvidia.com/gpu.
+	// engine shapes the engine Deployment. Default: one replica running
+	// VADER on the CPU, with no GPU; a model sidecar (engine.model) holds
+	// the GPU.
 	// +optional
 	// +kubebuilder:default={}
 	Engine EngineSpec `json:"engine,omitempty"`
@@ -308,13 +309,15 @@ type EngineSpec struct {
 	// +kubebuilder:validation:MaxLength=512
 	Image string `json:"image,omitempty"`
 
-	// resources of the engine container. GPU requests are added from gpu and
-	// need not be listed here.
+	// resources of the engine container, which runs on the CPU and never
+	// requests a GPU. Requests it leaves out default to cpu 100m and memory
+	// 128Mi, so that engine pods are not BestEffort.
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 
-	// gpu is what each engine pod requests from the GPU device plugin.
-	// Default: one nvidia.com/gpu.
+	// gpu is what each engine pod requests from the GPU device plugin, for
+	// its model sidecar only. Default: one nvidia.com/gpu when a model
+	// sidecar runs, none otherwise.
 	// +optional
 	// +kubebuilder:default={}
 	GPU GPUSpec `json:"gpu,omitempty"`
@@ -323,7 +326,10 @@ type EngineSpec struct {
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 
-	// tolerations are added to the GPU taint toleration.
+	// tolerations are added to the GPU taint toleration (which pods that
+	// request GPUs get for the resource's vendor: nvidia.com/gpu for
+	// nvidia.com/*, amd.com/gpu for amd.com/gpu, the resource name itself
+	// for gpu.intel.com/*).
 	// +optional
 	// +listType=atomic
 	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
@@ -342,19 +348,26 @@ type EngineSpec struct {
 	// +kubebuilder:default={}
 	Store EngineStore `json:"store,omitempty"`
 
-	// model adds a GPU model-server sidecar (Open Inference Protocol / KServe
-	// v2) that classifies text emotion. When set, the GPU request moves from
-	// the engine container to this sidecar. A pointer because absence means
-	// no sidecar: the engine then uses VADER on the CPU.
+	// model is the text-emotion model the engines call (Open Inference
+	// Protocol / KServe v2): a model-server sidecar in each engine pod,
+	// which holds the pod's GPU request, or, with model.endpoint, a shared
+	// model server elsewhere (no sidecar, no GPU). A pointer because absence
+	// means no model: the engine then uses VADER on the CPU and requests no
+	// GPU.
 	// +optional
 	Model *ModelSidecar `json:"model,omitempty"`
 }
 
 // GPUSpec is the GPU request of each engine pod.
 type GPUSpec struct {
-	// count of GPUs per pod, ≥ 0 (0 runs the engine on CPU). Default 1.
+	// count of GPUs per pod, in the model sidecar's requests and limits,
+	// ≥ 0. Default: 1 when a model sidecar runs (spec.engine.model without
+	// endpoint), and ignored (no GPU anywhere in the pod) when none does:
+	// the engine container itself runs on the CPU. 0 runs the sidecar on
+	// the CPU (with its runtime's CPU image). Changed: the default used to
+	// be 1 GPU on the engine container even without a model; a count stored
+	// by that default is ignored for programs without a sidecar.
 	// +optional
-	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=16
 	Count *int32 `json:"count,omitempty"`
@@ -373,9 +386,10 @@ type GPUSpec struct {
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
 	Product string `json:"product,omitempty"`
 
-	// runtimeClassName of the engine pods (e.g. nvidia).
+	// runtimeClassName of the engine pods (e.g. nvidia): a DNS subdomain.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="spec.engine.gpu.runtimeClassName must be a DNS subdomain (lower-case letters, digits, '-' and '.')"
 	RuntimeClassName *string `json:"runtimeClassName,omitempty"`
 }
 
@@ -472,26 +486,164 @@ type SecretReference struct {
 	Name string `json:"name"`
 }
 
-// ModelSidecar is a GPU model server speaking the Open Inference Protocol.
+// ModelRuntime is the model server a model sidecar runs; it decides the
+// sidecar's command, arguments, environment, default image and the storage
+// URIs it accepts.
+// +kubebuilder:validation:Enum=KServeHuggingFace;Triton;MLServerHuggingFace;Custom
+type ModelRuntime string
+
+const (
+	// ModelRuntimeKServeHuggingFace is KServe's huggingfaceserver
+	// (python -m huggingfaceserver) with the Hugging Face backend, a
+	// sequence-classification task and probabilities returned. Default
+	// image kserve/huggingfaceserver:v0.20.0, or its -gpu tag when GPUs are
+	// requested. Storage: a claim, or a gs://, s3://, hf:// or http(s)://
+	// URI (KServe's storage library downloads it at start).
+	ModelRuntimeKServeHuggingFace ModelRuntime = "KServeHuggingFace"
+	// ModelRuntimeTriton is NVIDIA Triton Inference Server (tritonserver)
+	// serving modelName from a model repository, explicitly loaded. Default
+	// image nvcr.io/nvidia/tritonserver:26.07-py3 (Triton 2.71.0; one image
+	// for CPU and GPU). Storage: a claim holding the model repository
+	// (<modelName>/config.pbtxt and versions), or a gs://, s3:// or as://
+	// URI of one.
+	ModelRuntimeTriton ModelRuntime = "Triton"
+	// ModelRuntimeMLServerHuggingFace is Seldon MLServer (mlserver start)
+	// with its Hugging Face runtime and a text-classification pipeline,
+	// configured through MLSERVER_* environment variables. Default image
+	// seldonio/mlserver:1.7.1-huggingface (one image for CPU and GPU).
+	// Storage: a claim holding the Hugging Face model files, or an
+	// hf://<organisation>/<model> URI (downloaded from the Hub at start).
+	ModelRuntimeMLServerHuggingFace ModelRuntime = "MLServerHuggingFace"
+	// ModelRuntimeCustom runs image as it is, with MODEL_NAME, the port in
+	// MODEL_PORT, the model directory in MODEL_DIR (with a claim) or the
+	// URI in STORAGE_URI; image is then required. Storage: a claim or any
+	// URI.
+	ModelRuntimeCustom ModelRuntime = "Custom"
+)
+
+// ModelSidecar is the text-emotion model server the engines call over the
+// Open Inference Protocol (KServe v2): a sidecar in each engine pod, or a
+// shared server given by endpoint.
+// +kubebuilder:validation:XValidation:rule="!(has(self.endpoint) && has(self.image))",message="spec.engine.model.endpoint and spec.engine.model.image are mutually exclusive: endpoint uses a shared model server, image runs a sidecar",fieldPath=.endpoint
+// +kubebuilder:validation:XValidation:rule="has(self.endpoint) || has(self.image) || (has(self.runtime) && self.runtime != 'Custom')",message="spec.engine.model.image is required with runtime Custom unless spec.engine.model.endpoint is set",fieldPath=.image,reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.endpoint) || !has(self.storage)",message="spec.engine.model.storage is only allowed for a sidecar, not with spec.engine.model.endpoint",fieldPath=.storage
+// +kubebuilder:validation:XValidation:rule="has(self.endpoint) || has(self.storage) || !has(self.runtime) || self.runtime == 'Custom'",message="spec.engine.model.storage is required with runtimes KServeHuggingFace, Triton and MLServerHuggingFace",fieldPath=.storage,reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.storage) || !has(self.storage.uri) || !has(self.runtime) || self.runtime == 'Custom' || (self.runtime == 'KServeHuggingFace' && self.storage.uri.matches('^(gs|s3|hf|https?)://')) || (self.runtime == 'Triton' && self.storage.uri.matches('^(gs|s3|as)://')) || (self.runtime == 'MLServerHuggingFace' && self.storage.uri.matches('^hf://[^/]+/[^/]+$'))",message="spec.engine.model.storage.uri has a scheme the runtime does not read: KServeHuggingFace accepts gs://, s3://, hf:// and http(s)://; Triton gs://, s3:// and as://; MLServerHuggingFace only hf://<organisation>/<model>",fieldPath=.storage.uri
+// +kubebuilder:validation:XValidation:rule="!has(self.port) || !has(self.runtime) || self.runtime != 'MLServerHuggingFace' || (self.port != 8081 && self.port != 8082)",message="spec.engine.model.port must not be 8081 or 8082 with runtime MLServerHuggingFace: MLServer listens there for gRPC and metrics",fieldPath=.port
+// +kubebuilder:validation:XValidation:rule="!has(self.labels) || (has(self.runtime) && self.runtime != 'Custom')",message="spec.engine.model.labels need a classifier runtime (KServeHuggingFace, Triton, MLServerHuggingFace): Custom returns one valence per text",fieldPath=.labels
+// +kubebuilder:validation:XValidation:rule="!has(self.runtime) || !(self.runtime in ['KServeHuggingFace', 'Triton']) || (has(self.labels) && size(self.labels) >= 2)",message="spec.engine.model.labels (at least 2) are required with runtimes KServeHuggingFace and Triton: they answer with class indices only",fieldPath=.labels,reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.labels) || self.labels.all(l, l.lowerAscii() in ['anger', 'disgust', 'fear', 'joy', 'neutral', 'sadness', 'surprise', 'negative', 'positive'])",message="spec.engine.model.labels must each be one the engine maps to a valence: anger, disgust, fear, joy, neutral, sadness, surprise (Ekman) or negative, neutral, positive (sentiment)",fieldPath=.labels
 type ModelSidecar struct {
-	// image of the model server (e.g. Triton).
-	// +required
+	// runtime is the model server, which sets the sidecar's command,
+	// arguments, environment and default image: KServeHuggingFace, Triton,
+	// MLServerHuggingFace, or Custom (default: the image runs as built).
+	// +optional
+	// +kubebuilder:default=Custom
+	Runtime ModelRuntime `json:"runtime,omitempty"`
+
+	// image of the model server sidecar. Default: the runtime's pinned
+	// image (KServeHuggingFace kserve/huggingfaceserver:v0.20.0, with
+	// GPUs v0.20.0-gpu; Triton nvcr.io/nvidia/tritonserver:26.07-py3;
+	// MLServerHuggingFace seldonio/mlserver:1.7.1-huggingface). Required
+	// with runtime Custom. Mutually exclusive with endpoint.
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
-	Image string `json:"image"`
+	Image string `json:"image,omitempty"`
 
-	// modelName served at /v2/models/{modelName}/infer.
+	// endpoint is the base URL of a shared model server of the world, e.g.
+	// a KServe InferenceService (http://emotion.models.svc.cluster.local).
+	// With it no sidecar runs and the engine pods request no GPU. An
+	// http(s) URL; mutually exclusive with image and storage.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="spec.engine.model.endpoint must be an http:// or https:// URL with a host"
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// modelName served at /v2/models/{modelName}/infer: a plain name of
+	// letters, digits, '-', '_' and '.', with no '/' and no '..'.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$') && !self.contains('..')",message="spec.engine.model.modelName must be a plain name: letters, digits, '-', '_' and '.', starting and ending with a letter or digit, with no '/', no '..' and no URL characters"
 	ModelName string `json:"modelName"`
 
-	// port the model server listens on inside the pod. Default 8000.
+	// labels are the model's class labels by output index: labels[i] names
+	// the i-th probability the model returns (e.g. [anger, joy, sadness]),
+	// so that the engine can turn them into a valence. Optional for a model
+	// that returns the valence itself.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=63
+	Labels []string `json:"labels,omitempty"`
+
+	// storage is where the sidecar finds the model: a PersistentVolumeClaim
+	// mounted read-only at /mnt/models (the model server then runs offline,
+	// HF_HUB_OFFLINE=1), or a URI the runtime downloads at start (see
+	// runtime). Required for every runtime except Custom; not allowed with
+	// endpoint.
+	// +optional
+	Storage *ModelStorage `json:"storage,omitempty"`
+
+	// port the model server listens on inside the pod, for HTTP. Default
+	// 8000. Not 8080, the engine's port.
 	// +optional
 	// +kubebuilder:default=8000
 	// +kubebuilder:validation:Minimum=1024
 	// +kubebuilder:validation:Maximum=65535
+	// +kubebuilder:validation:XValidation:rule="self != 8080",message="spec.engine.model.port must not be 8080, the engine's port"
 	Port int32 `json:"port,omitempty"`
+
+	// resources of the model sidecar. GPU requests are added from
+	// spec.engine.gpu. Requests it leaves out default to cpu 1 and memory
+	// 2Gi (KServe's huggingfaceserver runtime requests the same).
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// env is added to the sidecar's environment, e.g. credentials for a
+	// storage URI (AWS_ACCESS_KEY_ID from a Secret). It may override the
+	// runtime's variables.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	Env []corev1.EnvVar `json:"env,omitempty"`
+}
+
+// ModelStorage is where a model sidecar finds its model: exactly one of a
+// claim and a URI.
+// +kubebuilder:validation:XValidation:rule="has(self.persistentVolumeClaim) != has(self.uri)",message="spec.engine.model.storage needs exactly one of persistentVolumeClaim and uri"
+type ModelStorage struct {
+	// persistentVolumeClaim holding the model, mounted read-only.
+	// +optional
+	PersistentVolumeClaim *ModelClaim `json:"persistentVolumeClaim,omitempty"`
+
+	// uri of the model that the runtime downloads at start (see runtime for
+	// the schemes each accepts).
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z][a-z0-9+.-]*://[^ ]+$')",message="spec.engine.model.storage.uri must be a URI such as s3://bucket/path or hf://org/model"
+	URI string `json:"uri,omitempty"`
+}
+
+// ModelClaim is a PersistentVolumeClaim of the program's namespace that
+// holds a model.
+type ModelClaim struct {
+	// claimName of the PersistentVolumeClaim.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="spec.engine.model.storage.persistentVolumeClaim.claimName must be a DNS subdomain"
+	ClaimName string `json:"claimName"`
+
+	// subPath inside the claim that holds the model (for Triton, the model
+	// repository). Default: the claim's root. A relative path without '.'
+	// or '..' segments.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$') && !self.matches('(^|/)[.][.]?(/|$)')",message="spec.engine.model.storage.persistentVolumeClaim.subPath must be a relative path without '.' or '..' segments"
+	SubPath string `json:"subPath,omitempty"`
 }
 
 // LossObservation is one cohort-loss measurement.
@@ -594,6 +746,12 @@ type MeditationProgramStatus struct {
 	// +optional
 	GPUs int32 `json:"gpus,omitempty"`
 
+	// textModel is the text-emotion model in use: "VADER (CPU)" without
+	// spec.engine.model, "<runtime> <modelName> (GPU)" or "(CPU)" for a
+	// sidecar, "<modelName> at <host>" for a shared endpoint.
+	// +optional
+	TextModel string `json:"textModel,omitempty"`
+
 	// loss is the last valid cohort-loss measurement.
 	// +optional
 	Loss *LossObservation `json:"loss,omitempty"`
@@ -644,6 +802,7 @@ type MeditationProgramStatus struct {
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.replicas`,priority=1
 // +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.readyReplicas`,priority=1
 // +kubebuilder:printcolumn:name="Cohort",type=integer,JSONPath=`.status.loss.cohortSize`,priority=1
+// +kubebuilder:printcolumn:name="Text Model",type=string,JSONPath=`.status.textModel`,priority=1
 type MeditationProgram struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -115,7 +115,10 @@ func demo(args []string) error {
 			Tuning:        wellbeingv1alpha1.Tuning{Mode: wellbeingv1alpha1.TuningAuto, Interval: &metav1.Duration{Duration: 10 * time.Second}, MaxStep: 0.05},
 			Engine: wellbeingv1alpha1.EngineSpec{Replicas: ptr.To(engines), GPU: wellbeingv1alpha1.GPUSpec{
 				Count: ptr.To[int32](1), Product: "NVIDIA-H100-80GB-HBM3",
-			}},
+			},
+				// The GPU goes where the work is: on the text model's sidecar.
+				Model: &wellbeingv1alpha1.ModelSidecar{Runtime: wellbeingv1alpha1.ModelRuntimeCustom, Image: "ghcr.io/attune-io/emotion-model:test", ModelName: "emotion"},
+			},
 		},
 	}
 	if shared {
@@ -140,7 +143,7 @@ func demo(args []string) error {
 	if err := c.Create(ctx, program); err != nil {
 		return fmt.Errorf("create program: %w", err)
 	}
-	say("applied VirtualWorld harbor-social and MeditationProgram evening-calm (%d engine(s) × 1 nvidia.com/gpu, store %s, tuning every 10s)", engines, map[bool]string{true: "PostgreSQL", false: "Embedded"}[shared])
+	say("applied VirtualWorld harbor-social and MeditationProgram evening-calm (%d engine(s), each with a text-model sidecar holding 1 nvidia.com/gpu, store %s, tuning every 10s)", engines, map[bool]string{true: "PostgreSQL", false: "Embedded"}[shared])
 	if err := localcluster.WaitFor(ctx, 90*time.Second, "engines ready", func() error {
 		p := &wellbeingv1alpha1.MeditationProgram{}
 		if err := c.Get(ctx, client.ObjectKeyFromObject(program), p); err != nil {

@@ -144,15 +144,35 @@ func openStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
 	return db, nil
 }
 
+// scorer is VADER, or the configured model server with VADER as the
+// fallback behind a circuit breaker: after 5 consecutive failed batches
+// the server is left alone for 5s (doubling to 1m while it keeps failing),
+// then probed with one batch.
 func scorer(cfg *config.Config, m *metrics.Metrics) textemotion.Scorer {
 	vader := textemotion.NewVader()
 	if cfg.Model == nil {
 		return vader
 	}
+	breaker := &textemotion.Breaker{Now: time.Now, OnChange: func(state string) {
+		if state == textemotion.BreakerClosed {
+			m.TextModelCircuitOpen.Set(0)
+		} else {
+			m.TextModelCircuitOpen.Set(1)
+		}
+	}}
 	return &textemotion.Fallback{
-		Primary:    &textemotion.KServe{BaseURL: cfg.Model.URL, Model: cfg.Model.Name, Timeout: cfg.Model.Timeout.Duration},
+		Primary:    textemotion.NewKServe(*cfg.Model, &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}}),
 		Secondary:  vader,
+		Breaker:    breaker,
 		OnFallback: func(reason string) { m.TextFallbacks.WithLabelValues(reason).Inc() },
+		Observe: func(texts int, elapsed time.Duration, err error) {
+			result := "ok"
+			if err != nil {
+				result = textemotion.Reason(err)
+			}
+			m.TextModelDuration.WithLabelValues(result).Observe(elapsed.Seconds())
+			m.TextModelBatchTexts.Observe(float64(texts))
+		},
 	}
 }
 

@@ -10,23 +10,31 @@
 //
 //  1. Keep the recent (strength, loss) observations (the status history, so
 //     an operator restart loses nothing).
-//  2. Fit L(S) ≈ a·S² + b·S + c by weighted least squares, the weight of an
-//     observation k intervals old being λᵏ (λ = 0.9): old data fades, so a
-//     drifting optimum is followed.
-//  3. If the fit is significantly convex (a > 2·se(a)) the target is its
+//  2. Drop the observations before a detected regime change: if the fit
+//     of the older observations predicts each of the last 2–8 badly (more
+//     than 4 residual deviations and 1% of the loss, all on one side), only
+//     those since the change are used (sinceChange).
+//  3. Fit L(S) ≈ a·S² + b·S + c by weighted least squares, the weight of an
+//     observation k intervals old being λᵏ: old data fades, so a drifting
+//     optimum is followed. λ is 0.9 unless a shorter memory (0.8, 0.7,
+//     0.6) predicts the last six observations, each from those before it,
+//     with under 75% of λ = 0.9's squared error (forgetting): a moving
+//     curve is forgotten faster, a stationary noisy one keeps the long
+//     memory.
+//  4. If the fit is significantly convex (a > 2·se(a)) the target is its
 //     vertex −b/(2a), clamped to [min, max]. Otherwise a weighted straight
 //     line decides: a significant slope (|m| > 2·se(m)) puts the target one
 //     step downhill; no significant slope keeps the target where it is.
 //     Noise alone therefore never produces a confident move.
-//  4. Move toward the target by at most maxStep, aiming alternately at
+//  5. Move toward the target by at most maxStep, aiming alternately at
 //     target + maxStep/2 and target − maxStep/2 (from below, aim above; from
 //     above, aim below): a probing perturbation so the fit keeps seeing
 //     spread around the operating point (the "dither" of classic
 //     extremum-seeking control). A move never exceeds maxStep and the
 //     result never leaves [min, max].
-//  5. With fewer than three distinct strengths observed it probes only: one
-//     step up, then downhill along the secant of the two points seen, then
-//     fits.
+//  6. With fewer than three distinct strengths observed it probes only: one
+//     step up (half a step inward when at a bound), then downhill along the
+//     secant of the two points seen, then fits.
 //
 // Converged: the fit is significantly convex, and the last three targets
 // (the two before are replayed from the history, so no extra state is kept)
@@ -65,7 +73,8 @@ type Decision struct {
 	convex bool
 }
 
-// Forgetting is λ, the per-interval weight decay of older observations.
+// Forgetting is the default λ, the per-interval weight decay of older
+// observations (see forgetting for the shorter memories).
 const Forgetting = 0.9
 
 // minCurvature distinguishes a U from a flat or straight line (loss units
@@ -77,11 +86,13 @@ const minCurvature = 1e-4
 // the recent decisions, which Step replays.
 func Decide(history []Observation, current float64, p Params) Decision {
 	current = clamp(current, p.Min, p.Max)
+	history = sinceChange(history)
 	if len(history) == 0 || distinctStrengths(history, p.MaxStep/4) < 3 {
 		return probe(history, current, p)
 	}
-	quad, quadOK := fit(history, 2)
-	line, lineOK := fit(history, 1)
+	lambda := forgetting(history)
+	quad, quadOK := fit(history, 2, lambda)
+	line, lineOK := fit(history, 1, lambda)
 	if !quadOK || !lineOK {
 		return probe(history, current, p)
 	}
@@ -98,7 +109,7 @@ func Decide(history []Observation, current float64, p Params) Decision {
 	case slope < -2*line.se[1]:
 		target, reason = clamp(current+p.MaxStep, p.Min, p.Max), "loss falls with strength; stepping up"
 	default:
-		target, reason = recentCentre(history), "no significant slope: probing around the recent operating point"
+		target, reason = recentCentre(history, lambda), "no significant slope: probing around the recent operating point"
 	}
 	// Probe: operate just above and just below the target, two intervals
 	// on each side, so the fit keeps seeing spread around it without
@@ -117,6 +128,100 @@ func Decide(history []Observation, current float64, p Params) Decision {
 		next = clamp(current+clampAbs(target-current, p.MaxStep), p.Min, p.Max)
 	}
 	return Decision{Strength: next, Target: target, Reason: reason, Curvature: a, convex: a > minCurvature && a > 2*quad.se[2]}
+}
+
+// fastForgetting are the shorter memories tried when the loss curve moves.
+var fastForgetting = []float64{0.8, 0.7, 0.6}
+
+// forgetting picks λ for this decision. It is Forgetting unless a shorter
+// memory predicted the recent observations clearly better: for each λ the
+// last predictWindow observations are each predicted from the fit (λ) of
+// the history before them, and a shorter memory wins only if its squared
+// prediction error is below switchRatio of the default's. A stationary
+// curve keeps the long memory (noise favours it); a drifting optimum or a
+// regime change makes the old observations mislead and a shorter memory
+// predict better, so the fit forgets them faster.
+func forgetting(history []Observation) float64 {
+	if len(history) < predictWindow+6 {
+		return Forgetting
+	}
+	best, bestErr := Forgetting, predictionError(history, Forgetting)
+	base := bestErr
+	for _, lambda := range fastForgetting {
+		if e := predictionError(history, lambda); e < switchRatio*base && e < bestErr {
+			best, bestErr = lambda, e
+		}
+	}
+	return best
+}
+
+const (
+	predictWindow = 6
+	switchRatio   = 0.75
+)
+
+func predictionError(history []Observation, lambda float64) float64 {
+	var sum float64
+	for i := len(history) - predictWindow; i < len(history); i++ {
+		pred, ok := predict(history[:i], history[i].Strength, lambda)
+		if !ok {
+			return math.Inf(1)
+		}
+		d := pred - history[i].Loss
+		sum += d * d
+	}
+	return sum
+}
+
+// predict is the weighted quadratic fit's loss at s (the line's where the
+// quadratic cannot be fitted).
+func predict(history []Observation, s, lambda float64) (float64, bool) {
+	for degree := 2; degree >= 1; degree-- {
+		if f, ok := fit(history, degree, lambda); ok {
+			return f.at(s), true
+		}
+	}
+	return 0, false
+}
+
+// Regime-change detection: the observations since a change are all
+// predicted badly, on the same side, by the fit of those before it.
+const (
+	changeMinAfter  = 2   // observations after a change needed to see it
+	changeMaxAfter  = 8   // how far back a change is looked for
+	changeMinBefore = 8   // observations before it needed to judge
+	changeSigmas    = 4.0 // how many residual deviations count as badly
+)
+
+// sinceChange drops the observations before the earliest detected regime
+// change (an abrupt shift of the loss curve) in the history: for each split
+// with changeMinAfter…changeMaxAfter observations after it, the quadratic
+// fit of the observations before it predicts every one after it off by
+// more than changeSigmas residual deviations (and by at least 1% of the
+// loss), all with the same sign. The history kept is that after the
+// change, so the tuner starts learning the new curve at once instead of
+// waiting for the old observations to fade.
+func sinceChange(history []Observation) []Observation {
+	n := len(history)
+	for after := min(changeMaxAfter, n-changeMinBefore); after >= changeMinAfter; after-- {
+		before, ok := fit(history[:n-after], 2, Forgetting)
+		if !ok {
+			continue
+		}
+		sign, changed := 0.0, true
+		for _, o := range history[n-after:] {
+			e := o.Loss - before.at(o.Strength)
+			if math.Abs(e) <= changeSigmas*before.sigma || math.Abs(e) < 0.01*math.Abs(o.Loss) || (sign != 0 && e*sign < 0) {
+				changed = false
+				break
+			}
+			sign = math.Copysign(1, e)
+		}
+		if changed {
+			return history[n-after:]
+		}
+	}
+	return history
 }
 
 func converged(targets []float64, current, maxStep float64) bool {
@@ -145,10 +250,10 @@ func sameSideRun(history []Observation, target, side float64) int {
 }
 
 // recentCentre is the recency-weighted mean of the observed strengths.
-func recentCentre(history []Observation) float64 {
+func recentCentre(history []Observation, lambda float64) float64 {
 	var sum, weights float64
 	for i, o := range history {
-		w := math.Pow(Forgetting, float64(len(history)-1-i))
+		w := math.Pow(lambda, float64(len(history)-1-i))
 		sum += w * o.Strength
 		weights += w
 	}
@@ -167,9 +272,15 @@ func probe(history []Observation, current float64, p Params) Decision {
 			direction = -1
 		}
 	}
-	next := clamp(current+direction*p.MaxStep, p.Min, p.Max)
+	step := p.MaxStep
+	if current == p.Min || current == p.Max {
+		// At a bound the tuner has sat there long enough to forget any
+		// other strength: a half step inward is enough to see the slope.
+		step = p.MaxStep / 2
+	}
+	next := clamp(current+direction*step, p.Min, p.Max)
 	if next == current {
-		next = clamp(current-direction*p.MaxStep, p.Min, p.Max)
+		next = clamp(current-direction*step, p.Min, p.Max)
 	}
 	return Decision{Strength: next, Target: current, Reason: "probing around the current strength to learn the loss curve"}
 }
@@ -204,14 +315,24 @@ func lossAt(history []Observation, strength, tolerance float64) float64 {
 // polyFit is a weighted least-squares polynomial fit with the standard
 // errors of its coefficients.
 type polyFit struct {
-	coef []float64 // c0, c1, c2 …
-	se   []float64
+	coef  []float64 // c0, c1, c2 …
+	se    []float64
+	sigma float64 // residual standard deviation (of a weight-1 observation)
+}
+
+func (f polyFit) at(s float64) float64 {
+	var v, pow float64 = 0, 1
+	for _, c := range f.coef {
+		v += c * pow
+		pow *= s
+	}
+	return v
 }
 
 // fit solves min Σ wᵢ (yᵢ − Σ βⱼ Sᵢʲ)² for a polynomial of the given degree,
 // the weight of an observation k intervals old being λᵏ. Standard errors
 // come from the residual variance and (XᵀWX)⁻¹.
-func fit(history []Observation, degree int) (polyFit, bool) {
+func fit(history []Observation, degree int, lambda float64) (polyFit, bool) {
 	n, cols := len(history), degree+1
 	if n <= cols {
 		return polyFit{}, false
@@ -219,7 +340,7 @@ func fit(history []Observation, degree int) (polyFit, bool) {
 	x := mat.NewDense(n, cols, nil)
 	y := mat.NewVecDense(n, nil)
 	for i, o := range history {
-		sqrtW := math.Sqrt(math.Pow(Forgetting, float64(n-1-i)))
+		sqrtW := math.Sqrt(math.Pow(lambda, float64(n-1-i)))
 		pow := 1.0
 		for j := range cols {
 			x.Set(i, j, sqrtW*pow)
@@ -240,7 +361,7 @@ func fit(history []Observation, degree int) (polyFit, bool) {
 	fitted.MulVec(x, &beta)
 	resid.SubVec(y, &fitted)
 	variance := mat.Dot(&resid, &resid) / float64(n-cols)
-	out := polyFit{coef: make([]float64, cols), se: make([]float64, cols)}
+	out := polyFit{coef: make([]float64, cols), se: make([]float64, cols), sigma: math.Sqrt(variance)}
 	for j := range cols {
 		out.coef[j] = beta.AtVec(j)
 		out.se[j] = math.Sqrt(math.Max(0, variance*inv.At(j, j)))

@@ -136,3 +136,36 @@ func TestConvergedFlag(t *testing.T) {
 		t.Error("converged with one observation")
 	}
 }
+
+func TestSinceChangeCutsAtAnAbruptShiftOnly(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 1))
+	var history []Observation
+	for i := range 15 {
+		s := 0.4 + 0.025*float64(i%4)
+		history = append(history, Observation{s, uShape(0.45)(0, s) + 0.002*rng.NormFloat64()})
+	}
+	if got := sinceChange(history); len(got) != len(history) {
+		t.Errorf("stationary noisy history cut to %d of %d", len(got), len(history))
+	}
+	for i := range 3 {
+		s := 0.45 + 0.025*float64(i)
+		history = append(history, Observation{s, uShape(0.8)(0, s) + 0.03})
+	}
+	if got := sinceChange(history); len(got) != 3 {
+		t.Errorf("after an abrupt shift kept %d observations, want the 3 since it", len(got))
+	}
+}
+
+func TestSafetyRulesHoldOnMovingCurves(t *testing.T) {
+	// Drift and an abrupt change make the tuner forget faster; the moves
+	// still never exceed maxStep nor leave the bounds (run asserts both).
+	drift := func(i int, s float64) float64 { return uShape(0.5+0.3*math.Sin(float64(i)/10))(i, s) }
+	run(t, drift, 0.5, 120, 3)
+	jump := func(i int, s float64) float64 {
+		if i%30 < 15 {
+			return uShape(0.15)(i, s)
+		}
+		return uShape(0.85)(i, s) + 0.05
+	}
+	run(t, jump, 0.5, 120, 5)
+}

@@ -63,6 +63,13 @@ func New(svc *service.Service, m *metrics.Metrics, tokens Tokens, log *slog.Logg
 	// Ready only while the store answers: with a shared store down, the
 	// Service stops sending requests that would fail. Liveness stays
 	// independent of the database, so an outage does not restart pods.
+	//
+	// The text-model server degrades readiness instead of failing it: its
+	// v2 ready endpoint (GET /v2/models/{name}/ready) is asked, and when it
+	// does not answer ready, or the breaker is open, the engine stays ready
+	// with "textModel": "fallback" (and the reason) in the body — texts are
+	// still scored, by VADER, so taking the pod out of service would lose
+	// telemetry for no gain. "textModel" is absent without a model server.
 	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
@@ -71,7 +78,14 @@ func New(svc *service.Service, m *metrics.Metrics, tokens Tokens, log *slog.Logg
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "the state store does not answer"})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		body := map[string]string{"status": "ready"}
+		if st, ok := s.svc.TextModelStatus(ctx); ok {
+			body["textModel"] = st.State
+			if st.Reason != "" {
+				body["textModelReason"] = st.Reason
+			}
+		}
+		writeJSON(w, http.StatusOK, body)
 	})
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path, "path")
@@ -181,6 +195,8 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		s.reject(w, http.StatusBadRequest, "invalid", request.Message, request.Field)
 	case errors.Is(err, service.ErrIdempotencyMismatch):
 		s.reject(w, http.StatusUnprocessableEntity, "idempotency_mismatch", err.Error(), "Idempotency-Key")
+	case errors.Is(err, service.ErrUnknownDecision):
+		s.reject(w, http.StatusGone, "decision_expired", "the decision this Idempotency-Key answered is no longer kept (retention period)", "Idempotency-Key")
 	case errors.Is(err, service.ErrUnknownUser):
 		s.reject(w, http.StatusNotFound, "unknown_user", "unknown user", "id")
 	case errors.Is(err, service.ErrBusy):

@@ -108,7 +108,7 @@ func startEngineOn(t *testing.T, cfg *config.Config, db store.Store) *engine {
 	logs := &bytes.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	m := metrics.New(cfg.Program)
-	svc, err := service.New(cfg, service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Metrics: m, Now: clock.Now, Logger: logger})
+	svc, err := service.New(cfg, service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Metrics: m, Now: clock.Now, Logger: logger, EffectsMinInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/engine/service"
 	"github.com/attune-io/attune/engine/store"
 )
 
@@ -71,8 +72,13 @@ func (e *engine) decisions() []map[string]any {
 	e.t.Helper()
 	var out []map[string]any
 	if err := e.store.EachDecision(context.Background(), "", func(_ store.DecisionKey, it store.Item) error {
+		logged, err := service.DecodeDecision(it.Value)
+		if err != nil {
+			return err
+		}
+		raw, _ := json.Marshal(logged)
 		var d map[string]any
-		if err := json.Unmarshal(it.Value, &d); err != nil {
+		if err := json.Unmarshal(raw, &d); err != nil {
 			return err
 		}
 		out = append(out, d)
@@ -421,6 +427,34 @@ func TestEffectsArePublishedAboveTheFloor(t *testing.T) {
 		}
 		if !published {
 			t.Fatal("the effect was never published")
+		}
+	})
+}
+
+// TestSweptOpenDecisionDoesNotBlockTheUser: the retention sweep deletes a
+// decision whose outcome was still open (its user was seen later, so the
+// user stays); the user's next requests close it without a write and
+// succeed, rather than conflicting with the deleted row forever.
+func TestSweptOpenDecisionDoesNotBlockTheUser(t *testing.T) {
+	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
+		e := startEngineOn(t, testConfig("Social", 2), open(t)) // retention 24h, window 10m
+		e.consent("olga", "behaviour")
+		e.mood("olga", 2)
+		expect(t, mustDecide(e, "olga"), 200, "", "")
+		e.clock.Advance(5 * time.Minute)
+		e.mood("olga", 3) // seen again: the user outlives the decision
+		e.clock.Advance(24*time.Hour - 2*time.Minute)
+		if _, err := e.svc.Sweep(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(e.decisions()); n != 0 {
+			t.Fatalf("%d decisions after the sweep, want the expired one gone", n)
+		}
+		e.clock.Advance(time.Minute)
+		e.mood("olga", 3)
+		expect(t, mustDecide(e, "olga"), 200, "", "")
+		if n := len(e.decisions()); n != 1 {
+			t.Errorf("%d decisions logged, want the new one", n)
 		}
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -149,11 +150,154 @@ type Privacy struct {
 	MinCohortSize int      `json:"minCohortSize"`
 }
 
-// Model locates a KServe v2 text-emotion model server.
+// Model runtimes: which model server answers at Model.URL, and so which
+// request it expects and which answers it sends (engine/textemotion).
+const (
+	// ModelRuntimeKServeHuggingFace is KServe's huggingfaceserver with a
+	// sequence-classification model: class indices (INT64), or with
+	// --return_probabilities / --return_raw_logits one Python dict repr per
+	// text. Needs Labels (it returns indices only).
+	ModelRuntimeKServeHuggingFace = "KServeHuggingFace"
+	// ModelRuntimeTriton is Triton Inference Server: FP logits or
+	// probabilities [N, K], or with Classification the classification
+	// extension's "value:index[:label]" strings. Needs Labels.
+	ModelRuntimeTriton = "Triton"
+	// ModelRuntimeMLServerHuggingFace is MLServer's HuggingFace runtime with
+	// a text-classification pipeline: hg_jsonlist {"label", "score"}.
+	ModelRuntimeMLServerHuggingFace = "MLServerHuggingFace"
+	// ModelRuntimeCustom (also the empty runtime) is the original
+	// contract: one BYTES input "text" of N texts, one FP output of N
+	// valences in [-1, 1].
+	ModelRuntimeCustom = "Custom"
+)
+
+// ModelRuntimes are the runtimes Model.Runtime may name.
+var ModelRuntimes = []string{ModelRuntimeKServeHuggingFace, ModelRuntimeTriton, ModelRuntimeMLServerHuggingFace, ModelRuntimeCustom}
+
+// Output kinds of a classifier's numeric scores.
+const (
+	// ModelOutputLogits: scores are logits; the engine applies softmax.
+	ModelOutputLogits = "Logits"
+	// ModelOutputProbabilities: scores are a probability distribution.
+	ModelOutputProbabilities = "Probabilities"
+)
+
+// DefaultAffectLabels are the class labels engine/textemotion maps to
+// valence and arousal without a LabelMap (NRC VAD Lexicon entries, see
+// textemotion.DefaultAffects): the 7-class Ekman emotion model and
+// 3-class sentiment. Matching ignores case.
+var DefaultAffectLabels = []string{"anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise", "negative", "positive"}
+
+// Model locates an Open Inference Protocol (KServe v2) text-emotion model
+// server and says how to read its answers.
 type Model struct {
 	URL     string   `json:"url"`
 	Name    string   `json:"name"`
 	Timeout Duration `json:"timeout,omitempty"`
+	// Runtime is KServeHuggingFace, Triton, MLServerHuggingFace or Custom
+	// (empty: Custom, the single-valence contract).
+	Runtime string `json:"runtime,omitempty"`
+	// Labels name the model's classes by index (the model's id2label).
+	// Required for KServeHuggingFace and Triton, which answer with indices.
+	Labels []string `json:"labels,omitempty"`
+	// OutputKind says whether numeric class scores are Logits (softmax is
+	// applied) or Probabilities. Empty: a row that is a distribution is
+	// taken as probabilities, any other row as logits.
+	OutputKind string `json:"outputKind,omitempty"`
+	// LabelMap overrides or extends the default label → affect map.
+	// Keys match labels ignoring case.
+	LabelMap map[string]Affect `json:"labelMap,omitempty"`
+	// InputName and OutputName override the runtime's tensor names
+	// (KServeHuggingFace input-0/output-0, Triton TEXT/logits,
+	// MLServerHuggingFace args/output, Custom text/any).
+	InputName  string `json:"inputName,omitempty"`
+	OutputName string `json:"outputName,omitempty"`
+	// Classification (Triton only) asks for the output through Triton's
+	// classification extension, top len(Labels) classes.
+	Classification bool `json:"classification,omitempty"`
+}
+
+// Affect is a label's place in the circumplex: valence and arousal in [-1, 1].
+type Affect struct {
+	Valence float64 `json:"valence"`
+	Arousal float64 `json:"arousal"`
+}
+
+// RuntimeOrDefault is the runtime in force (empty means Custom).
+func (m *Model) RuntimeOrDefault() string {
+	if m.Runtime == "" {
+		return ModelRuntimeCustom
+	}
+	return m.Runtime
+}
+
+func (m *Model) validate() error {
+	if m.URL == "" {
+		return &FieldError{"model.url", "is required when model is set"}
+	}
+	if m.Name == "" {
+		return &FieldError{"model.name", "is required when model is set"}
+	}
+	if m.Timeout.Duration < 0 {
+		return &FieldError{"model.timeout", fmt.Sprintf("must not be negative, got %v", m.Timeout.Duration)}
+	}
+	rt := m.RuntimeOrDefault()
+	if !slices.Contains(ModelRuntimes, rt) {
+		return &FieldError{"model.runtime", fmt.Sprintf("must be one of %v, got %q", ModelRuntimes, m.Runtime)}
+	}
+	switch m.OutputKind {
+	case "", ModelOutputLogits, ModelOutputProbabilities:
+	default:
+		return &FieldError{"model.outputKind", fmt.Sprintf("must be Logits or Probabilities, got %q", m.OutputKind)}
+	}
+	if m.Classification && rt != ModelRuntimeTriton {
+		return &FieldError{"model.classification", "is only allowed with runtime Triton"}
+	}
+	if rt == ModelRuntimeCustom {
+		if len(m.Labels) > 0 || len(m.LabelMap) > 0 || m.OutputKind != "" {
+			return &FieldError{"model.runtime", "labels, labelMap and outputKind need a classifier runtime (KServeHuggingFace, Triton, MLServerHuggingFace); Custom reads one valence per text"}
+		}
+		return nil
+	}
+	if len(m.Labels) == 0 && rt != ModelRuntimeMLServerHuggingFace {
+		return &FieldError{"model.labels", fmt.Sprintf("is required for runtime %s: the server answers with class indices only", rt)}
+	}
+	for label, a := range m.LabelMap {
+		if label == "" {
+			return &FieldError{"model.labelMap", "keys must not be empty"}
+		}
+		for name, v := range map[string]float64{"valence": a.Valence, "arousal": a.Arousal} {
+			if math.IsNaN(v) || v < -1 || v > 1 {
+				return &FieldError{fmt.Sprintf("model.labelMap[%s].%s", label, name), fmt.Sprintf("must be in [-1,1], got %v", v)}
+			}
+		}
+	}
+	known := func(label string) bool {
+		for k := range m.LabelMap {
+			if strings.EqualFold(k, label) {
+				return true
+			}
+		}
+		return slices.ContainsFunc(DefaultAffectLabels, func(d string) bool { return strings.EqualFold(d, label) })
+	}
+	seen := map[string]bool{}
+	for i, label := range m.Labels {
+		field := fmt.Sprintf("model.labels[%d]", i)
+		if label == "" {
+			return &FieldError{field, "must not be empty"}
+		}
+		if seen[strings.ToLower(label)] {
+			return &FieldError{field, fmt.Sprintf("duplicate label %q", label)}
+		}
+		seen[strings.ToLower(label)] = true
+		if !known(label) {
+			return &FieldError{field, fmt.Sprintf("label %q has no default valence/arousal (defaults: %v); add it to model.labelMap", label, DefaultAffectLabels)}
+		}
+	}
+	if len(m.Labels) == 1 {
+		return &FieldError{"model.labels", "a classifier needs at least 2 labels"}
+	}
+	return nil
 }
 
 // Duration is a time.Duration written as a Go duration string.
@@ -250,11 +394,8 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if c.Model != nil {
-		if c.Model.URL == "" {
-			return &FieldError{"model.url", "is required when model is set"}
-		}
-		if c.Model.Name == "" {
-			return &FieldError{"model.name", "is required when model is set"}
+		if err := c.Model.validate(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -23,6 +23,11 @@ type Metrics struct {
 	UsersExpired      prometheus.Counter
 	Strength          prometheus.Gauge
 	Decisions         *prometheus.CounterVec
+
+	// Text-model server calls (one per ingest batch with texts).
+	TextModelDuration    *prometheus.HistogramVec
+	TextModelBatchTexts  prometheus.Histogram
+	TextModelCircuitOpen prometheus.Gauge
 }
 
 // CohortSource reports the published cohort aggregate for the collector.
@@ -63,6 +68,17 @@ func New(program string) *Metrics {
 		TextFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "attune_engine_text_model_fallbacks_total", Help: "Text-emotion calls that fell back to VADER, by reason.", ConstLabels: constLabels,
 		}, []string{"reason"}),
+		TextModelDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "attune_engine_text_model_request_duration_seconds", Help: "Latency of text-model server calls (one per ingest batch), by result (ok or the fallback reason).", ConstLabels: constLabels,
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"result"}),
+		TextModelBatchTexts: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "attune_engine_text_model_batch_texts", Help: "Texts sent in one text-model server call.", ConstLabels: constLabels,
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000},
+		}),
+		TextModelCircuitOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "attune_engine_text_model_circuit_open", Help: "1 while the text-model circuit breaker is open or half-open (texts scored by VADER).", ConstLabels: constLabels,
+		}),
 		UsersErased: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "attune_engine_users_erased_total", Help: "Users erased on request (GDPR Art. 17).", ConstLabels: constLabels,
 		}),
@@ -77,7 +93,7 @@ func New(program string) *Metrics {
 		}, []string{"action", "reason"}),
 	}
 	m.Registry.MustRegister(m.SamplesIngested, m.RequestsRejected, m.RequestDuration, m.ConfigReloads, m.ConfigReloadFails,
-		m.TextFallbacks, m.UsersErased, m.UsersExpired, m.Strength, m.Decisions,
+		m.TextFallbacks, m.TextModelDuration, m.TextModelBatchTexts, m.TextModelCircuitOpen, m.UsersErased, m.UsersExpired, m.Strength, m.Decisions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -273,10 +273,7 @@ func logDecisions(b *testing.B, db store.Store, n, users int) {
 		}
 		loss := 0.21
 		d.LossAtDecision = &loss
-		value, err := json.Marshal(d)
-		if err != nil {
-			b.Fatal(err)
-		}
+		value := service.EncodeDecision(&d)
 		change.Decisions[store.DecisionKey{User: fmt.Sprintf("%032x", i%users), ID: d.ID}] = store.Write{Value: value}
 		if len(change.Decisions) == 5000 || i == n-1 {
 			if err := db.Commit(ctx, change); err != nil {

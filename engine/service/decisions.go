@@ -3,10 +3,12 @@ package service
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -80,6 +82,10 @@ func validateDecisionRequest(r DecisionRequest) error {
 }
 
 func hashDecisionRequest(r DecisionRequest) string {
+	// The default is spelled out, so {} and {"available": true} are the
+	// same request.
+	available := r.Available == nil || *r.Available
+	r.Available = &available
 	b, _ := json.Marshal(r) // a plain struct: cannot fail
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
@@ -146,8 +152,15 @@ func (s *Service) Decide(ctx context.Context, userID string, req DecisionRequest
 		writes[store.DecisionKey{User: key, ID: d.ID}] = encodeDecision(&d)
 		if d.LossAtDecision != nil {
 			rec.Open = append(rec.Open, d)
-			if len(rec.Open) > maxOpenDecisions {
-				rec.Open = rec.Open[len(rec.Open)-maxOpenDecisions:]
+			if over := len(rec.Open) - maxOpenDecisions; over > 0 {
+				// The oldest open decisions close without an outcome; what
+				// was linked to them (completed, rating) goes to the log.
+				for _, evicted := range rec.Open[:over] {
+					w := encodeDecision(&evicted)
+					w.IfVersion = 1
+					writes[store.DecisionKey{User: key, ID: evicted.ID}] = w
+				}
+				rec.Open = rec.Open[over:]
 			}
 		}
 		rec.Last = &d
@@ -216,19 +229,84 @@ func (s *Service) loggedDecision(ctx context.Context, key string, rec *Record, i
 	if item.Value == nil {
 		return Decision{}, ErrUnknownDecision
 	}
-	var d Decision
-	if err := gojson.Unmarshal(item.Value, &d); err != nil {
-		return Decision{}, fmt.Errorf("decode decision: %w", err)
-	}
-	return d, nil
+	return DecodeDecision(item.Value)
 }
 
 // ErrUnknownDecision: no decision of this user has that ID.
 var ErrUnknownDecision = errors.New("unknown decision")
 
-func encodeDecision(d *Decision) store.Write {
-	b, _ := gojson.Marshal(d) // plain data: cannot fail
-	return store.Write{Value: b}
+func encodeDecision(d *Decision) store.Write { return store.Write{Value: EncodeDecision(d)} }
+
+// A logged decision is stored as a fixed header that the effect estimate
+// reads without decoding JSON, then the decision's JSON:
+//
+//	byte 0      decisionFormat
+//	byte 1      flags: analysedFlag (randomised, with an outcome), treatedFlag
+//	byte 2      the candidate: 1 + its index in config.KnownInterventions (0: none)
+//	bytes 3–10  treatment probability, float64 little endian
+//	bytes 11–18 outcome change, float64 little endian
+//	bytes 19–   the Decision as JSON
+//
+// Values that start with '{' are plain JSON (read as well).
+const (
+	decisionFormat         = 0x01
+	decisionHeaderLen      = 19
+	analysedFlag      byte = 1 << 0
+	treatedFlag       byte = 1 << 1
+)
+
+// EncodeDecision is a decision's stored form.
+func EncodeDecision(d *Decision) []byte {
+	body, _ := gojson.Marshal(d) // plain data: cannot fail
+	out := make([]byte, decisionHeaderLen, decisionHeaderLen+len(body))
+	out[0] = decisionFormat
+	if i := slices.Index(config.KnownInterventions, d.Candidate); i >= 0 && d.Outcome != nil && d.Randomised() {
+		out[1] |= analysedFlag
+		out[2] = byte(i + 1)
+		binary.LittleEndian.PutUint64(out[3:], math.Float64bits(d.TreatmentProbability))
+		binary.LittleEndian.PutUint64(out[11:], math.Float64bits(d.Outcome.Change))
+	}
+	if d.Treated() {
+		out[1] |= treatedFlag
+	}
+	return append(out, body...)
+}
+
+// DecodeDecision reads a stored decision.
+func DecodeDecision(value []byte) (Decision, error) {
+	var d Decision
+	body := value
+	if len(value) > 0 && value[0] == decisionFormat {
+		if len(value) < decisionHeaderLen {
+			return d, errors.New("decode decision: truncated header")
+		}
+		body = value[decisionHeaderLen:]
+	}
+	if err := gojson.Unmarshal(body, &d); err != nil {
+		return d, fmt.Errorf("decode decision: %w", err)
+	}
+	return d, nil
+}
+
+// analysed is what the effect estimate needs of a stored decision; ok is
+// false for one that does not enter it (not randomised, no outcome).
+func analysed(value []byte) (candidate string, treated bool, p, change float64, ok bool, err error) {
+	if len(value) > 0 && value[0] == decisionFormat {
+		if len(value) < decisionHeaderLen {
+			return "", false, 0, 0, false, errors.New("decode decision: truncated header")
+		}
+		if value[1]&analysedFlag == 0 || int(value[2]) > len(config.KnownInterventions) || value[2] == 0 {
+			return "", false, 0, 0, false, nil
+		}
+		return config.KnownInterventions[value[2]-1], value[1]&treatedFlag != 0,
+			math.Float64frombits(binary.LittleEndian.Uint64(value[3:])),
+			math.Float64frombits(binary.LittleEndian.Uint64(value[11:])), true, nil
+	}
+	d, err := DecodeDecision(value)
+	if err != nil || d.Outcome == nil || !d.Randomised() {
+		return "", false, 0, 0, false, err
+	}
+	return d.Candidate, d.Treated(), d.TreatmentProbability, d.Outcome.Change, true, nil
 }
 
 // dueOutcomes reports whether any open decision's window has closed.
@@ -249,10 +327,17 @@ func (s *Service) settle(key string, rec *Record, cfg *config.Config, pop *polic
 	}
 	window := cfg.Dose.OutcomeWindowOrDefault()
 	loss, known := userLoss(rec.Model, cfg, now)
+	// A decision older than the retention period is gone from the log (or
+	// about to be: the sweep deletes by the same cutoff); it is closed
+	// without a write, which could only conflict with the deletion.
+	expired := now.Add(-cfg.Privacy.Retention.Duration)
 	open := rec.Open[:0:0]
 	for _, d := range rec.Open {
 		if now.Before(d.OutcomeDue) {
 			open = append(open, d)
+			continue
+		}
+		if d.At.Before(expired) {
 			continue
 		}
 		if known && now.Sub(d.OutcomeDue) <= window && d.LossAtDecision != nil {
@@ -304,9 +389,9 @@ func (s *Service) linkIntervention(ctx context.Context, key string, rec *Record,
 	if item.Value == nil {
 		return nil, store.Write{}, &telemetry.Error{Field: fmt.Sprintf("samples[%d].decision", idx), Message: fmt.Sprintf("this user has no decision %s", smp.Decision)}
 	}
-	var d Decision
-	if err := gojson.Unmarshal(item.Value, &d); err != nil {
-		return nil, store.Write{}, fmt.Errorf("decode decision: %w", err)
+	d, err := DecodeDecision(item.Value)
+	if err != nil {
+		return nil, store.Write{}, err
 	}
 	if err := check(&d); err != nil {
 		return nil, store.Write{}, err
@@ -326,65 +411,28 @@ type ExportedDecision = contract.ExportedDecision
 
 // ExportDecisions calls fn with every logged decision taken at or after
 // since, of users who granted the research scope, in pseudonymous form.
+// Consent is read first, for every user at once: the scan of the log then
+// takes no user lock (a lock taken inside a store read could wait on a
+// writer that waits on that read).
 func (s *Service) ExportDecisions(ctx context.Context, since time.Time, fn func(ExportedDecision) error) error {
 	consented := map[string]bool{}
-	return s.store.EachDecision(ctx, store.DecisionIDAt(since), func(k store.DecisionKey, item store.Item) error {
-		ok, seen := consented[k.User]
-		if !seen {
-			var err error
-			if ok, err = s.allows(ctx, k.User, telemetry.ScopeResearch); err != nil {
-				return err
-			}
-			consented[k.User] = ok
+	if err := s.eachRecord(ctx, func(key string, rec *Record) {
+		if rec.Consent.Allows(telemetry.ScopeResearch) {
+			consented[key] = true
 		}
-		if !ok {
+	}); err != nil {
+		return fmt.Errorf("read consent: %w", err)
+	}
+	return s.store.EachDecision(ctx, store.DecisionIDAt(since), func(k store.DecisionKey, item store.Item) error {
+		if !consented[k.User] {
 			return nil
 		}
-		var d Decision
-		if err := gojson.Unmarshal(item.Value, &d); err != nil {
-			return fmt.Errorf("decode decision: %w", err)
+		d, err := DecodeDecision(item.Value)
+		if err != nil {
+			return err
 		}
 		return fn(ExportedDecision{User: k.User, Decision: d})
 	})
-}
-
-// allows reports whether the stored user has consented to scope.
-func (s *Service) allows(ctx context.Context, key string, scope telemetry.Scope) (bool, error) {
-	if !s.shared() {
-		s.mu.RLock()
-		e := s.users[key]
-		s.mu.RUnlock()
-		if e == nil {
-			return false, nil
-		}
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		return e.rec != nil && e.rec.Consent.Allows(scope), nil
-	}
-	items, err := s.store.Users(ctx, []string{key})
-	if err != nil {
-		return false, err
-	}
-	item, ok := items[key]
-	if !ok {
-		return false, nil
-	}
-	rec, err := decodeRecord(item.Value)
-	if err != nil {
-		return false, err
-	}
-	return rec.Consent.Allows(scope), nil
-}
-
-// analysedDecision is the part of a logged decision the effect estimate
-// reads: decoding only these fields keeps a scan of the log cheap.
-type analysedDecision struct {
-	Candidate            string  `json:"candidate"`
-	TreatmentProbability float64 `json:"treatmentProbability"`
-	Action               string  `json:"action"`
-	Outcome              *struct {
-		Change float64 `json:"change"`
-	} `json:"outcome"`
 }
 
 // effectsCache holds the last effect estimates. In replica scope every
@@ -400,6 +448,9 @@ type effectsCache struct {
 	all        []effects.Effect
 }
 
+// defaultEffectsMinInterval is Options.EffectsMinInterval's default.
+const defaultEffectsMinInterval = 5 * time.Second
+
 // sharedEffectsMaxAge bounds how stale a shared store's effect estimates
 // may be.
 const sharedEffectsMaxAge = 10 * time.Second
@@ -414,7 +465,11 @@ func (s *Service) Effects(ctx context.Context) ([]effects.Effect, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	gen := c.generation.Load()
-	if c.valid && c.computed == gen && (!s.shared() || time.Since(c.at) < sharedEffectsMaxAge) {
+	age := time.Since(c.at)
+	if c.valid && age < s.effectsMinInterval {
+		return c.all, nil // at most one scan of the log per interval
+	}
+	if c.valid && c.computed == gen && (!s.shared() || age < sharedEffectsMaxAge) {
 		return c.all, nil
 	}
 	all, err := EstimateEffects(ctx, s.store)
@@ -431,19 +486,16 @@ func (s *Service) Effects(ctx context.Context) ([]effects.Effect, error) {
 func EstimateEffects(ctx context.Context, st store.Store) ([]effects.Effect, error) {
 	estimators := map[string]*effects.Estimator{}
 	err := st.EachDecision(ctx, "", func(k store.DecisionKey, item store.Item) error {
-		var d analysedDecision
-		if err := gojson.Unmarshal(item.Value, &d); err != nil {
-			return fmt.Errorf("decode decision: %w", err)
+		candidate, treated, p, change, ok, err := analysed(item.Value)
+		if err != nil || !ok {
+			return err
 		}
-		if d.Outcome == nil || d.Candidate == "" || !(d.TreatmentProbability > 0 && d.TreatmentProbability < 1) {
-			return nil
-		}
-		e := estimators[d.Candidate]
+		e := estimators[candidate]
 		if e == nil {
-			e = effects.NewEstimator(d.Candidate, effects.DefaultRefP)
-			estimators[d.Candidate] = e
+			e = effects.NewEstimator(candidate, effects.DefaultRefP)
+			estimators[candidate] = e
 		}
-		e.Add(effects.Observation{User: k.User, Available: true, Treated: d.Action != policy.ActionNone, P: d.TreatmentProbability, Outcome: d.Outcome.Change})
+		e.Add(effects.Observation{User: k.User, Available: true, Treated: treated, P: p, Outcome: change})
 		return nil
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -95,6 +96,11 @@ type Options struct {
 	Metrics *metrics.Metrics
 	Now     func() time.Time
 	Logger  *slog.Logger
+	// EffectsMinInterval is the least time between two scans of the
+	// decision log for the effect estimates (default 5s; tests set a
+	// negative value for none), so frequent cohort reads and scrapes do
+	// not rescan it.
+	EffectsMinInterval time.Duration
 }
 
 // Service is the engine core. With an embedded store (replica scope) it
@@ -120,8 +126,10 @@ type Service struct {
 	// sharedPop is the prior as last read from a shared store, for
 	// decisions that learn nothing (writes of the prior read it afresh).
 	sharedPop atomic.Pointer[timedPopulation]
-	// effects caches the effect estimates.
-	effects effectsCache
+	// effects caches the effect estimates, rescanned at most every
+	// effectsMinInterval.
+	effects            effectsCache
+	effectsMinInterval time.Duration
 }
 
 type timedPopulation struct {
@@ -174,7 +182,10 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 	if o.Scorer == nil {
 		o.Scorer = textemotion.NewVader()
 	}
-	s := &Service{store: o.Store, key: o.Key, scorer: o.Scorer,
+	if o.EffectsMinInterval == 0 {
+		o.EffectsMinInterval = defaultEffectsMinInterval
+	}
+	s := &Service{store: o.Store, key: o.Key, scorer: o.Scorer, effectsMinInterval: o.EffectsMinInterval,
 		metrics: o.Metrics, now: o.Now, log: o.Logger, users: map[string]*userEntry{}}
 	s.cfg.Store(cfg)
 	if !s.shared() {
@@ -593,12 +604,56 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 		byUser[key] = append(byUser[key], i)
 	}
 	var result IngestResult
-	var textScores map[int]float64 // scored once, even if the commit is retried
 	users := make([]string, 0, len(byUser))
 	for key := range byUser {
 		users = append(users, key)
 	}
-	err := s.update(ctx, users, func(t *userTxn) error {
+	// Texts are scored before the transaction, outside the users' locks:
+	// a model server's latency must not hold them. Only texts of users
+	// whose consent, as read now, covers every sample of theirs are sent;
+	// the transaction's consent check below stays the authoritative one.
+	textScores, err := s.scoreConsentedTexts(ctx, samples, byUser)
+	if err != nil {
+		return IngestResult{}, err
+	}
+	for attempt := 0; ; attempt++ {
+		err = s.ingestTxn(ctx, cfg, now, samples, byUser, users, textScores, &result)
+		var missing *missingScoresError
+		if !errors.As(err, &missing) || attempt == 2 {
+			break
+		}
+		// Consent was granted between the read and the transaction:
+		// score the texts now (outside the locks) and try again.
+		more, err := s.scoreTexts(ctx, samples, missing.indices)
+		if err != nil {
+			return IngestResult{}, err
+		}
+		for i, v := range more {
+			textScores[i] = v
+		}
+	}
+	if err != nil {
+		return IngestResult{}, err
+	}
+	if s.metrics != nil {
+		for kind, n := range result.ByKind {
+			s.metrics.SamplesIngested.WithLabelValues(kind).Add(float64(n))
+		}
+	}
+	return result, nil
+}
+
+// missingScoresError: the transaction found consented text samples that
+// were not scored (consent granted after the pre-scoring read).
+type missingScoresError struct{ indices []int }
+
+func (e *missingScoresError) Error() string {
+	return fmt.Sprintf("%d text samples need scoring", len(e.indices))
+}
+
+// ingestTxn is the transaction of Ingest.
+func (s *Service) ingestTxn(ctx context.Context, cfg *config.Config, now time.Time, samples []telemetry.Sample, byUser map[string][]int, users []string, textScores map[int]float64, result *IngestResult) error {
+	return s.update(ctx, users, func(t *userTxn) error {
 		// Consent for every sample before any processing (text scoring included).
 		for _, k := range t.keys {
 			rec := t.recs[k]
@@ -613,11 +668,16 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 				}
 			}
 		}
-		if textScores == nil {
-			var err error
-			if textScores, err = s.scoreTexts(ctx, samples); err != nil {
-				return err
+		var missing []int
+		for _, k := range t.keys {
+			for _, idx := range byUser[k] {
+				if _, ok := textScores[idx]; !ok && samples[idx].Kind == telemetry.KindText {
+					missing = append(missing, idx)
+				}
 			}
+		}
+		if len(missing) > 0 {
+			return &missingScoresError{indices: missing}
 		}
 		// The prior is read (a query, on a shared store) only when an
 		// outcome may be settled: a user with an open decision.
@@ -632,7 +692,7 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 		updated := make(map[string]*Record, len(t.keys))
 		decisions := map[store.DecisionKey]store.Write{}
 		popChanged := false
-		result = IngestResult{ByKind: map[string]int{}, Users: len(t.keys)}
+		*result = IngestResult{ByKind: map[string]int{}, Users: len(t.keys)}
 		for _, k := range t.keys {
 			rec := cloneRecord(t.recs[k])
 			for _, idx := range byUser[k] {
@@ -670,15 +730,6 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 		}
 		return t.commitDecisions(ctx, updated, decisions, popToStore, popVersion)
 	})
-	if err != nil {
-		return IngestResult{}, err
-	}
-	if s.metrics != nil {
-		for kind, n := range result.ByKind {
-			s.metrics.SamplesIngested.WithLabelValues(kind).Add(float64(n))
-		}
-	}
-	return result, nil
 }
 
 // mayLearn reports whether applying the batch can settle an outcome and
@@ -692,19 +743,109 @@ func (s *Service) mayLearn(t *userTxn) bool {
 	return false
 }
 
-// scoreTexts scores the text samples' emotion in [0, 1], by sample index.
-func (s *Service) scoreTexts(ctx context.Context, samples []telemetry.Sample) (map[int]float64, error) {
-	scores := map[int]float64{}
-	for i := range samples {
-		if samples[i].Kind == telemetry.KindText {
-			v, err := s.scorer.Score(ctx, samples[i].Text)
+// consents reads the users' consent without holding their locks past the
+// read: replica scope from the cache (each entry locked just to copy it),
+// shared scope from store.Users. A missing user has no entry.
+func (s *Service) consents(ctx context.Context, keys []string) (map[string]Consent, error) {
+	out := make(map[string]Consent, len(keys))
+	if s.shared() {
+		items, err := s.store.Users(ctx, keys)
+		if err != nil {
+			return nil, err
+		}
+		for key, item := range items {
+			rec, err := decodeRecord(item.Value)
 			if err != nil {
-				return nil, fmt.Errorf("score text: %w", err)
+				return nil, err
 			}
-			scores[i] = (v + 1) / 2
+			out[key] = rec.Consent
+		}
+		return out, nil
+	}
+	for _, key := range keys {
+		s.mu.RLock()
+		e := s.users[key]
+		s.mu.RUnlock()
+		if e == nil {
+			continue
+		}
+		e.mu.Lock()
+		if e.rec != nil {
+			c := e.rec.Consent
+			c.Scopes = slices.Clone(c.Scopes)
+			out[key] = c
+		}
+		e.mu.Unlock()
+	}
+	return out, nil
+}
+
+// scoreConsentedTexts scores, in one call to the scorer, the text samples
+// of the batch when the users' consent as read now allows every sample of
+// the batch (a batch the transaction would reject anyway sends nothing).
+func (s *Service) scoreConsentedTexts(ctx context.Context, samples []telemetry.Sample, byUser map[string][]int) (map[int]float64, error) {
+	var keys []string
+	for key, idxs := range byUser {
+		for _, idx := range idxs {
+			if samples[idx].Kind == telemetry.KindText {
+				keys = append(keys, key)
+				break
+			}
 		}
 	}
+	if len(keys) == 0 {
+		return map[int]float64{}, nil
+	}
+	consents, err := s.consents(ctx, slices.Collect(maps.Keys(byUser)))
+	if err != nil {
+		return nil, err
+	}
+	var texts []int
+	for key, idxs := range byUser {
+		c, ok := consents[key]
+		for _, idx := range idxs {
+			if !ok || !c.Allows(samples[idx].Kind.Scope()) {
+				return map[int]float64{}, nil
+			}
+			if samples[idx].Kind == telemetry.KindText {
+				texts = append(texts, idx)
+			}
+		}
+	}
+	slices.Sort(texts)
+	return s.scoreTexts(ctx, samples, texts)
+}
+
+// scoreTexts scores the given text samples' emotion in [0, 1], by sample
+// index: one ScoreBatch call for all of them (the model server's one
+// request of N inputs), the valence mapped from [-1, 1].
+func (s *Service) scoreTexts(ctx context.Context, samples []telemetry.Sample, indices []int) (map[int]float64, error) {
+	scores := make(map[int]float64, len(indices))
+	if len(indices) == 0 {
+		return scores, nil
+	}
+	texts := make([]string, len(indices))
+	for i, idx := range indices {
+		texts[i] = samples[idx].Text
+	}
+	out, err := textemotion.ScoreAll(ctx, s.scorer, texts)
+	if err != nil {
+		return nil, fmt.Errorf("score text: %w", err)
+	}
+	for i, idx := range indices {
+		scores[idx] = (out[i].Valence + 1) / 2
+	}
 	return scores, nil
+}
+
+// TextModelStatus is the text model server's state for /readyz; ok is
+// false when no model server is configured (VADER only).
+func (s *Service) TextModelStatus(ctx context.Context) (textemotion.Status, bool) {
+	r, ok := s.scorer.(textemotion.StatusReporter)
+	if !ok {
+		return textemotion.Status{}, false
+	}
+	return r.TextModelStatus(ctx), true
 }
 
 // apply folds one sample into a record's model. Intervention samples carry

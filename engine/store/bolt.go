@@ -326,20 +326,59 @@ func (s *Bolt) Decision(_ context.Context, key DecisionKey) (Item, error) {
 	return out, err
 }
 
-// EachDecision implements Store: one read transaction over the bucket,
-// skipping the IDs before sinceID (no index by time: the log is keyed by
-// user).
+// decisionPage is how many decisions EachDecision copies per read
+// transaction.
+const decisionPage = 1024
+
+// EachDecision implements Store. It reads the log in pages, each in its
+// own short read transaction, and calls fn outside them: a slow consumer
+// (an export streamed to a client) must not hold a read transaction, which
+// would stall every commit that grows the file. The value passed to fn is
+// a copy, valid until fn returns. There is no index by time (the log is
+// keyed by user): IDs before sinceID are skipped.
 func (s *Bolt) EachDecision(_ context.Context, sinceID string, fn func(DecisionKey, Item) error) error {
-	return s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(decisionsBucket).ForEach(func(k, v []byte) error {
-			key := parseDecisionKey(k)
-			if key.ID < sinceID {
-				return nil
+	type entry struct {
+		key  DecisionKey
+		item Item
+	}
+	var after []byte // the last key of the previous page
+	for {
+		var page []entry
+		err := s.db.View(func(tx *bolt.Tx) error {
+			cur := tx.Bucket(decisionsBucket).Cursor()
+			k, v := cur.First()
+			if after != nil {
+				k, v = cur.Seek(after)
+				if bytes.Equal(k, after) {
+					k, v = cur.Next()
+				}
 			}
-			version, value := split(v)
-			return fn(key, Item{Value: value, Version: version})
+			for ; k != nil && len(page) < decisionPage; k, v = cur.Next() {
+				after = append(after[:0], k...)
+				key := parseDecisionKey(k)
+				if key.ID < sinceID {
+					continue
+				}
+				version, value := split(v)
+				page = append(page, entry{key, Item{Value: bytes.Clone(value), Version: version}})
+			}
+			if k == nil {
+				after = nil // the end: no further page
+			}
+			return nil
 		})
-	})
+		if err != nil {
+			return err
+		}
+		for _, e := range page {
+			if err := fn(e.key, e.item); err != nil {
+				return err
+			}
+		}
+		if after == nil {
+			return nil
+		}
+	}
 }
 
 // DeleteDecisionsBefore implements Store. The deletes go through the

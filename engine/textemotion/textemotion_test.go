@@ -36,7 +36,7 @@ func modelServer(t *testing.T, handler func(req map[string]any) (int, any)) *htt
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
-		case r.Method == http.MethodGet && r.URL.Path == "/v2/health/ready":
+		case r.Method == http.MethodGet && (r.URL.Path == "/v2/health/ready" || r.URL.Path == "/v2/models/emotion/ready"):
 			w.WriteHeader(http.StatusOK)
 		case r.Method == http.MethodPost && r.URL.Path == "/v2/models/emotion/infer":
 			var req map[string]any

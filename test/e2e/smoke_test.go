@@ -40,7 +40,10 @@ func program(ns, name string, replicas int32) *wellbeingv1alpha1.MeditationProgr
 			Tuning:        wellbeingv1alpha1.Tuning{Mode: wellbeingv1alpha1.TuningAuto, Interval: &metav1.Duration{Duration: 10 * time.Second}, MaxStep: 0.05},
 			Engine: wellbeingv1alpha1.EngineSpec{Replicas: ptr.To(replicas), GPU: wellbeingv1alpha1.GPUSpec{
 				Count: ptr.To[int32](1), Product: "NVIDIA-H100-80GB-HBM3",
-			}},
+			},
+				// The GPU goes where the work is: on the text model's sidecar.
+				Model: &wellbeingv1alpha1.ModelSidecar{Runtime: wellbeingv1alpha1.ModelRuntimeCustom, Image: "ghcr.io/attune-io/emotion-model:test", ModelName: "emotion"},
+			},
 		},
 	}
 	if replicas > 1 {

@@ -73,9 +73,10 @@ func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
 		return nil, err
 	}
 	s = &Stack{Cluster: cluster, Scheme: NewScheme()}
+	started := s // an early return sets s to nil: stop what was started
 	defer func() {
 		if err != nil {
-			s.Stop()
+			started.Stop()
 		}
 	}()
 	if s.Client, err = client.New(cluster.Config, client.Options{Scheme: s.Scheme}); err != nil {

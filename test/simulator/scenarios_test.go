@@ -1,0 +1,180 @@
+package simulator
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/attune-io/attune/controllers/tuning"
+)
+
+// Scenario families for the tuner benchmark (make bench-tuning). Each
+// scenario is a loss L(S, t) of the strength S and the interval t, observed
+// once per interval with Gaussian measurement noise, through the tuner's
+// real input (tuning.Measurement, with a cohort size that is now and then
+// below the minimum, so the measurement is invalid and every contender
+// holds). All share the operator's bounds [lo, hi], maxStep and initial
+// strength (tuning_bench_test.go); each seed draws its own optimum.
+
+const (
+	scenarioIntervals = 120
+	minCohort         = 20   // the world's minCohortSize
+	dropRate          = 0.05 // share of intervals whose cohort is below the minimum
+	baseNoise         = 0.002
+)
+
+// scenario is one run's environment.
+type scenario struct {
+	family string
+	seed   uint64
+	// loss is the steady-state cohort loss at strength s in interval t.
+	loss func(s float64, t int) float64
+	// noise is the standard deviation of a measurement.
+	noise float64
+	// lag is the cohort's response time in intervals (0: immediate). With a
+	// lag the cohort feels the effective strength E_t = E_{t−1} +
+	// (S_t − E_{t−1})·(1 − e^{−1/lag}), and the interval's loss is L(E_t, t).
+	lag float64
+}
+
+// family builds the scenario of one seed.
+type family struct {
+	name, definition string
+	build            func(rng *rand.Rand) scenario
+}
+
+func quadratic(c, k, opt float64) func(float64) float64 {
+	return func(s float64) float64 { return c + k*(s-opt)*(s-opt) }
+}
+
+func uniform(rng *rand.Rand, a, b float64) float64 { return a + (b-a)*rng.Float64() }
+
+// families are the scenario families, each run over scenarioSeeds seeds.
+var families = []family{
+	{"asymmetric", "L = 0.02 + k_near·(S−S*)² on one side of S*, k_far·(S−S*)² on the other (0.15 and 1.5, the steep side drawn), S* ~ U[0.25, 0.75]; σ = 0.002",
+		func(rng *rand.Rand) scenario {
+			opt := uniform(rng, 0.25, 0.75)
+			kl, kr := 0.15, 1.5
+			if rng.IntN(2) == 0 {
+				kl, kr = kr, kl
+			}
+			return scenario{noise: baseNoise, loss: func(s float64, _ int) float64 {
+				d := s - opt
+				if d < 0 {
+					return 0.02 + kl*d*d
+				}
+				return 0.02 + kr*d*d
+			}}
+		}},
+	{"flat-bottom", "L = 0.02 + 0.4·max(0, |S−S*| − 0.08)², S* ~ U[0.25, 0.75]; σ = 0.002",
+		func(rng *rand.Rand) scenario {
+			opt := uniform(rng, 0.25, 0.75)
+			return scenario{noise: baseNoise, loss: func(s float64, _ int) float64 {
+				d := math.Max(0, math.Abs(s-opt)-0.08)
+				return 0.02 + 0.4*d*d
+			}}
+		}},
+	{"drift", "L = 0.02 + 0.3·(S − S*(t))², S*(t) = 0.5 + A·sin(2πt/120 + φ), A ~ U[0.15, 0.25], φ ~ U[0, 2π) (up to 0.013 per interval); σ = 0.002",
+		func(rng *rand.Rand) scenario {
+			amp, phase := uniform(rng, 0.15, 0.25), uniform(rng, 0, 2*math.Pi)
+			return scenario{noise: baseNoise, loss: func(s float64, t int) float64 {
+				opt := 0.5 + amp*math.Sin(2*math.Pi*float64(t)/scenarioIntervals+phase)
+				return quadratic(0.02, 0.3, opt)(s)
+			}}
+		}},
+	{"lag", "L = 0.02 + 0.3·(E_t − S*)², the cohort following the strength with a 3-interval time constant (E_t above), S* ~ U[0.2, 0.8]; σ = 0.002",
+		func(rng *rand.Rand) scenario {
+			opt := uniform(rng, 0.2, 0.8)
+			return scenario{noise: baseNoise, lag: 3, loss: func(s float64, _ int) float64 { return quadratic(0.02, 0.3, opt)(s) }}
+		}},
+	{"heavy-noise", "L = 0.05 + 0.3·(S−S*)², S* ~ U[0.2, 0.8]; σ = 0.02 (ten times the others; the loss 0.3 strength-units from S* differs from the minimum by 1.4σ)",
+		func(rng *rand.Rand) scenario {
+			opt := uniform(rng, 0.2, 0.8)
+			return scenario{noise: 0.02, loss: func(s float64, _ int) float64 { return quadratic(0.05, 0.3, opt)(s) }}
+		}},
+	{"at-bound", "L = 0.02 + 0.3·(S−S*)² with S* ~ U[0.85, 1.1] (even seeds) or U[−0.1, 0.15] (odd): the best strength in bounds is at or next to a bound; σ = 0.002",
+		func(rng *rand.Rand) scenario {
+			opt := uniform(rng, 0.85, 1.1)
+			if rng.IntN(2) == 1 {
+				opt = 1 - opt
+			}
+			return scenario{noise: baseNoise, loss: func(s float64, _ int) float64 { return quadratic(0.02, 0.3, opt)(s) }}
+		}},
+	{"regime-change", "L = 0.02 + 0.3·(S−S₁)² until interval 60, then 0.03 + 0.6·(S−S₂)², S₁ ~ U[0.2, 0.8], S₂ at least 0.3 from S₁; σ = 0.002",
+		func(rng *rand.Rand) scenario {
+			s1 := uniform(rng, 0.2, 0.8)
+			s2 := s1
+			for math.Abs(s2-s1) < 0.3 {
+				s2 = uniform(rng, 0.15, 0.85)
+			}
+			return scenario{noise: baseNoise, loss: func(s float64, t int) float64 {
+				if t < scenarioIntervals/2 {
+					return quadratic(0.02, 0.3, s1)(s)
+				}
+				return quadratic(0.03, 0.6, s2)(s)
+			}}
+		}},
+}
+
+const scenarioSeeds = 8
+
+func (f family) scenario(seed uint64) scenario {
+	sc := f.build(rand.New(rand.NewPCG(seed, 0x5ce7a))) // #nosec: simulation only
+	sc.family, sc.seed = f.name, seed
+	return sc
+}
+
+// minLoss is min over S in [lo, hi] of L(S, t), on a 0.001 grid.
+func (sc scenario) minLoss(t int) float64 {
+	best := math.Inf(1)
+	for i := 0; i <= 800; i++ {
+		best = math.Min(best, sc.loss(lo+(hi-lo)*float64(i)/800, t))
+	}
+	return best
+}
+
+var errSmallCohort = errors.New("cohort below the minimum size")
+
+// runResult is one contender's run of one scenario.
+type runResult struct {
+	regret    float64
+	strengths []float64 // the strength in force in each interval
+	valid     []bool    // whether the measurement after each interval was valid
+}
+
+// runScenario drives a contender for scenarioIntervals intervals. In
+// interval t the strength S_t is in force, the cohort incurs L_t (L(S_t, t),
+// or L(E_t, t) with a lag) and the regret L_t − min_S L(S, t) accrues; then
+// the contender receives the interval's measurement and names S_{t+1}.
+func runScenario(sc scenario, c contender) runResult {
+	rng := rand.New(rand.NewPCG(sc.seed, 0x0b5)) // #nosec: simulation only
+	s := initial
+	effective := initial
+	out := runResult{}
+	at := time.Unix(0, 0)
+	for t := range scenarioIntervals {
+		out.strengths = append(out.strengths, s)
+		felt := s
+		if sc.lag > 0 {
+			effective += (s - effective) * (1 - math.Exp(-1/sc.lag))
+			felt = effective
+		}
+		l := sc.loss(felt, t)
+		out.regret += l - sc.minLoss(t)
+		at = at.Add(time.Hour)
+		// The noise and the cohort size are drawn for every contender alike
+		// (common random numbers): the same rng sequence in every run.
+		noise, cohort := rng.NormFloat64(), 100+rng.IntN(50)
+		if rng.Float64() < dropRate {
+			cohort = rng.IntN(minCohort)
+		}
+		m := tuning.Measurement{Loss: math.Max(0, l+sc.noise*noise), CohortSize: cohort, At: at}
+		if cohort < minCohort {
+			m = tuning.Measurement{CohortSize: cohort, At: at, Err: errSmallCohort}
+		}
+		out.valid = append(out.valid, m.Err == nil)
+		s = c.next(m, at)
+	}
+	return out
+}
