@@ -102,10 +102,11 @@ $(CONTROLLER_GEN): hack/tools/go.mod
 	cd hack/tools && go build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
 
 .PHONY: bench-engine
-bench-engine: ## Engine: ingest samples/s vs bare JSON decode; state and decision p50/p99 at 10k users; bytes/user; effect estimate over 1M logged decisions vs a bare scan.
+bench-engine: ## Engine: ingest samples/s vs bare JSON decode; state and decision p50/p99 at 10k users; bytes/user; effect estimate over 1M logged decisions vs a bare scan; 100 texts in one model-server request vs one at a time.
 	go test -count=1 -run '^$$' -bench 'Ingest|DecodeBaseline|StateRecommendation|Decision' -benchtime 3s -cpu 1 ./engine/service/
 	go test -count=1 -run '^$$' -bench 'Effects1M|ScanDecisions1M' -benchtime 3x -cpu 1 ./engine/service/
 	go test -count=1 -run '^$$' -bench . -benchtime 3x ./engine/effects/
+	go test -count=1 -run '^$$' -bench 'BenchmarkScore(Batch100|OneAtATime100)$$' -benchtime 2s ./engine/textemotion/
 
 .PHONY: bench-scaleout
 bench-scaleout: ## Engines over HTTP: bbolt ×1 vs PostgreSQL ×1 and ×3 (ingest samples/s, state p50/p99), one run.

@@ -238,16 +238,8 @@ func TestRenderEngineDose(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := &wellbeingv1alpha1.MeditationProgram{
-				ObjectMeta: metav1.ObjectMeta{Name: "calm", Namespace: "plaza"},
-				Spec: wellbeingv1alpha1.MeditationProgramSpec{
-					Target:        wellbeingv1alpha1.StateVector{Attention: 0.8, Emotion: 0.7, Resilience: 0.7},
-					Weights:       wellbeingv1alpha1.Weights{Attention: 1, Emotion: 1, Resilience: 1},
-					Interventions: []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.BodyScan},
-					Strength:      wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.1, Max: 0.9},
-					Dose:          tc.dose,
-				},
-			}
+			p := renderTestProgram()
+			p.Spec.Dose = tc.dose
 			data, err := renderEngineConfig(p, world, 0.5).Render()
 			if err != nil {
 				t.Fatal(err)
@@ -284,16 +276,8 @@ func TestRenderedModelConfigIsAccepted(t *testing.T) {
 		{Runtime: wellbeingv1alpha1.ModelRuntimeMLServerHuggingFace, ModelName: "emotion"},
 	} {
 		t.Run(string(m.Runtime), func(t *testing.T) {
-			p := &wellbeingv1alpha1.MeditationProgram{
-				ObjectMeta: metav1.ObjectMeta{Name: "calm", Namespace: "plaza"},
-				Spec: wellbeingv1alpha1.MeditationProgramSpec{
-					Target:        wellbeingv1alpha1.StateVector{Attention: 0.8, Emotion: 0.7, Resilience: 0.7},
-					Weights:       wellbeingv1alpha1.Weights{Attention: 1, Emotion: 1, Resilience: 1},
-					Interventions: []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.BodyScan},
-					Strength:      wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.1, Max: 0.9},
-					Engine:        wellbeingv1alpha1.EngineSpec{Model: m},
-				},
-			}
+			p := renderTestProgram()
+			p.Spec.Engine.Model = m
 			data, err := renderEngineConfig(p, world, 0.5).Render()
 			if err != nil {
 				t.Fatal(err)
@@ -306,5 +290,18 @@ func TestRenderedModelConfigIsAccepted(t *testing.T) {
 				t.Errorf("rendered model %+v for %+v", cfg.Model, m)
 			}
 		})
+	}
+}
+
+// renderTestProgram is a minimal valid program for rendering tests.
+func renderTestProgram() *wellbeingv1alpha1.MeditationProgram {
+	return &wellbeingv1alpha1.MeditationProgram{
+		ObjectMeta: metav1.ObjectMeta{Name: "calm", Namespace: "plaza"},
+		Spec: wellbeingv1alpha1.MeditationProgramSpec{
+			Target:        wellbeingv1alpha1.StateVector{Attention: 0.8, Emotion: 0.7, Resilience: 0.7},
+			Weights:       wellbeingv1alpha1.Weights{Attention: 1, Emotion: 1, Resilience: 1},
+			Interventions: []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.BodyScan},
+			Strength:      wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.1, Max: 0.9},
+		},
 	}
 }

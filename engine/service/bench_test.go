@@ -165,16 +165,7 @@ func BenchmarkStateRecommendationPostgres(b *testing.B) { benchState(b, openPost
 func benchState(b *testing.B, open func(testing.TB) sizedStore) {
 	svc, db := newService(b, open)
 	const users = 10_000
-	consentAll(b, svc, users)
-	for batch := 0; batch < users/20; batch++ {
-		var samples []telemetry.Sample
-		if err := json.Unmarshal(realisticBatchFor(batch), &samples); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := svc.Ingest(context.Background(), samples); err != nil {
-			b.Fatal(err)
-		}
-	}
+	storeUsers(b, svc, users)
 	size, _ := db.Size()
 	b.ResetTimer()
 	latencies := make([]time.Duration, 0, b.N)
@@ -190,6 +181,20 @@ func benchState(b *testing.B, open func(testing.TB) sizedStore) {
 	b.ReportMetric(float64(latencies[len(latencies)/2].Nanoseconds())/1e3, "p50-µs")
 	b.ReportMetric(float64(latencies[len(latencies)*99/100].Nanoseconds())/1e3, "p99-µs")
 	b.ReportMetric(float64(size)/users, "db-bytes/user")
+}
+
+// storeUsers consents and ingests a realistic record for users users.
+func storeUsers(b *testing.B, svc *service.Service, users int) {
+	consentAll(b, svc, users)
+	for batch := 0; batch < users/20; batch++ {
+		var samples []telemetry.Sample
+		if err := json.Unmarshal(realisticBatchFor(batch), &samples); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := svc.Ingest(context.Background(), samples); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // realisticBatchFor covers users 20·batch … 20·batch+19 exactly once.
@@ -228,16 +233,7 @@ func BenchmarkDecisionPostgres(b *testing.B) { benchDecision(b, openPostgres) }
 func benchDecision(b *testing.B, open func(testing.TB) sizedStore) {
 	svc, _ := newService(b, open)
 	const users = 10_000
-	consentAll(b, svc, users)
-	for batch := 0; batch < users/20; batch++ {
-		var samples []telemetry.Sample
-		if err := json.Unmarshal(realisticBatchFor(batch), &samples); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := svc.Ingest(context.Background(), samples); err != nil {
-			b.Fatal(err)
-		}
-	}
+	storeUsers(b, svc, users)
 	b.ResetTimer()
 	latencies := make([]time.Duration, 0, b.N)
 	for i := range b.N {
