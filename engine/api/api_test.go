@@ -126,6 +126,18 @@ type response struct {
 
 func (e *engine) do(method, path, token, contentType string, body any) response {
 	e.t.Helper()
+	headers := http.Header{}
+	if contentType != "" {
+		headers.Set("Content-Type", contentType)
+	}
+	r, _ := e.doWith(method, path, token, headers, body)
+	return r
+}
+
+// doWith sends a request with extra headers and returns the answer and its
+// headers.
+func (e *engine) doWith(method, path, token string, headers http.Header, body any) (response, http.Header) {
+	e.t.Helper()
 	var reader io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -138,11 +150,11 @@ func (e *engine) do(method, path, token, contentType string, body any) response 
 		reader = bytes.NewReader(data)
 	}
 	req, _ := http.NewRequest(method, e.url+path, reader)
+	if headers != nil {
+		req.Header = headers.Clone()
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -152,7 +164,7 @@ func (e *engine) do(method, path, token, contentType string, body any) response 
 	raw, _ := io.ReadAll(resp.Body)
 	r := response{status: resp.StatusCode, raw: string(raw)}
 	_ = json.Unmarshal(raw, &r.body)
-	return r
+	return r, resp.Header
 }
 
 func (e *engine) consent(user string, scopes ...string) {
