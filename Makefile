@@ -114,7 +114,7 @@ bench-scaleout: ## Engines over HTTP: bbolt ×1 vs PostgreSQL ×1 and ×3 (inges
 
 .PHONY: bench-tuning
 bench-tuning: ## Tuner vs fixed strength vs random search on the simulator: intervals to within 5% of the oracle, regret.
-	go test -count=1 -run '^$$' -bench BenchmarkTuning -benchtime 1x ./test/simulator/
+	go test -count=1 -run '^$$' -bench BenchmarkTuning -benchtime 1x ./internal/simulator/
 
 ##@ Local cluster
 

@@ -20,10 +20,11 @@ import (
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
 	engineconfig "github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/internal/devstack/engineruntime"
+	"github.com/attune-io/attune/internal/devstack/proc"
+	"github.com/attune-io/attune/internal/simulator"
 	"github.com/attune-io/attune/internal/testutil"
-	"github.com/attune-io/attune/test/engineruntime"
 	"github.com/attune-io/attune/test/postgres"
-	"github.com/attune-io/attune/test/simulator"
 )
 
 var (
@@ -84,7 +85,7 @@ func startLoop(t *testing.T, world string, program *wellbeingv1alpha1.Meditation
 	get(t, client.ObjectKey{Namespace: world, Name: tokenName}, secret)
 	f.token = string(secret.Data[controllers.TokenKey])
 	for i := range replicas {
-		port, err := testutil.FreePort()
+		port, err := proc.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,8 +18,8 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
-	"github.com/attune-io/attune/internal/testutil"
-	"github.com/attune-io/attune/test/simulator"
+	"github.com/attune-io/attune/internal/devstack/proc"
+	"github.com/attune-io/attune/internal/simulator"
 )
 
 // startPrometheus runs Debian's prometheus binary on loopback, scraping the
@@ -30,7 +30,7 @@ func startPrometheus(t *testing.T, targets []int, tokenFile string) string {
 	if err != nil {
 		t.Skip("prometheus binary not found: install Debian's prometheus package (.ci/run does) to run the Prometheus source test")
 	}
-	port, err := testutil.FreePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}

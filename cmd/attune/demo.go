@@ -23,9 +23,9 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
-	"github.com/attune-io/attune/test/localcluster"
-	"github.com/attune-io/attune/test/postgres"
-	"github.com/attune-io/attune/test/simulator"
+	"github.com/attune-io/attune/internal/devstack/localcluster"
+	"github.com/attune-io/attune/internal/devstack/postgres"
+	"github.com/attune-io/attune/internal/simulator"
 )
 
 // demoPoint is one row of the trace.

@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/attune-io/attune/test/simulator"
+	"github.com/attune-io/attune/internal/simulator"
 )
 
 func main() {

@@ -2,8 +2,6 @@
 package testutil
 
 import (
-	"net"
-	"os"
 	"testing"
 	"time"
 )
@@ -21,25 +19,4 @@ func Eventually(t testing.TB, timeout, interval time.Duration, what string, chec
 		time.Sleep(interval)
 	}
 	t.Fatalf("%s: still failing after %s: %v", what, timeout, last)
-}
-
-// FreePort asks the kernel for an unused loopback port.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// AwaitExit waits up to grace for a process that was asked to stop to
-// exit (exited closes when it has), then kills it and waits for that.
-func AwaitExit(p *os.Process, exited <-chan struct{}, grace time.Duration) {
-	select {
-	case <-exited:
-	case <-time.After(grace):
-		_ = p.Kill()
-		<-exited
-	}
 }

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attune-io/attune/internal/devstack/localcluster"
 	"github.com/attune-io/attune/internal/testutil"
-	"github.com/attune-io/attune/test/localcluster"
 )
 
 var stack *localcluster.Stack

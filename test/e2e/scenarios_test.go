@@ -28,7 +28,7 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
-	"github.com/attune-io/attune/test/simulator"
+	"github.com/attune-io/attune/internal/simulator"
 )
 
 // kubectl runs the source-built kubectl against the local cluster.

@@ -123,7 +123,7 @@ func BenchmarkScaleOut(b *testing.B) {
 		secretDir := ""
 		if c.shared {
 			secretDir = b.TempDir()
-			conn := server.Database(b, "bench_"+fmt.Sprint(c.replicas))
+			conn := postgres.Database(b, server, "bench_"+fmt.Sprint(c.replicas))
 			if err := os.WriteFile(filepath.Join(secretDir, "connectionString"), []byte(conn), 0o600); err != nil {
 				b.Fatal(err)
 			}

@@ -17,8 +17,8 @@ import (
 	engineconfig "github.com/attune-io/attune/engine/config"
 	"github.com/attune-io/attune/engine/contract"
 	"github.com/attune-io/attune/engine/telemetry"
-	"github.com/attune-io/attune/internal/testutil"
-	"github.com/attune-io/attune/test/engineruntime"
+	"github.com/attune-io/attune/internal/devstack/engineruntime"
+	"github.com/attune-io/attune/internal/devstack/proc"
 )
 
 // Tokens the replicas accept.
@@ -72,7 +72,7 @@ func Start(binary, root string, n int, cfg *engineconfig.Config) (_ *Replicas, e
 	}()
 	for i := range n {
 		dir := filepath.Join(root, "replica-"+strconv.Itoa(i))
-		port, err := testutil.FreePort()
+		port, err := proc.FreePort()
 		if err != nil {
 			return nil, err
 		}

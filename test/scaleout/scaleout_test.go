@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/attune-io/attune/engine/telemetry"
-	"github.com/attune-io/attune/test/engineruntime"
+	"github.com/attune-io/attune/internal/devstack/engineruntime"
 	"github.com/attune-io/attune/test/postgres"
 )
 

@@ -23,7 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	engineconfig "github.com/attune-io/attune/engine/config"
-	"github.com/attune-io/attune/internal/testutil"
+	"github.com/attune-io/attune/internal/devstack/proc"
 )
 
 // Source names the objects an engine pod mounts.
@@ -167,7 +167,7 @@ func (p *Process) Kill() {
 func (p *Process) Stop() {
 	p.stop()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	testutil.AwaitExit(p.cmd.Process, p.done, 5*time.Second)
+	proc.AwaitExit(p.cmd.Process, p.done, 5*time.Second)
 }
 
 // materialise writes the ConfigMap's configuration (with file paths pointed

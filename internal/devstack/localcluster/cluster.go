@@ -29,7 +29,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/attune-io/attune/internal/testutil"
+	"github.com/attune-io/attune/internal/devstack/proc"
 )
 
 // kwokStages are kwok's node "fast" and "heartbeat-with-lease" stages and
@@ -125,7 +125,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	ports := make([]int, 4)
 	for i := range ports {
-		if ports[i], err = testutil.FreePort(); err != nil {
+		if ports[i], err = proc.FreePort(); err != nil {
 			return nil, err
 		}
 	}

@@ -22,8 +22,8 @@ import (
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
 	engineconfig "github.com/attune-io/attune/engine/config"
-	"github.com/attune-io/attune/test/engineruntime"
-	"github.com/attune-io/attune/test/postgres"
+	"github.com/attune-io/attune/internal/devstack/engineruntime"
+	"github.com/attune-io/attune/internal/devstack/postgres"
 )
 
 // Stack is the whole system on one machine: the local cluster, Attune's
