@@ -61,8 +61,13 @@ verify: manifests generate ## Fail when generated files, go.mod or formatting ar
 	@test -z "$$(git status --porcelain -- config api charts)" || { echo "untracked generated files:"; git status --porcelain -- config api charts; exit 1; }
 
 .PHONY: test
-test: vet envtest-assets helm ## Run go vet, unit tests and envtest integration tests (chart tests included).
+test: vet envtest-assets helm test-alerts ## Run go vet, unit tests and envtest integration tests (chart tests included).
 	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) HELM=$(HELM) go test $(GO_TEST_FLAGS) -timeout 20m ./...
+
+.PHONY: test-alerts
+test-alerts: ## Unit-test the chart's alerting rules with promtool (Debian's prometheus package).
+	promtool check rules charts/attune/files/alerts.yaml
+	promtool test rules test/alerts/alerts_test.yaml
 
 .PHONY: envtest-assets
 envtest-assets: ## Build etcd and kube-apiserver from source into the cache (once; ~10 min cold).
@@ -102,9 +107,10 @@ $(CONTROLLER_GEN): hack/tools/go.mod
 	cd hack/tools && go build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
 
 .PHONY: bench-engine
-bench-engine: ## Engine: ingest samples/s vs bare JSON decode; state and decision p50/p99 at 10k users; bytes/user; effect estimate over 1M logged decisions vs a bare scan; 100 texts in one model-server request vs one at a time.
+bench-engine: ## Engine: ingest samples/s vs bare JSON decode; state and decision p50/p99 at 10k users; bytes/user; effect estimate over 1M logged decisions vs a bare scan; encryption at rest vs none (ingest, state p99); 100 texts in one model-server request vs one at a time.
 	go test -count=1 -run '^$$' -bench 'Ingest|DecodeBaseline|StateRecommendation|Decision' -benchtime 3s -cpu 1 ./engine/service/
-	go test -count=1 -run '^$$' -bench 'Effects1M|ScanDecisions1M' -benchtime 3x -cpu 1 ./engine/service/
+	go test -count=1 -run '^$$' -bench 'Effects1M|Effects1MSealed|ScanDecisions1M' -benchtime 3x -cpu 1 ./engine/service/
+	go test -count=1 -run '^$$' -bench 'EncryptionCost' -benchtime 500x -cpu 1 ./engine/service/
 	go test -count=1 -run '^$$' -bench . -benchtime 3x ./engine/effects/
 	go test -count=1 -run '^$$' -bench 'BenchmarkScore(Batch100|OneAtATime100)$$' -benchtime 2s ./engine/textemotion/
 
@@ -113,8 +119,29 @@ bench-scaleout: ## Engines over HTTP: bbolt ×1 vs PostgreSQL ×1 and ×3 (inges
 	go test -count=1 -run '^$$' -bench BenchmarkScaleOut -benchtime 1x -timeout 20m ./test/scaleout/
 
 .PHONY: bench-tuning
-bench-tuning: ## Tuner vs fixed strength vs random search on the simulator: intervals to within 5% of the oracle, regret.
-	go test -count=1 -run '^$$' -bench BenchmarkTuning -benchtime 1x ./internal/simulator/
+bench-tuning: ## Tuner vs fixed strength, random search, SPSA, Nelder-Mead and CMA-ES on 8 scenario families: regret per family.
+	go test -count=1 -run '^$$' -bench BenchmarkTuningScenarios -benchtime 1x ./test/tuningbench/
+
+.PHONY: validate
+validate: ## The simulated population through real in-process engines in accelerated time: estimate/truth correlation per dimension, effects' bias and 95% coverage, tuner convergence (about 2½ minutes).
+	ATTUNE_VALIDATE=1 go test -count=1 -timeout 20m -run '^TestValidate$$' -v ./test/validate/
+
+##@ Web client
+
+WEB_DEPS := web/node_modules/.package-lock.json
+
+$(WEB_DEPS): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+.PHONY: web
+web: $(WEB_DEPS) ## Build the reference web client into web/dist (TypeScript to ES modules; npm ci on first use).
+	cd web && npm run build
+
+.PHONY: test-web
+test-web: web ## The web client in Debian's chromium against a real engine: consent, session, feedback, export, erasure, axe-core; screenshots in web/test-output.
+	go build -o $(LOCALBIN)/engine ./cmd/engine
+	cd web && ATTUNE_ENGINE_BINARY=$(LOCALBIN)/engine npm test
 
 ##@ Local cluster
 
@@ -127,4 +154,5 @@ demo: ## The whole system on this machine: local cluster, operator, GPU engines,
 	@echo "make demo: the first run builds the Kubernetes binaries from source (several minutes); later runs start in seconds."
 	hack/k8s-binaries.sh cluster
 	go build -o $(LOCALBIN)/engine ./cmd/engine
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory web; else echo "npm not found: the demo runs without the reference web client"; fi
 	go run ./cmd/attune demo --k8s-bin $(ENVTEST_ASSETS) --engine-binary $(LOCALBIN)/engine $(DEMO_FLAGS)

@@ -19,6 +19,7 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
+	"github.com/attune-io/attune/controllers/tuning"
 	engineconfig "github.com/attune-io/attune/engine/config"
 	"github.com/attune-io/attune/internal/devstack/engineruntime"
 	"github.com/attune-io/attune/internal/devstack/proc"
@@ -168,52 +169,66 @@ func (f *loopFixture) announcePod(i int) {
 	}
 }
 
-// drive runs the simulator against the engines until stop is closed.
+// drive lets the simulated population live through the engines until
+// stop is called.
 func drive(t *testing.T, d *simulator.Driver, every time.Duration) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for ctx.Err() == nil {
-			if _, err := d.Tick(ctx); err != nil && ctx.Err() == nil && !strings.Contains(err.Error(), "connection refused") {
+		d.Run(ctx, every, func(_ simulator.TickReport, err error) {
+			if err != nil && !strings.Contains(err.Error(), "connection refused") {
 				t.Logf("simulator tick: %v", err)
 			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(every):
-			}
-		}
+		})
 	}()
 	return func() { cancel(); <-done }
 }
 
+// tunedProgram is tuned every 10s from 0.9, with its engines' time
+// constants on the simulated population's accelerated clock.
 func tunedProgram(namespace, name string) *wellbeingv1alpha1.MeditationProgram {
 	p := newProgram(namespace, name, namespace)
 	p.Spec.Strength = wellbeingv1alpha1.StrengthBounds{Initial: 0.9, Min: 0.1, Max: 0.9}
 	p.Spec.Tuning = wellbeingv1alpha1.Tuning{Mode: wellbeingv1alpha1.TuningAuto, Interval: &metav1.Duration{Duration: 10 * time.Second}, MaxStep: 0.05}
+	simulator.TimeScale{Speedup: simulator.DefaultSpeedup}.EngineTiming().ApplyToProgram(&p.Spec)
 	return p
 }
 
+// population is a simulated cohort that wants what the program targets.
+func population(p *wellbeingv1alpha1.MeditationProgram, users int, seed uint64) simulator.Config {
+	cfg := simulator.DefaultConfig()
+	cfg.Users, cfg.Seed = users, seed
+	cfg.Target = simulator.Vec{p.Spec.Target.Attention, p.Spec.Target.Emotion, p.Spec.Target.Resilience}
+	cfg.Weights = simulator.Vec{p.Spec.Weights.Attention, p.Spec.Weights.Emotion, p.Spec.Weights.Resilience}
+	return cfg
+}
+
 // TestClosedLoopTunesTowardTheOptimum runs real engine processes and a
-// simulated cohort whose optimal strength is about 0.4, starting the program
-// at 0.9: the operator must move the strength down in steps of at most
-// maxStep, hold it with LossObserved=False when the engines stop, and resume
-// when they return.
+// simulated population that lives through their decisions, whose best
+// fixed strength is about 0.4 (make validate measures it), starting the
+// program at 0.9, where the sessions' dose burdens most people. The
+// program is Manual until the cohort has lived at 0.9 for a while (a
+// fresh cohort has felt no dose yet, so its loss still rises), then Auto:
+// the operator must move the strength down in steps of at most maxStep,
+// hold it with LossObserved=False when the engines stop, and resume when
+// they return.
 func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 	if testing.Short() {
 		t.Skip("closed loop takes about two minutes")
 	}
 	setupWorld(t, "loop", wellbeingv1alpha1.ContextSocial)
 	program := tunedProgram("loop", "tuned")
+	program.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
 	f := startLoop(t, "loop", program, 1)
 
-	params := simulator.DefaultParams()
-	params.Users, params.Seed = 60, 7
-	driver := &simulator.Driver{Model: simulator.New(params), Engines: f.urls(), Token: f.token}
-	stopDriver := drive(t, driver, 1*time.Second)
+	driver := &simulator.Driver{Population: simulator.New(population(program, 120, 7)), Engines: f.urls(), Token: f.token}
+	stopDriver := drive(t, driver, 500*time.Millisecond)
 	// A closure: the driver is replaced after the outage, and the deferred
 	// call must stop the one running then.
 	defer func() { stopDriver() }()
+	time.Sleep(20 * time.Second) // 2h40m simulated at 0.9
+	updateSpec(t, program, func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Tuning.Mode = wellbeingv1alpha1.TuningAuto })
 
 	// Tuning: at least five valid measurements, each move ≤ maxStep, and
 	// the strength well below where it started.
@@ -268,10 +283,10 @@ func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 	for i := range f.dirs {
 		f.startEngine(i)
 	}
-	stopDriver = drive(t, driver, time.Second)
+	stopDriver = drive(t, driver, 500*time.Millisecond)
 	waitUpTo(t, 60*time.Second, "tuning resumes", func() error {
 		get(t, client.ObjectKeyFromObject(program), p)
-		if len(p.Status.History) <= historyAtOutage && historyAtOutage < wellbeingv1alpha1.MaxTuningHistory {
+		if len(p.Status.History) <= historyAtOutage && historyAtOutage < tuning.HistoryLimit {
 			return fmt.Errorf("history still %d", len(p.Status.History))
 		}
 		return conditionIs(p.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved, metav1.ConditionTrue, wellbeingv1alpha1.ReasonObserved)
@@ -295,10 +310,12 @@ func TestClosedLoopOnSharedStore(t *testing.T) {
 	sharedStore(program, "together-postgres", 3)
 	f := startLoop(t, "commons", program, 3)
 
-	params := simulator.DefaultParams()
-	params.Users, params.Seed = 45, 11
-	driver := &simulator.Driver{Model: simulator.New(params), Engines: f.urls(), Token: f.token}
-	stopDriver := drive(t, driver, time.Second)
+	// Nobody leaves, so that the cohort is exactly the population.
+	cfg := population(program, 45, 11)
+	cfg.ChurnPerHour = 0
+	people := simulator.New(cfg)
+	driver := &simulator.Driver{Population: people, Engines: f.urls(), Token: f.token}
+	stopDriver := drive(t, driver, 500*time.Millisecond)
 	defer stopDriver()
 
 	waitUpTo(t, 90*time.Second, "two tuning steps on the shared cohort", func() error {
@@ -307,8 +324,8 @@ func TestClosedLoopOnSharedStore(t *testing.T) {
 		if p.Status.Loss == nil || len(p.Status.History) < 2 {
 			return fmt.Errorf("loss %+v, history %d, LossObserved %s", p.Status.Loss, len(p.Status.History), condition(p, wellbeingv1alpha1.ConditionLossObserved))
 		}
-		if p.Status.Loss.CohortSize != int32(params.Users) {
-			return fmt.Errorf("observed cohort %d, want the %d simulated users (once each)", p.Status.Loss.CohortSize, params.Users)
+		if p.Status.Loss.CohortSize != int32(len(people.Agents)) {
+			return fmt.Errorf("observed cohort %d, want the %d simulated users (once each)", p.Status.Loss.CohortSize, len(people.Agents))
 		}
 		if c := condition(p, wellbeingv1alpha1.ConditionLossObserved); !strings.Contains(c, "shared store") {
 			return fmt.Errorf("LossObserved %s, want it read from the shared store", c)

@@ -232,6 +232,9 @@ func TestProgramReportsEffectsHarmAndEvents(t *testing.T) {
 	if err := conditionIs(p.Status.Conditions, wellbeingv1alpha1.ConditionInterventionHarm, metav1.ConditionTrue, wellbeingv1alpha1.ReasonHarmDetected); err != nil {
 		t.Error(err)
 	}
+	if v := programConditionValue(t, p.Namespace, p.Name, wellbeingv1alpha1.ConditionInterventionHarm, "true"); v != 1 {
+		t.Errorf("attune_program_condition{InterventionHarm,true} = %v while harm is flagged, want 1", v)
+	}
 	if c := meta.FindStatusCondition(p.Status.Conditions, wellbeingv1alpha1.ConditionInterventionHarm); c != nil &&
 		(!strings.Contains(c.Message, fmt.Sprintf("ResonanceBreathing (effect %+.4f", harmful.Estimate)) || strings.Contains(c.Message, "FocusedAttention")) {
 		t.Errorf("InterventionHarm message %q, want ResonanceBreathing alone named", c.Message)
@@ -255,6 +258,9 @@ func TestProgramReportsEffectsHarmAndEvents(t *testing.T) {
 	})
 	if err := conditionIs(p.Status.Conditions, wellbeingv1alpha1.ConditionInterventionHarm, metav1.ConditionFalse, wellbeingv1alpha1.ReasonNoHarmDetected); err != nil {
 		t.Error(err)
+	}
+	if v := programConditionValue(t, p.Namespace, p.Name, wellbeingv1alpha1.ConditionInterventionHarm, "true"); v != 0 {
+		t.Errorf("attune_program_condition{InterventionHarm,true} = %v after harm cleared, want 0", v)
 	}
 	waitEvents(t, p, map[string]int{"Warning ResonanceBreathing": 1, "Normal FocusedAttention": 1})
 

@@ -39,6 +39,7 @@ func renderEngineConfig(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1al
 		TokenFile:               path.Join(tokenMountPath, TokenKey),
 		ReadOnlyTokenFile:       path.Join(tokenMountPath, ReadOnlyTokenKey),
 		PseudonymizationKeyFile: path.Join(keyMountPath, PseudonymizationKeySecretKey),
+		KeyEncryptionKeyDir:     kekMountPath,
 		DataDir:                 dataMountPath,
 		ListenAddress:           fmt.Sprintf(":%d", engineHTTPPort),
 	}
@@ -46,7 +47,9 @@ func renderEngineConfig(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1al
 		cfg.Interventions = append(cfg.Interventions, string(iv))
 	}
 	cfg.Dose = engineDose(p.Spec.Dose)
+	cfg.Estimation = engineEstimation(p.Spec.Estimation)
 	cfg.Model = engineModel(p.Spec.Engine.Model)
+	cfg.Consent = engineconfig.ConsentPolicy{PolicyVersion: p.Spec.Consent.PolicyVersion, RequireReconsent: p.Spec.Consent.RequireReconsent}
 	if usesPostgres(p) {
 		cfg.Store = engineconfig.Store{Type: engineconfig.StorePostgreSQL, Postgres: &engineconfig.PostgresStore{SecretDir: postgresMountPath}}
 	}
@@ -70,17 +73,48 @@ func engineDose(d wellbeingv1alpha1.Dose) engineconfig.Dose {
 	return out
 }
 
+// engineEstimation is spec.estimation as the engine reads it; as with
+// spec.dose, a field still unset (a program that never went through the
+// API server) is left out and the engine applies the same default.
+func engineEstimation(e wellbeingv1alpha1.Estimation) engineconfig.Estimation {
+	var out engineconfig.Estimation
+	for _, f := range []struct {
+		from *metav1.Duration
+		to   *engineconfig.Duration
+	}{{e.StateDecay, &out.StateDecay}, {e.TraitDecay, &out.TraitDecay}, {e.StressRecovery, &out.StressRecovery}} {
+		if f.from != nil {
+			f.to.Duration = f.from.Duration
+		}
+	}
+	return out
+}
+
 // usesPostgres reports whether the program's engines share a PostgreSQL store.
 func usesPostgres(p *wellbeingv1alpha1.MeditationProgram) bool {
 	return p.Spec.Engine.Store.Type == wellbeingv1alpha1.StorePostgreSQL && p.Spec.Engine.Store.Postgres != nil
 }
 
-// storeVolume is the claim the Embedded store asks for; nil: an emptyDir.
+// storeVolume is the claim the Embedded store asks for: embedded.volume,
+// or by default DefaultStoreVolumeSize on the default StorageClass; nil
+// for an emptyDir (embedded.ephemeral) or the PostgreSQL store.
 func storeVolume(p *wellbeingv1alpha1.MeditationProgram) *wellbeingv1alpha1.StoreVolume {
-	if usesPostgres(p) || p.Spec.Engine.Store.Embedded == nil {
+	if usesPostgres(p) {
 		return nil
 	}
-	return p.Spec.Engine.Store.Embedded.Volume
+	if e := p.Spec.Engine.Store.Embedded; e != nil {
+		if e.Ephemeral {
+			return nil
+		}
+		if e.Volume != nil {
+			return e.Volume
+		}
+	}
+	return &wellbeingv1alpha1.StoreVolume{Size: resource.MustParse(wellbeingv1alpha1.DefaultStoreVolumeSize)}
+}
+
+// explicitStoreVolume reports whether the program sizes its claim itself.
+func explicitStoreVolume(p *wellbeingv1alpha1.MeditationProgram) bool {
+	return p.Spec.Engine.Store.Embedded != nil && p.Spec.Engine.Store.Embedded.Volume != nil
 }
 
 // engineDataClaim is the Embedded store's PersistentVolumeClaim.
@@ -183,6 +217,7 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 			{Name: "config", MountPath: configMountPath, ReadOnly: true},
 			{Name: "token", MountPath: tokenMountPath, ReadOnly: true},
 			{Name: "pseudonymization-key", MountPath: keyMountPath, ReadOnly: true},
+			{Name: "key-encryption-key", MountPath: kekMountPath, ReadOnly: true},
 			{Name: "data", MountPath: dataMountPath},
 			{Name: "tmp", MountPath: tmpMountPath},
 		},
@@ -212,6 +247,9 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 		{Name: "pseudonymization-key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: keySecret, Items: []corev1.KeyToPath{{Key: keyKey, Path: PseudonymizationKeySecretKey}},
 		}}},
+		// The whole keyring, not items: a rotation adds keys, and a
+		// directory mount follows the Secret's changes.
+		{Name: "key-encryption-key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: worldKEKSecret(w)}}},
 		{Name: "data", VolumeSource: data},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	}
@@ -225,7 +263,9 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 	}
 
 	nodeSelector := maps.Clone(spec.NodeSelector)
-	if spec.GPU.Product != "" {
+	// A pod without GPUs (no model) must not be pinned to GPU nodes,
+	// whose taint it does not tolerate either.
+	if spec.GPU.Product != "" && gpuCount > 0 {
 		if nodeSelector == nil {
 			nodeSelector = map[string]string{}
 		}
@@ -345,6 +385,9 @@ func EngineChildren(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alpha1
 	}
 	if desiredReplicas(p) > 1 {
 		children = append(children, enginePDB(p))
+	}
+	if v := storeVolume(p); v != nil {
+		children = append(children, engineDataClaim(p, v))
 	}
 	return children, nil
 }

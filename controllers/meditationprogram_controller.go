@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -31,9 +30,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
-	engineconfig "github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/engine/contract"
 )
 
 // DefaultEngineImage is the engine image used when a program names none.
@@ -54,9 +54,14 @@ type MeditationProgramReconciler struct {
 	// HTTPClient reads the engines and Prometheus (default http.DefaultClient).
 	HTTPClient *http.Client
 	// APIReader reads objects the cache does not hold: the PostgreSQL
-	// Secrets users create (the cache keeps only the operator's own
-	// Secrets). Default: the client.
+	// Secrets users create (the cache holds no Secrets at all).
+	// Default: the client.
 	APIReader client.Reader
+	// Prometheus says which Prometheus addresses programs may name.
+	Prometheus PrometheusAccess
+	// OwnedSecrets watches the token Secrets per world namespace (the
+	// operator does not watch Secrets cluster-wide); nil: no watch.
+	OwnedSecrets source.Source
 }
 
 // programReconcile carries one reconcile's working state between steps.
@@ -140,6 +145,9 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, err
 	}
 	r.emitEffectEvents(program, rc.effectEvents)
+	// The alerted conditions as written, every step (effects' harm
+	// included) having set its own.
+	recordProgramConditions(program.Namespace, program.Name, status.Conditions)
 	if errors.Is(stepErr, errWorldUnusable) {
 		return ctrl.Result{}, nil // the world watch re-runs us when it appears or changes
 	}
@@ -175,17 +183,6 @@ func (r *MeditationProgramReconciler) worldUnusable(rc *programReconcile, reason
 	rc.conds.set(wellbeingv1alpha1.ConditionReconciled, metav1.ConditionFalse, reason, message)
 	rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
 	rc.conds.set(wellbeingv1alpha1.ConditionDegraded, metav1.ConditionTrue, reason, message)
-}
-
-// StrengthInForce applies the mode and bounds to the last strength: Manual
-// holds strength.initial; Auto and Paused keep the last strength, clamped at
-// once into the current bounds; before any decision, strength.initial.
-func StrengthInForce(p *wellbeingv1alpha1.MeditationProgram) float64 {
-	bounds := p.Spec.Strength
-	if p.Spec.Tuning.Mode == wellbeingv1alpha1.TuningManual || p.Status.Strength == nil {
-		return bounds.Initial
-	}
-	return math.Min(math.Max(*p.Status.Strength, bounds.Min), bounds.Max)
 }
 
 func (r *MeditationProgramReconciler) reconcileServiceAccount(ctx context.Context, a *childApplier, rc *programReconcile) error {
@@ -241,9 +238,9 @@ func (r *MeditationProgramReconciler) reconcileStore(ctx context.Context, _ *chi
 		rc.storeProblem = fmt.Sprintf("spec.engine.store.postgres.secretRef: Secret %s/%s not found", rc.program.Namespace, name)
 	case err != nil:
 		return fmt.Errorf("read store secret %s: %w", name, err)
-	case len(secret.Data[engineconfig.PostgresConnectionStringKey]) == 0 && len(secret.Data[engineconfig.PostgresHostKey]) == 0:
+	case len(secret.Data[contract.PostgresConnectionStringKey]) == 0 && len(secret.Data[contract.PostgresHostKey]) == 0:
 		rc.storeProblem = fmt.Sprintf("spec.engine.store.postgres.secretRef: Secret %s/%s has neither the key %s nor %s",
-			rc.program.Namespace, name, engineconfig.PostgresConnectionStringKey, engineconfig.PostgresHostKey)
+			rc.program.Namespace, name, contract.PostgresConnectionStringKey, contract.PostgresHostKey)
 	default:
 		rc.storeSecretHash = secretDigest(secret.Data)
 		return nil
@@ -268,6 +265,23 @@ func (r *MeditationProgramReconciler) reconcileDataVolume(ctx context.Context, a
 	volume := storeVolume(rc.program)
 	if volume == nil {
 		return nil
+	}
+	if !explicitStoreVolume(rc.program) {
+		// The default size must not shrink a claim that was made larger
+		// (an explicit volume removed again): a claim cannot shrink.
+		existing := &corev1.PersistentVolumeClaim{}
+		err := r.Get(ctx, client.ObjectKey{Namespace: rc.program.Namespace, Name: engineDataClaimName(rc.program)}, existing)
+		if err == nil {
+			// Nor may it change the class, immutable once set (the
+			// explicit one, or the cluster's default the API server set).
+			kept := &wellbeingv1alpha1.StoreVolume{Size: volume.Size, StorageClassName: existing.Spec.StorageClassName}
+			if size, ok := existing.Spec.Resources.Requests[corev1.ResourceStorage]; ok && size.Cmp(volume.Size) > 0 {
+				kept.Size = size
+			}
+			volume = kept
+		} else if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("get the data claim: %w", err)
+		}
 	}
 	return a.apply(ctx, rc.program, engineDataClaim(rc.program, volume))
 }
@@ -451,7 +465,11 @@ func (r *MeditationProgramReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if concurrency <= 0 {
 		concurrency = 4
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.OwnedSecrets != nil {
+		b = b.WatchesRawSource(r.OwnedSecrets)
+	}
+	return b.
 		// Our own status writes must not re-trigger us.
 		For(&wellbeingv1alpha1.MeditationProgram{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
@@ -459,7 +477,6 @@ func (r *MeditationProgramReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// (drift, Deployment status) and deletions do.
 		Owns(&appsv1.Deployment{}, ignoreCreates).
 		Owns(&corev1.ConfigMap{}, ignoreCreates).
-		Owns(&corev1.Secret{}, ignoreCreates).
 		Owns(&corev1.Service{}, ignoreCreates).
 		Owns(&corev1.ServiceAccount{}, ignoreCreates).
 		Owns(&policyv1.PodDisruptionBudget{}, ignoreCreates).

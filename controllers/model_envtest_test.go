@@ -56,6 +56,9 @@ func TestModelValidManifestsAreAccepted(t *testing.T) {
 func TestModelStatusTextModel(t *testing.T) {
 	setupWorld(t, "textmodel", wellbeingv1alpha1.ContextSocial)
 	p := newProgram("textmodel", "chatty", "textmodel")
+	// An emptyDir store, so the strategy follows the GPUs alone (a claim
+	// means Recreate).
+	p.Spec.Engine.Store.Embedded = &wellbeingv1alpha1.EmbeddedStore{Ephemeral: true}
 	create(t, p)
 	d := waitDeployment(t, p)
 	waitStatus := func(textModel string, gpus int32, containers int) {

@@ -39,6 +39,8 @@ func modelTestProgram(model *wellbeingv1alpha1.ModelSidecar) *wellbeingv1alpha1.
 				Replicas: ptr.To[int32](1),
 				GPU:      wellbeingv1alpha1.GPUSpec{ResourceName: "nvidia.com/gpu"},
 				Model:    model,
+				// Rolling updates are for stores off the pod's claim.
+				Store: wellbeingv1alpha1.EngineStore{Embedded: &wellbeingv1alpha1.EmbeddedStore{Ephemeral: true}},
 			},
 		},
 	}
@@ -394,8 +396,12 @@ func TestModelEndpointRunsNoSidecarAndNoGPU(t *testing.T) {
 
 func TestModelNoneRequestsNoGPUAnywhere(t *testing.T) {
 	p := modelTestProgram(nil)
-	p.Spec.Engine.GPU.Count = ptr.To[int32](1) // stored by the old default: ignored
+	p.Spec.Engine.GPU.Count = ptr.To[int32](1)          // stored by the old default: ignored
+	p.Spec.Engine.GPU.Product = "NVIDIA-H100-80GB-HBM3" // ignored too: no GPU node needed
 	d, cs := renderPod(t, p)
+	if _, pinned := d.Spec.Template.Spec.NodeSelector[GPUProductLabel]; pinned {
+		t.Errorf("node selector = %v: a pod without GPUs is pinned to GPU nodes", d.Spec.Template.Spec.NodeSelector)
+	}
 	if len(cs) != 1 {
 		t.Errorf("containers = %d, want the engine alone", len(cs))
 	}
@@ -503,7 +509,10 @@ func TestEngineRolloutStrategy(t *testing.T) {
 		setup func(p *wellbeingv1alpha1.MeditationProgram)
 		want  appsv1.DeploymentStrategy
 	}{
-		{"CPU, one replica", func(p *wellbeingv1alpha1.MeditationProgram) {}, rolling(intstr.FromString("25%"), intstr.FromString("25%"))},
+		{"CPU, one replica (the default claim)", func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Engine.Store.Embedded = nil }, recreate},
+		{"CPU, one replica, ephemeral", func(p *wellbeingv1alpha1.MeditationProgram) {
+			p.Spec.Engine.Store.Embedded = &wellbeingv1alpha1.EmbeddedStore{Ephemeral: true}
+		}, rolling(intstr.FromString("25%"), intstr.FromString("25%"))},
 		{"CPU, three replicas", func(p *wellbeingv1alpha1.MeditationProgram) { shared(p, 3) }, rolling(intstr.FromString("25%"), intstr.FromString("25%"))},
 		{"GPU, one replica", func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Engine.Model = sidecar() }, recreate},
 		{"GPU, one replica, suspended", func(p *wellbeingv1alpha1.MeditationProgram) {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+	"github.com/attune-io/attune/engine/contract"
 )
 
 // FieldOwner is the server-side-apply field manager of every object the
@@ -34,15 +35,22 @@ const (
 // Names of a world's children.
 const (
 	PseudonymizationKeySecretName = "attune-pseudonymization-key"
-	PseudonymizationKeySecretKey  = "key"
-	GPUQuotaName                  = "attune-gpu-quota"
-	NetworkPolicyName             = "attune-isolation"
+	// KeyEncryptionKeySecretName is the world's keyring: the KEKs that
+	// wrap the users' data keys (contract.KeyringPrimaryKey names the
+	// primary one).
+	KeyEncryptionKeySecretName = "attune-key-encryption-key"
+	// FirstKEKID names the KEK the operator generates with the keyring.
+	FirstKEKID                   = "kek-1"
+	PseudonymizationKeySecretKey = contract.PseudonymizationKeyKey
+	GPUQuotaName                 = "attune-gpu-quota"
+	NetworkPolicyName            = "attune-isolation"
 )
 
-// Keys of the engine token Secret.
+// Keys of the engine token Secret: the contract's, named here too for the
+// operator's callers.
 const (
-	TokenKey         = "token"
-	ReadOnlyTokenKey = "read-only-token"
+	TokenKey         = contract.TokenKey
+	ReadOnlyTokenKey = contract.ReadOnlyTokenKey
 )
 
 // Paths inside the engine container.
@@ -50,6 +58,9 @@ const (
 	configMountPath = "/etc/attune/config"
 	tokenMountPath  = "/etc/attune/token"
 	keyMountPath    = "/etc/attune/key"
+	// kekMountPath holds the world's keyring, the whole Secret (so that a
+	// rotation reaches running engines).
+	kekMountPath = "/etc/attune/kek"
 	// postgresMountPath holds the PostgreSQL store's Secret, one file per key.
 	postgresMountPath = "/etc/attune/postgres"
 	dataMountPath     = "/var/lib/attune"
@@ -104,6 +115,15 @@ func worldLabels(w *wellbeingv1alpha1.VirtualWorld) map[string]string {
 		LabelManagedBy: ManagedByValue,
 		LabelWorld:     w.Name,
 	}
+}
+
+// worldKEKSecret returns the name of the Secret holding the world's
+// key-encryption keys: the user's reference, or the generated one.
+func worldKEKSecret(w *wellbeingv1alpha1.VirtualWorld) string {
+	if ref := w.Spec.Privacy.KeyEncryptionKeySecretRef; ref != nil {
+		return ref.Name
+	}
+	return KeyEncryptionKeySecretName
 }
 
 // worldKeySecret returns the Secret name and key holding the world's

@@ -108,7 +108,7 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 		return nil
 	})
 
-	reader := &controllers.PrometheusLossReader{}
+	reader := &controllers.PrometheusLossReader{Access: loopbackPrometheus}
 	engineReader := &controllers.EngineLossReader{Client: k8s}
 	fromEngines, err := engineReader.Read(ctx, program, 11)
 	if err != nil {
@@ -188,13 +188,13 @@ func TestEngineReaderSumsReplicaCohorts(t *testing.T) {
 	wantCohortTooSmall(t, engineReader, program, 21)
 }
 
-// simulate sends a simulated cohort of users to the fixture's engines for
-// three intervals.
+// simulate lets a simulated cohort (nobody leaving) live through the
+// fixture's engines for three ticks.
 func (f *loopFixture) simulate(users int, seed uint64) {
 	f.t.Helper()
-	params := simulator.DefaultParams()
-	params.Users, params.Seed = users, seed
-	driver := &simulator.Driver{Model: simulator.New(params), Engines: f.urls(), Token: f.token}
+	cfg := population(f.program, users, seed)
+	cfg.ChurnPerHour = 0
+	driver := &simulator.Driver{Population: simulator.New(cfg), Engines: f.urls(), Token: f.token}
 	for range 3 {
 		if _, err := driver.Tick(context.Background()); err != nil {
 			f.t.Fatal(err)

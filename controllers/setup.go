@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -21,18 +22,26 @@ type Options struct {
 	EngineImage             string
 	MaxConcurrentReconciles int
 	Clock                   clock.PassiveClock
+	// SecretAccess, when set (cluster mode), is bound in each world
+	// namespace; nil when the operator's own RBAC grants it Secrets
+	// (namespaced mode's Roles, or a run as a cluster admin).
+	SecretAccess *SecretAccess
+	// Prometheus says which Prometheus addresses programs may name.
+	Prometheus PrometheusAccess
 }
 
-// CacheOptions limits the operator's cache to the objects it manages, so
-// that it neither holds every Secret of the cluster in memory nor needs to,
-// and drops managed fields (which the operator never reads; they are the
-// larger part of an applied Deployment) before objects enter it.
+// CacheOptions limits the operator's cache to the objects it manages and
+// drops managed fields (which the operator never reads; they are the
+// larger part of an applied Deployment) before objects enter it. Secrets
+// are not in it at all: the reconcilers read them from the API server
+// (ReconcilerClient) and watch their own per world namespace, so the
+// operator never lists or watches Secrets cluster-wide.
 func CacheOptions() cache.Options {
 	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})}
 	enginePods := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{LabelName: EngineAppName})}
 	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
 		&corev1.Namespace{}:             managed,
-		&corev1.Secret{}:                managed,
+		&rbacv1.RoleBinding{}:           managed,
 		&corev1.ConfigMap{}:             managed,
 		&corev1.ServiceAccount{}:        managed,
 		&corev1.Service{}:               managed,
@@ -45,23 +54,49 @@ func CacheOptions() cache.Options {
 	}}
 }
 
+// ReconcilerClient is the manager's client with Secrets read from the API
+// server rather than the cache: a cached read would start a cluster-wide
+// Secret informer, which the operator's RBAC does not allow.
+func ReconcilerClient(mgr ctrl.Manager) (client.Client, error) {
+	c, err := client.New(mgr.GetConfig(), client.Options{
+		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient(),
+		Cache: &client.CacheOptions{Reader: mgr.GetCache(), DisableFor: []client.Object{&corev1.Secret{}}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create the reconcilers' client: %w", err)
+	}
+	return c, nil
+}
+
 // SetupWithManager registers both reconcilers and their shared index.
 func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
+	if sa := o.SecretAccess; sa != nil && (sa.ClusterRole == "" || sa.ServiceAccount == "" || sa.Namespace == "") {
+		return fmt.Errorf("secret access needs the ClusterRole, the operator's ServiceAccount and its namespace (have %+v)", *sa)
+	}
 	if err := IndexWorldRef(context.Background(), mgr); err != nil {
 		return fmt.Errorf("index programs by world: %w", err)
 	}
+	c, err := ReconcilerClient(mgr)
+	if err != nil {
+		return err
+	}
+	secrets, err := newWorldSecrets(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
 	world := &VirtualWorldReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
+		Client: c, APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
 		Recorder: mgr.GetEventRecorder("attune-virtualworld"), Clock: o.Clock, OperatorNamespace: o.OperatorNamespace,
+		SecretAccess: o.SecretAccess, secrets: secrets,
 	}
 	if err := world.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up VirtualWorld controller: %w", err)
 	}
 	program := &MeditationProgramReconciler{
-		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorder("attune-meditationprogram"),
+		Client: c, Scheme: mgr.GetScheme(), Prometheus: o.Prometheus, OwnedSecrets: secrets.source("MeditationProgram"), Recorder: mgr.GetEventRecorder("attune-meditationprogram"),
 		Clock: o.Clock, EngineImage: o.EngineImage, MaxConcurrentReconciles: o.MaxConcurrentReconciles,
 		APIReader: mgr.GetAPIReader(),
 	}

@@ -136,9 +136,9 @@ func TestPostgresStoreWiring(t *testing.T) {
 // TestEmbeddedStoreOnAClaim: a program whose Embedded store asks for a
 // volume gets an owned PersistentVolumeClaim mounted as the data volume and
 // a Deployment that recreates instead of rolling (a ReadWriteOnce volume
-// cannot be mounted by two pods on two nodes). Dropping the volume returns
-// the engine to an emptyDir and a rolling update, and keeps the claim;
-// asking for it again mounts the same claim.
+// cannot be mounted by two pods on two nodes). Going ephemeral returns the
+// engine to an emptyDir and a rolling update, and keeps the claim; asking
+// for it again mounts the same claim.
 func TestEmbeddedStoreOnAClaim(t *testing.T) {
 	ctx := context.Background()
 	setupWorld(t, "archive", wellbeingv1alpha1.ContextHealth)
@@ -199,9 +199,9 @@ func TestEmbeddedStoreOnAClaim(t *testing.T) {
 		}
 	}
 
-	// Without the volume: an emptyDir and a rolling update again (the
-	// operator owns rollingUpdate, so the switch back and forth applies
-	// cleanly), and the claim with its data stays until the program goes.
+	// Ephemeral: an emptyDir and a rolling update again (the operator owns
+	// rollingUpdate, so the switch back and forth applies cleanly), and
+	// the claim with its data stays until the program goes.
 	setVolume := func(embedded *wellbeingv1alpha1.EmbeddedStore, onClaim bool) {
 		t.Helper()
 		get(t, client.ObjectKeyFromObject(p), p)
@@ -220,7 +220,7 @@ func TestEmbeddedStoreOnAClaim(t *testing.T) {
 			return nil
 		})
 	}
-	setVolume(nil, false)
+	setVolume(&wellbeingv1alpha1.EmbeddedStore{Ephemeral: true}, false)
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(claim), &corev1.PersistentVolumeClaim{}); err != nil {
 		t.Errorf("the claim went with the volume setting: %v", err)
 	}

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -30,6 +31,10 @@ import (
 
 // operatorNamespace is the namespace the test operator claims to run in.
 const operatorNamespace = "attune-system"
+
+// loopbackPrometheus lets the operator query the tests' Prometheus servers,
+// which listen on 127.0.0.1 (outside "the cluster" by default).
+var loopbackPrometheus = controllers.PrometheusAccess{AllowedURLs: []*url.URL{{Scheme: "http", Host: "127.0.0.1"}}}
 
 var (
 	k8s    client.Client // a direct (uncached) client, as a user's kubectl
@@ -76,7 +81,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		return 1
 	}
-	if err := controllers.SetupWithManager(mgr, controllers.Options{OperatorNamespace: operatorNamespace, EngineImage: "example.test/engine:v1"}); err != nil {
+	if err := controllers.SetupWithManager(mgr, controllers.Options{OperatorNamespace: operatorNamespace, EngineImage: "example.test/engine:v1", Prometheus: loopbackPrometheus}); err != nil {
 		fmt.Fprintln(os.Stderr, "setup:", err)
 		return 1
 	}

@@ -244,7 +244,7 @@ func (tr *trial) enrol(prefix string, n int, engines ...*trialEngine) {
 	tr.t.Helper()
 	for i := range n {
 		u := trialUser{id: fmt.Sprintf("%s-%02d", prefix, i), engines: engines}
-		engines[0].call("POST", "/v1/users/"+u.id+"/consent", false, map[string]any{"scopes": []string{"behaviour"}}, nil)
+		engines[0].call("POST", "/v1/users/"+u.id+"/consent", false, map[string]any{"scopes": []string{"behaviour", "questionnaire"}}, nil)
 		tr.users = append(tr.users, u)
 	}
 }

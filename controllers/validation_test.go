@@ -55,6 +55,21 @@ func TestInvalidManifestsAreRejected(t *testing.T) {
 		{"world retention too short", validWorld, `privacy: {retention: 5s}`, "", "spec.privacy.retention must be at least 1m"},
 		{"world retention not a duration", validWorld, `privacy: {retention: forever}`, "", "spec.privacy.retention"},
 		{"world quota resource not a GPU", validWorld, `gpuQuota: {resourceName: cpu, limit: 1}`, "", "spec.gpuQuota.resourceName"},
+		{"world claims kube-system", validWorld, `namespace: kube-system`, "", "spec.namespace must not be a kube-* namespace"},
+		{"world claims kube-public", validWorld, `namespace: kube-public`, "", "spec.namespace must not be a kube-* namespace"},
+		{"world claims kube-node-lease", validWorld, `namespace: kube-node-lease`, "", "spec.namespace must not be a kube-* namespace"},
+		{"world claims default", validWorld, `namespace: default`, "", "spec.namespace must not be default"},
+		{"world namespace empty", validWorld, `namespace: ""`, "", "spec.namespace"},
+		{"world namespace longer than a DNS label", validWorld, `namespace: ` + strings.Repeat("n", 64), "", "spec.namespace: Too long"},
+		{"world namespace with a dot", validWorld, `namespace: tenant.a`, "", "spec.namespace"},
+		{"world context in lower case", validWorld, `context: social`, "", `spec.context: Unsupported value: "social"`},
+		{"world display name too long", validWorld, `displayName: ` + strings.Repeat("d", 129), "", "spec.displayName: Too long"},
+		{"world key reference without a key", validWorld, `privacy: {pseudonymizationKeyRef: {name: hsm}}`, "", "spec.privacy.pseudonymizationKeyRef.key: Required value"},
+		{"world network policy not a boolean", validWorld, `isolation: {networkPolicy: "yes"}`, "", "spec.isolation.networkPolicy"},
+		{"world MIG profile that does not exist", validWorld, `gpuQuota: {resourceName: nvidia.com/mig-9g.10gb, limit: 1}`, "", "spec.gpuQuota.resourceName"},
+		{"world retention negative", validWorld, `privacy: {retention: -5m}`, "", "spec.privacy.retention"},
+		{"program prometheus address not http", validProgram, `tuning: {source: {type: Prometheus, prometheus: {address: "file:///etc/passwd"}}}`, "", "spec.tuning.source.prometheus.address"},
+		{"program runtimeClassName longer than a DNS subdomain", validProgram, `engine: {gpu: {runtimeClassName: ` + strings.Repeat("r", 254) + `}}`, "", "spec.engine.gpu.runtimeClassName: Too long"},
 		{"program target above 1", validProgram, `target: {attention: 1.5, emotion: 0.5, resilience: 0.5}`, "", "spec.target.attention"},
 		{"program target negative", validProgram, `target: {attention: 0.5, emotion: -0.1, resilience: 0.5}`, "", "spec.target.emotion"},
 		{"program weights all zero", validProgram, `weights: {attention: 0, emotion: 0, resilience: 0}`, "", "spec.weights must not all be zero"},
@@ -65,6 +80,9 @@ func TestInvalidManifestsAreRejected(t *testing.T) {
 		{"program strength initial below min", validProgram, `strength: {initial: 0.1, min: 0.3, max: 0.9}`, "", "spec.strength must satisfy min <= initial <= max"},
 		{"program strength above 1", validProgram, `strength: {initial: 0.5, min: 0.1, max: 1.2}`, "", "spec.strength.max"},
 		{"program tuning interval under 10s", validProgram, `tuning: {interval: 5s}`, "", "spec.tuning.interval must be at least 10s"},
+		{"program tuning settle zero", validProgram, `tuning: {settle: 0s}`, "", "spec.tuning.settle must be greater than 0s"},
+		{"program tuning settle not below interval", validProgram, `tuning: {interval: 30s, settle: 30s}`, "", "spec.tuning.settle must be shorter than spec.tuning.interval"},
+		{"program tuning settle beyond the default interval", validProgram, `tuning: {settle: 2m}`, "", "spec.tuning.settle must be shorter than spec.tuning.interval"},
 		{"program maxStep zero", validProgram, `tuning: {maxStep: 0}`, "", "spec.tuning.maxStep"},
 		{"program maxStep above 1", validProgram, `tuning: {maxStep: 1.5}`, "", "spec.tuning.maxStep"},
 		{"program tuning mode unknown", validProgram, `tuning: {mode: Sometimes}`, "", `spec.tuning.mode: Unsupported value: "Sometimes"`},
@@ -77,6 +95,12 @@ func TestInvalidManifestsAreRejected(t *testing.T) {
 		{"program dose outcome window under 1s", validProgram, `dose: {outcomeWindow: 500ms}`, "", "spec.dose.outcomeWindow must be between 1s and 24h"},
 		{"program dose outcome window above 24h", validProgram, `dose: {outcomeWindow: 48h}`, "", "spec.dose.outcomeWindow must be between 1s and 24h"},
 		{"program dose outcome window zero", validProgram, `dose: {outcomeWindow: 0s}`, "", "spec.dose.outcomeWindow must be between 1s and 24h"},
+		{"program state decay under 1s", validProgram, `estimation: {stateDecay: 100ms}`, "", "spec.estimation.stateDecay must be between 1s and 24h"},
+		{"program state decay above 24h", validProgram, `estimation: {stateDecay: 25h}`, "", "spec.estimation.stateDecay must be between 1s and 24h"},
+		{"program trait decay under 1m", validProgram, `estimation: {traitDecay: 30s}`, "", "spec.estimation.traitDecay must be between 1m and 8760h"},
+		{"program trait decay above a year", validProgram, `estimation: {traitDecay: 9000h}`, "", "spec.estimation.traitDecay must be between 1m and 8760h"},
+		{"program stress recovery zero", validProgram, `estimation: {stressRecovery: 0s}`, "", "spec.estimation.stressRecovery must be between 1s and 24h"},
+		{"program stress recovery not a duration", validProgram, `estimation: {stressRecovery: quick}`, "", "spec.estimation.stressRecovery"},
 		{"program negative replicas", validProgram, `engine: {replicas: -1}`, "", "spec.engine.replicas"},
 		{"program replicas above 1 on the embedded store", validProgram, `engine: {replicas: 3}`, "", "spec.engine.replicas: Invalid value"},
 		{"program replicas above 1, store says so", validProgram, `engine: {replicas: 2, store: {type: Embedded}}`, "", "Set spec.engine.store.type to PostgreSQL"},
@@ -85,6 +109,10 @@ func TestInvalidManifestsAreRejected(t *testing.T) {
 		{"program postgres secret name empty", validProgram, `engine: {store: {type: PostgreSQL, postgres: {secretRef: {name: ""}}}}`, "", "spec.engine.store.postgres.secretRef.name"},
 		{"program postgres settings on the embedded store", validProgram, `engine: {store: {postgres: {secretRef: {name: db}}}}`, "", "spec.engine.store.postgres is only allowed when spec.engine.store.type is PostgreSQL"},
 		{"program volume on the PostgreSQL store", validProgram, `engine: {store: {type: PostgreSQL, postgres: {secretRef: {name: db}}, embedded: {volume: {size: 1Gi}}}}`, "", "spec.engine.store.embedded is only allowed when spec.engine.store.type is Embedded"},
+		{"program volume and ephemeral", validProgram, `engine: {store: {embedded: {ephemeral: true, volume: {size: 1Gi}}}}`, "", "ephemeral: true goes without"},
+		{"program requireReconsent without a policy version", validProgram, `consent: {requireReconsent: true}`, "", "spec.consent.requireReconsent needs spec.consent.policyVersion"},
+		{"program policy version with a space", validProgram, `consent: {policyVersion: "v 2"}`, "", "spec.consent.policyVersion"},
+		{"program policy version too long", validProgram, `consent: {policyVersion: ` + strings.Repeat("v", 65) + `}`, "", "spec.consent.policyVersion: Too long"},
 		{"program volume without size", validProgram, `engine: {store: {embedded: {volume: {storageClassName: fast}}}}`, "", "spec.engine.store.embedded.volume.size: Required value"},
 		{"program volume of size zero", validProgram, `engine: {store: {embedded: {volume: {size: "0"}}}}`, "", "spec.engine.store.embedded.volume.size must be positive"},
 		{"program volume size not a quantity", validProgram, `engine: {store: {embedded: {volume: {size: lots}}}}`, "", "spec.engine.store.embedded.volume.size"},
@@ -142,6 +170,39 @@ func TestInvalidManifestsAreRejected(t *testing.T) {
 				t.Fatalf("err = %v\nwant it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestWorldContextAndNamespaceAreImmutable: a world's context cannot
+// change after creation (data gathered under one context must not carry
+// into one that forbids it), nor its namespace; other fields can.
+func TestWorldContextAndNamespaceAreImmutable(t *testing.T) {
+	ctx := context.Background()
+	obj := manifest(t, strings.Replace(validWorld, "NAME", "immutable", 1), `namespace: immutable-ns`)
+	if err := k8s.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = k8s.Delete(ctx, obj) }()
+	for _, tc := range []struct{ field, value, want string }{
+		{"context", "Workplace", "spec.context is immutable"},
+		{"context", "Health", "spec.context is immutable"},
+		{"namespace", "moved-ns", "spec.namespace is immutable"},
+	} {
+		changed := obj.DeepCopy()
+		if err := unstructured.SetNestedField(changed.Object, tc.value, "spec", tc.field); err != nil {
+			t.Fatal(err)
+		}
+		err := k8s.Update(ctx, changed, client.DryRunAll)
+		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("spec.%s → %s: err = %v, want %q", tc.field, tc.value, err, tc.want)
+		}
+	}
+	changed := obj.DeepCopy()
+	if err := unstructured.SetNestedField(changed.Object, "Renamed", "spec", "displayName"); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Update(ctx, changed, client.DryRunAll); err != nil {
+		t.Errorf("changing spec.displayName: %v", err)
 	}
 }
 

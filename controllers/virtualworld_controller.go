@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -24,8 +25,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
+	"github.com/attune-io/attune/engine/contract"
 )
 
 // VirtualWorldReconciler turns a VirtualWorld into its tenant namespace, GPU
@@ -41,7 +44,30 @@ type VirtualWorldReconciler struct {
 	// OperatorNamespace is admitted by the world's NetworkPolicy so the
 	// operator can read its engines' cohort loss.
 	OperatorNamespace string
+	// SecretAccess, when set, is bound in each world's namespace so that
+	// the operator may use Secrets there and nowhere else.
+	SecretAccess *SecretAccess
+	// secrets watches the world namespaces' operator Secrets.
+	secrets *worldSecrets
 }
+
+// SecretAccess is how the operator reaches Secrets in cluster mode: its
+// cluster-wide role has no Secret verbs; ClusterRole (the chart's
+// <release>-world-secrets, config/rbac's attune-world-secrets) holds them,
+// and the operator binds it to its own ServiceAccount with a RoleBinding in
+// each world namespace it created. Creating that binding needs only the
+// bind verb on that one ClusterRole, and the chart's
+// ValidatingAdmissionPolicy lets the operator bind roles only in a world's
+// namespace (by the labels the operator sets there) and change only
+// namespaces a VirtualWorld controls (so it cannot label others).
+type SecretAccess struct {
+	ClusterRole string
+	// ServiceAccount and Namespace name the operator's ServiceAccount.
+	ServiceAccount, Namespace string
+}
+
+// SecretAccessBindingName is the RoleBinding in each world namespace.
+const SecretAccessBindingName = "attune-operator-secrets"
 
 // worldReconcile carries one reconcile's working state between steps.
 type worldReconcile struct {
@@ -56,17 +82,27 @@ type worldReconcile struct {
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups="",resources=resourcequotas,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=attune-world-secrets
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+//
+// No Secret verbs here: they are in config/rbac/world_secrets_role.yaml,
+// bound per world namespace (SecretAccess).
 
 // Reconcile runs the world's steps in order and writes status when it changed.
 func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
 	world := &wellbeingv1alpha1.VirtualWorld{}
 	if err := r.Get(ctx, req.NamespacedName, world); err != nil {
+		if apierrors.IsNotFound(err) && r.secrets != nil {
+			r.secrets.forget(req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !world.DeletionTimestamp.IsZero() {
+		if r.secrets != nil {
+			r.secrets.forget(world.Name)
+		}
 		return ctrl.Result{}, nil // ownership removes the namespace and everything in it
 	}
 
@@ -80,7 +116,9 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		run  func(context.Context, *childApplier, *worldReconcile) error
 	}{
 		{"namespace", r.reconcileNamespace},
+		{"secret access", r.reconcileSecretAccess},
 		{"pseudonymization key", r.reconcileKeySecret},
+		{"key-encryption key", r.reconcileKEKSecret},
 		{"gpu quota", r.reconcileQuota},
 		{"network policy", r.reconcileNetworkPolicy},
 		{"program totals", r.reconcileProgramTotals},
@@ -146,6 +184,25 @@ func (r *VirtualWorldReconciler) reconcileNamespace(ctx context.Context, a *chil
 	return err
 }
 
+// reconcileSecretAccess binds SecretAccess.ClusterRole to the operator in
+// the world's namespace, then watches the operator's Secrets there.
+func (r *VirtualWorldReconciler) reconcileSecretAccess(ctx context.Context, a *childApplier, rc *worldReconcile) error {
+	if sa := r.SecretAccess; sa != nil {
+		binding := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: SecretAccessBindingName, Namespace: rc.world.Spec.Namespace, Labels: worldLabels(rc.world)},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: sa.ClusterRole},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa.ServiceAccount, Namespace: sa.Namespace}},
+		}
+		if err := a.apply(ctx, rc.world, binding); err != nil {
+			return err
+		}
+	}
+	if r.secrets != nil {
+		r.secrets.watch(rc.world.Name, rc.world.Spec.Namespace)
+	}
+	return nil
+}
+
 // reconcileKeySecret generates the world's pseudonymization key once when the
 // world does not reference its own. It is never rotated: rotating would
 // orphan every stored pseudonym.
@@ -163,6 +220,29 @@ func (r *VirtualWorldReconciler) reconcileKeySecret(ctx context.Context, a *chil
 			ObjectMeta: metav1.ObjectMeta{Name: name.Name, Namespace: name.Namespace, Labels: worldLabels(rc.world)},
 			Type:       corev1.SecretTypeOpaque,
 			Data:       map[string][]byte{PseudonymizationKeySecretKey: key},
+		}, nil
+	})
+}
+
+// reconcileKEKSecret generates the world's keyring once, when the world
+// does not reference its own: one random 32-byte KEK, primary. The
+// operator never rewrites it; a rotation adds a KEK to the Secret and
+// points "primary" at it (docs/data-protection.md), and the engines
+// re-wrap their data keys without a restart.
+func (r *VirtualWorldReconciler) reconcileKEKSecret(ctx context.Context, a *childApplier, rc *worldReconcile) error {
+	if rc.world.Spec.Privacy.KeyEncryptionKeySecretRef != nil {
+		return nil
+	}
+	name := client.ObjectKey{Namespace: rc.world.Spec.Namespace, Name: KeyEncryptionKeySecretName}
+	return a.createSecretIfMissing(ctx, rc.world, name, func() (*corev1.Secret, error) {
+		kek := make([]byte, 32)
+		if _, err := rand.Read(kek); err != nil {
+			return nil, fmt.Errorf("generate key-encryption key: %w", err)
+		}
+		return &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name.Name, Namespace: name.Namespace, Labels: worldLabels(rc.world)},
+			Type:       corev1.SecretTypeOpaque,
+			Data:       map[string][]byte{contract.KeyringPrimaryKey: []byte(FirstKEKID), FirstKEKID: kek},
 		}, nil
 	})
 }
@@ -274,18 +354,32 @@ func worldOfProgramDelayed(delay time.Duration) handler.EventHandler {
 	}
 }
 
+func (r *VirtualWorldReconciler) secretSource() source.Source {
+	if r.secrets == nil {
+		return source.Func(func(context.Context, workqueue.TypedRateLimitingInterface[reconcile.Request]) error { return nil })
+	}
+	return r.secrets.source("VirtualWorld")
+}
+
 // SetupWithManager registers the controller and its watches.
 func (r *VirtualWorldReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.SecretAccess != nil {
+		// Only cluster mode binds roles (and may watch RoleBindings).
+		b = b.Owns(&rbacv1.RoleBinding{})
+	}
+	return b.
 		For(&wellbeingv1alpha1.VirtualWorld{}).
 		Owns(&corev1.Namespace{}).
 		Owns(&corev1.ResourceQuota{}).
 		Owns(&networkingv1.NetworkPolicy{}).
-		Owns(&corev1.Secret{}).
 		// A program's creation, deletion or GPU total changes its world's
 		// status. The world is enqueued a moment later so that a burst of
 		// program changes (a rollout of hundreds) costs one status write.
 		Watches(&wellbeingv1alpha1.MeditationProgram{}, worldOfProgramDelayed(time.Second)).
+		// The key Secret, watched per world namespace (no cluster-wide
+		// Secret watch: see worldSecrets).
+		WatchesRawSource(r.secretSource()).
 		Named("virtualworld").
 		Complete(r)
 }

@@ -68,6 +68,13 @@ const (
 	ReasonUnschedulable      = "Unschedulable"
 	ReasonQuotaExceeded      = "QuotaExceeded"
 	ReasonReplicaFailure     = "ReplicaFailure"
+	// ReasonStrengthPending (LossObserved False): the measurement is
+	// valid, but not every engine it counts has run the strength in force
+	// for spec.tuning.settle (engines report what they run in GET
+	// /v1/cohort), so the loss is not credited to that strength and the
+	// strength is held. A replica still on another configuration three
+	// intervals after the strength was put in force is named (pod name).
+	ReasonStrengthPending = "StrengthPending"
 	// ReasonStoreSecretInvalid: the PostgreSQL store's Secret is missing or
 	// holds neither connectionString nor host.
 	ReasonStoreSecretInvalid = "StoreSecretInvalid"

@@ -91,6 +91,22 @@ type MeditationProgramSpec struct {
 	// +kubebuilder:default={}
 	Dose Dose `json:"dose,omitempty"`
 
+	// estimation sets the time constants of the engines' state estimation.
+	// Default: attention and emotion evidence decays with τ = 30m,
+	// resilience evidence with τ = 336h (14 days), and a stress episode's
+	// recovery is scored against τ = 10m. A world whose users live on
+	// another time scale (a simulated cohort in accelerated time) shortens
+	// them; changing them rolls the engine pods.
+	// +optional
+	// +kubebuilder:default={}
+	Estimation Estimation `json:"estimation,omitempty"`
+
+	// consent is what the engines demand of a user's consent. Default: no
+	// policy version (consent requests need not name one) and no
+	// re-consent.
+	// +optional
+	Consent ConsentPolicy `json:"consent,omitempty"`
+
 	// engine shapes the engine Deployment. Default: one replica running
 	// VADER on the CPU, with no GPU; a model sidecar (engine.model) holds
 	// the GPU.
@@ -103,6 +119,27 @@ type MeditationProgramSpec struct {
 	// +optional
 	// +kubebuilder:default=false
 	Suspend bool `json:"suspend,omitempty"`
+}
+
+// ConsentPolicy is the program's consent policy (docs/data-protection.md).
+// +kubebuilder:validation:XValidation:rule="!has(self.requireReconsent) || !self.requireReconsent || has(self.policyVersion)",message="spec.consent.requireReconsent needs spec.consent.policyVersion: re-consent is asked for a new version",fieldPath=.requireReconsent
+type ConsentPolicy struct {
+	// policyVersion names the version of the privacy notice users consent
+	// to now (for example "2026-12-01"). When set, every consent request
+	// must name the version the user was shown, and the engines' consent
+	// ledger records it. Unset by default.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[!-~]+$`
+	PolicyVersion string `json:"policyVersion,omitempty"`
+
+	// requireReconsent, when true, makes the engines refuse telemetry (403,
+	// naming the user) from users whose consent was given for another
+	// version than policyVersion, until they consent again. Default false:
+	// earlier consents stay valid.
+	// +optional
+	RequireReconsent bool `json:"requireReconsent,omitempty"`
 }
 
 // WorldReference names a cluster-scoped VirtualWorld.
@@ -182,6 +219,7 @@ type StrengthBounds struct {
 }
 
 // Tuning configures the closed loop that chooses the strength in force.
+// +kubebuilder:validation:XValidation:rule="!has(self.settle) || duration(self.settle) < (has(self.interval) ? duration(self.interval) : duration('60s'))",message="spec.tuning.settle must be shorter than spec.tuning.interval",fieldPath=.settle
 type Tuning struct {
 	// mode: Auto searches for the strength minimising the cohort loss;
 	// Manual keeps strength.initial; Paused freezes the current strength.
@@ -219,11 +257,59 @@ type Tuning struct {
 	// A pointer for the same reason as interval.
 	StaleAfter *metav1.Duration `json:"staleAfter,omitempty"`
 
+	// settle is how long every engine a measurement counts must have run
+	// the strength in force before the loss is credited to it: each engine
+	// reports the strength it runs and since when (GET /v1/cohort), a
+	// ConfigMap change reaches a pod only after the kubelet's sync (up to
+	// about a minute), and the cohort needs time to respond. Until then
+	// the strength is held with LossObserved=False, reason
+	// StrengthPending. Greater than 0s and shorter than interval. Default:
+	// half the interval.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.tuning.settle must be greater than 0s"
+	Settle *metav1.Duration `json:"settle,omitempty"`
+
 	// source is where the cohort loss is read. Default: the engines' own
 	// /v1/cohort endpoints.
 	// +optional
 	// +kubebuilder:default={}
 	Source LossSource `json:"source,omitempty"`
+}
+
+// Estimation is the time constants of the engines' state estimation
+// (docs/engine-model.md, "Fusion and decay").
+type Estimation struct {
+	// stateDecay is the time constant τ over which the confidence of
+	// attention and emotion evidence decays (c·e^(−age/τ)): after about
+	// 3τ without new evidence a user drops out of the cohort. Between 1s
+	// and 24h. Default 30m.
+	// +optional
+	// +kubebuilder:default="30m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="spec.estimation.stateDecay must be between 1s and 24h"
+	StateDecay *metav1.Duration `json:"stateDecay,omitempty"`
+
+	// traitDecay is τ for resilience evidence (questionnaires, stress
+	// recovery). Between 1m and 8760h (a year). Default 336h.
+	// +optional
+	// +kubebuilder:default="336h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('8760h')",message="spec.estimation.traitDecay must be between 1m and 8760h"
+	TraitDecay *metav1.Duration `json:"traitDecay,omitempty"`
+
+	// stressRecovery is τ of the recovery score e^(−t/τ) of a stress
+	// episode (seen in heart-rate variability) that lasted t. Between 1s
+	// and 24h. Default 10m.
+	// +optional
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="spec.estimation.stressRecovery must be between 1s and 24h"
+	StressRecovery *metav1.Duration `json:"stressRecovery,omitempty"`
 }
 
 // Dose is the per-user dose of interventions and the outcome window of
@@ -277,7 +363,11 @@ type LossSource struct {
 // PrometheusSource is a Prometheus server to query for the cohort loss.
 type PrometheusSource struct {
 	// address is the base URL of the Prometheus HTTP API, e.g.
-	// http://prometheus.monitoring:9090.
+	// http://prometheus.monitoring.svc:9090. The operator queries only a
+	// Service in the cluster (*.svc, *.svc.<cluster domain>) or an address
+	// under its allowedPrometheusURLs (none by default); any other is
+	// refused (LossObserved=False, MetricsUnavailable), and redirects are
+	// not followed.
 	// +required
 	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
 	Address string `json:"address"`
@@ -380,7 +470,8 @@ type GPUSpec struct {
 	ResourceName string `json:"resourceName,omitempty"`
 
 	// product, when set, pins the pods to nodes whose nvidia.com/gpu.product
-	// label equals it (e.g. NVIDIA-H100-80GB-HBM3).
+	// label equals it (e.g. NVIDIA-H100-80GB-HBM3). Ignored, like the GPU
+	// count, when the pods request no GPU (no model sidecar).
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
@@ -399,9 +490,10 @@ type StoreType string
 
 const (
 	// StoreEmbedded keeps state in a bbolt file in the engine pod's data
-	// volume: an emptyDir, which survives container restarts but not a pod's
-	// replacement, or a claim (embedded.volume), which survives both. It
-	// cannot be shared, so it allows one replica.
+	// volume: a PersistentVolumeClaim (the default), which survives the
+	// pod's replacement, or with embedded.ephemeral an emptyDir, which
+	// survives container restarts only. It cannot be shared, so it allows
+	// one replica.
 	StoreEmbedded StoreType = "Embedded"
 	// StorePostgreSQL keeps state in a PostgreSQL database shared by every
 	// replica: one consistent state per user, whichever replica serves them.
@@ -427,26 +519,40 @@ type EngineStore struct {
 	Postgres *PostgresStore `json:"postgres,omitempty"`
 
 	// embedded configures where the Embedded store's file lives. A pointer
-	// because it exists only for that type; absent, the file is on an
-	// emptyDir, which survives container restarts but not the pod.
+	// because it exists only for that type; absent, the file is on a
+	// PersistentVolumeClaim of the default size (1Gi) and StorageClass.
 	// +optional
 	Embedded *EmbeddedStore `json:"embedded,omitempty"`
 }
 
-// EmbeddedStore configures the Embedded store.
+// EmbeddedStore configures the Embedded store. By default the store is on
+// a PersistentVolumeClaim named <program>-engine-data (1Gi, the cluster's
+// default StorageClass), so that users' state and consent survive the pod
+// being replaced, rescheduled or rolled. The program owns the claim:
+// deleting the program deletes it and the data on it. With a claim the
+// engine Deployment uses the Recreate strategy, so the old pod releases
+// the ReadWriteOnce volume before the new one mounts it (a short gap in
+// service on every rollout).
+// +kubebuilder:validation:XValidation:rule="!has(self.ephemeral) || !self.ephemeral || !has(self.volume)",message="spec.engine.store.embedded.volume configures the claim, which ephemeral: true goes without: set one of them",fieldPath=.ephemeral
 type EmbeddedStore struct {
-	// volume keeps the store on a PersistentVolumeClaim named
-	// <program>-engine-data, so that users' state survives the pod being
-	// replaced, rescheduled or rolled. The program owns the claim: deleting
-	// the program deletes it and the data on it. With a claim the engine
-	// Deployment uses the Recreate strategy, so the old pod releases the
-	// ReadWriteOnce volume before the new one mounts it (a short gap in
-	// service on every rollout). Removing volume later returns the engine
-	// to an emptyDir and keeps the claim, with its data, until the program
-	// is deleted. A pointer: absent (default) means an emptyDir.
+	// ephemeral, when true, keeps the store on an emptyDir instead of a
+	// claim: it survives container restarts but not the pod, so every
+	// rollout, eviction or node drain loses every user's state and consent.
+	// For tests and demos on clusters without a StorageClass. Switching to
+	// it keeps the claim, with its data, until the program is deleted.
+	// Default false.
+	// +optional
+	Ephemeral bool `json:"ephemeral,omitempty"`
+
+	// volume sizes the claim and picks its StorageClass. A pointer: absent
+	// (default) means 1Gi on the cluster's default StorageClass.
 	// +optional
 	Volume *StoreVolume `json:"volume,omitempty"`
 }
+
+// DefaultStoreVolumeSize is the size of the Embedded store's claim without
+// embedded.volume: about 500,000 users at 2 kB each.
+const DefaultStoreVolumeSize = "1Gi"
 
 // StoreVolume is the PersistentVolumeClaim of an Embedded store.
 // +kubebuilder:validation:XValidation:rule="quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",message="spec.engine.store.embedded.volume.size may grow but not shrink",fieldPath=.size
@@ -708,9 +814,6 @@ type InterventionEffect struct {
 	Strength float64 `json:"strength"`
 }
 
-// MaxTuningHistory caps status.history.
-const MaxTuningHistory = 20
-
 // MeditationProgramStatus is the observed state of a program.
 type MeditationProgramStatus struct {
 	// observedGeneration is the generation this status was computed for.
@@ -729,6 +832,13 @@ type MeditationProgramStatus struct {
 	// mistaken for 0.
 	// +optional
 	Strength *float64 `json:"strength,omitempty"`
+
+	// strengthSince is when status.strength took its current value (the
+	// operator then wrote it to the engines' configuration). A replica
+	// still running another strength three intervals later is named in
+	// LossObserved's StrengthPending message.
+	// +optional
+	StrengthSince *metav1.Time `json:"strengthSince,omitempty"`
 
 	// replicas is the desired number of engine pods (scale subresource).
 	// +optional
@@ -756,7 +866,8 @@ type MeditationProgramStatus struct {
 	// +optional
 	Loss *LossObservation `json:"loss,omitempty"`
 
-	// history of recent measurements, newest last, capped at 20 entries. The
+	// history of recent measurements credited to the strength in force,
+	// newest last, capped at 20 entries (the tuner's HistoryLimit). The
 	// tuner rebuilds its state from it after an operator restart.
 	// +optional
 	// +listType=atomic

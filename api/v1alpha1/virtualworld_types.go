@@ -32,12 +32,17 @@ func (c WorldContext) ProhibitsBiometricEmotion() bool {
 type VirtualWorldSpec struct {
 	// namespace is the namespace the operator creates and owns for this
 	// tenant; every MeditationProgram of the world lives in it. It must be a
-	// DNS label and cannot be changed after creation.
+	// DNS label and cannot be changed after creation. The namespaces of
+	// Kubernetes (kube-*), default, and the operator's own namespace are
+	// refused (the last by the ValidatingAdmissionPolicy the chart ships,
+	// since the schema cannot know where the operator runs).
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.namespace is immutable"
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('kube-')",message="spec.namespace must not be a kube-* namespace: those belong to Kubernetes"
+	// +kubebuilder:validation:XValidation:rule="self != 'default'",message="spec.namespace must not be default: a world gets a namespace of its own"
 	Namespace string `json:"namespace"`
 
 	// displayName is a human-readable name shown in tooling. Optional.
@@ -48,7 +53,11 @@ type VirtualWorldSpec struct {
 	// context is the kind of world: Social, Entertainment, Workplace,
 	// Education or Health. Required: in Workplace and Education worlds the
 	// engines refuse physiological signals for emotion inference.
+	// Immutable: data gathered under one context (physiology in a Social
+	// world) must not carry over into one that forbids it (Workplace, EU
+	// AI Act Art. 5(1)(f)); create a new world for a new context.
 	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.context is immutable: create a new VirtualWorld for another context"
 	Context WorldContext `json:"context"`
 
 	// gpuQuota caps the GPUs that all engines of this world may request.
@@ -126,6 +135,17 @@ type PrivacyPolicy struct {
 	// key Secret in the world's namespace and never rotates it.
 	// +optional
 	PseudonymizationKeyRef *corev1.SecretKeySelector `json:"pseudonymizationKeyRef,omitempty"`
+
+	// keyEncryptionKeySecretRef names a Secret in the world's namespace
+	// holding the key-encryption keys (KEKs) that wrap each user's data
+	// key: one key per KEK (32 bytes, raw or base64) named by its ID, and
+	// "primary" naming the one that wraps new data keys. Unset: the
+	// operator generates the Secret attune-key-encryption-key with one KEK
+	// and never rewrites it. Rotate by adding a KEK, then pointing
+	// "primary" at it; engines re-wrap their data keys without a restart
+	// (docs/data-protection.md).
+	// +optional
+	KeyEncryptionKeySecretRef *corev1.LocalObjectReference `json:"keyEncryptionKeySecretRef,omitempty"`
 }
 
 // Isolation is the network isolation of a world.

@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -40,16 +41,20 @@ type demoPoint struct {
 }
 
 type demoTrace struct {
-	OracleStrength float64     `json:"oracleStrength"`
-	OracleLoss     float64     `json:"oracleLoss"`
-	Params         any         `json:"simulator"`
-	Points         []demoPoint `json:"points"`
+	// ReferenceStrength is the strength whose dose helps the simulated
+	// population most per session (simulator.ReferenceStrength).
+	ReferenceStrength float64          `json:"referenceStrength"`
+	Population        simulator.Config `json:"population"`
+	Speedup           float64          `json:"speedup"`
+	Points            []demoPoint      `json:"points"`
 }
 
 func demo(args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	duration := fs.Duration("duration", 80*time.Second, "How long the simulated cohort runs.")
+	duration := fs.Duration("duration", 65*time.Second, "How long the operator tunes (wall clock), after the warm-up.")
+	warmUp := fs.Duration("warm-up", 15*time.Second, "How long the cohort lives at the initial strength, the program Manual, before tuning is switched on.")
 	users := fs.Int("users", 120, "Simulated cohort size.")
+	speedup := fs.Float64("speedup", simulator.DefaultSpeedup, "Simulated seconds per wall-clock second; the engines' time constants follow.")
 	keep := fs.Bool("keep", false, "Keep the cluster running afterwards (Ctrl-C stops it) and print its kubeconfig.")
 	stateDir := fs.String("state-dir", ".attune/demo", "Directory for every file of the demo (cluster state, logs, chart, trace).")
 	k8sBin := fs.String("k8s-bin", "", "Directory with the source-built Kubernetes binaries (hack/k8s-binaries.sh dir).")
@@ -95,9 +100,16 @@ func demo(args []string) error {
 	}
 	defer stack.Stop()
 
-	params := simulator.DefaultParams()
-	params.Users, params.Seed = *users, *seed
-	oracleS, oracleL := simulator.Oracle(params, 0.1, 0.9)
+	popCfg := simulator.DefaultConfig()
+	popCfg.Users, popCfg.Seed = *users, *seed
+	people := simulator.New(popCfg)
+	scale := simulator.TimeScale{Speedup: *speedup}
+	interventions := []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.ResonanceBreathing, wellbeingv1alpha1.FocusedAttention, wellbeingv1alpha1.MicroBreak}
+	var interventionNames []string
+	for _, iv := range interventions {
+		interventionNames = append(interventionNames, string(iv))
+	}
+	reference := people.ReferenceStrength(interventionNames, 0.1, 0.9)
 
 	world := &wellbeingv1alpha1.VirtualWorld{
 		ObjectMeta: metav1.ObjectMeta{Name: "harbor-social"},
@@ -108,11 +120,12 @@ func demo(args []string) error {
 		ObjectMeta: metav1.ObjectMeta{Name: "evening-calm", Namespace: "harbor-social"},
 		Spec: wellbeingv1alpha1.MeditationProgramSpec{
 			WorldRef:      wellbeingv1alpha1.WorldReference{Name: "harbor-social"},
-			Target:        wellbeingv1alpha1.StateVector{Attention: params.Target[0], Emotion: params.Target[1], Resilience: params.Target[2]},
-			Weights:       wellbeingv1alpha1.Weights{Attention: 1, Emotion: 1, Resilience: 1},
-			Interventions: []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.ResonanceBreathing, wellbeingv1alpha1.FocusedAttention, wellbeingv1alpha1.MicroBreak},
+			Target:        wellbeingv1alpha1.StateVector{Attention: popCfg.Target[0], Emotion: popCfg.Target[1], Resilience: popCfg.Target[2]},
+			Weights:       wellbeingv1alpha1.Weights{Attention: popCfg.Weights[0], Emotion: popCfg.Weights[1], Resilience: popCfg.Weights[2]},
+			Interventions: interventions,
 			Strength:      wellbeingv1alpha1.StrengthBounds{Initial: *initial, Min: 0.1, Max: 0.9},
-			Tuning:        wellbeingv1alpha1.Tuning{Mode: wellbeingv1alpha1.TuningAuto, Interval: &metav1.Duration{Duration: 10 * time.Second}, MaxStep: 0.05},
+			// Manual until the cohort has felt the initial dose (-warm-up).
+			Tuning: wellbeingv1alpha1.Tuning{Mode: wellbeingv1alpha1.TuningManual, Interval: &metav1.Duration{Duration: 10 * time.Second}, MaxStep: 0.05},
 			Engine: wellbeingv1alpha1.EngineSpec{Replicas: ptr.To(engines), GPU: wellbeingv1alpha1.GPUSpec{
 				Count: ptr.To[int32](1), Product: "NVIDIA-H100-80GB-HBM3",
 			},
@@ -121,9 +134,16 @@ func demo(args []string) error {
 			},
 		},
 	}
+	// The engines run on the population's clock: spec.dose and
+	// spec.estimation hold its accelerated time constants.
+	timing := scale.EngineTiming()
+	timing.ApplyToProgram(&program.Spec)
 	if shared {
 		program.Spec.Engine.Store = wellbeingv1alpha1.EngineStore{Type: wellbeingv1alpha1.StorePostgreSQL,
 			Postgres: &wellbeingv1alpha1.PostgresStore{SecretRef: wellbeingv1alpha1.SecretReference{Name: "evening-calm-postgres"}}}
+	} else {
+		// The local cluster has no StorageClass for the default claim.
+		program.Spec.Engine.Store.Embedded = &wellbeingv1alpha1.EmbeddedStore{Ephemeral: true}
 	}
 	c := stack.Client
 	if err := c.Create(ctx, world); err != nil {
@@ -143,7 +163,7 @@ func demo(args []string) error {
 	if err := c.Create(ctx, program); err != nil {
 		return fmt.Errorf("create program: %w", err)
 	}
-	say("applied VirtualWorld harbor-social and MeditationProgram evening-calm (%d engine(s), each with a text-model sidecar holding 1 nvidia.com/gpu, store %s, tuning every 10s)", engines, map[bool]string{true: "PostgreSQL", false: "Embedded"}[shared])
+	say("applied VirtualWorld harbor-social and MeditationProgram evening-calm (%d engine(s), each with a text-model sidecar holding 1 nvidia.com/gpu, store %s; Manual for the warm-up, then tuned every 10s)", engines, map[bool]string{true: "PostgreSQL", false: "Embedded"}[shared])
 	if err := localcluster.WaitFor(ctx, 90*time.Second, "engines ready", func() error {
 		p := &wellbeingv1alpha1.MeditationProgram{}
 		if err := c.Get(ctx, client.ObjectKeyFromObject(program), p); err != nil {
@@ -165,24 +185,43 @@ func demo(args []string) error {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "harbor-social", Name: "evening-calm-engine-token"}, token); err != nil {
 		return err
 	}
-	driver := &simulator.Driver{Model: simulator.New(params), Engines: stack.Supervisor.Running(), Token: string(token.Data[controllers.TokenKey])}
-	say("driving %d simulated users against %v (oracle: strength %.3f, loss %.5f)", params.Users, driver.Engines, oracleS, oracleL)
+	driver := &simulator.Driver{Population: people, Engines: stack.Supervisor.Running(), Token: string(token.Data[controllers.TokenKey]), Scale: scale}
+	say("driving %d simulated people against %v in %.0f× accelerated time (a wall-clock second is %s of theirs; engines: cooldown %s, outcome window %s, evidence decay %s); the strength whose dose helps them most is %.3f",
+		popCfg.Users, driver.Engines, scale.Speedup, scale.Simulated(time.Second), timing.Cooldown, timing.OutcomeWindow, timing.StateDecay, reference)
+
+	printWebClient(ctx, say, root, driver.Engines, driver.Token) // webclient.go: a person's view
 
 	driveCtx, stopDriving := context.WithCancel(ctx)
+	driving := make(chan struct{})
 	go func() {
-		for driveCtx.Err() == nil {
-			if _, err := driver.Tick(driveCtx); err != nil && driveCtx.Err() == nil {
+		defer close(driving)
+		driver.Run(driveCtx, 500*time.Millisecond, func(_ simulator.TickReport, err error) {
+			if err != nil {
 				say("simulator: %v", err)
 			}
-			select {
-			case <-driveCtx.Done():
-			case <-time.After(time.Second):
-			}
-		}
+		})
 	}()
 
-	trace := demoTrace{OracleStrength: oracleS, OracleLoss: oracleL, Params: params}
-	fmt.Printf("\n%-9s %-9s %-11s %-7s %-6s %-10s %s\n", "time", "strength", "cohort loss", "cohort", "ready", "true loss", "tuner")
+	select {
+	case <-ctx.Done():
+	case <-time.After(*warmUp):
+	}
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := &wellbeingv1alpha1.MeditationProgram{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(program), p); err != nil {
+			return err
+		}
+		p.Spec.Tuning.Mode = wellbeingv1alpha1.TuningAuto
+		return c.Update(ctx, p)
+	}); err != nil {
+		stopDriving()
+		<-driving
+		return fmt.Errorf("switch tuning on: %w", err)
+	}
+	say("the cohort lived %s at strength %.2f (%s simulated); tuning is on (spec.tuning.mode Auto)", *warmUp, *initial, driver.Latest().Elapsed.Round(time.Minute))
+
+	trace := demoTrace{ReferenceStrength: reference, Population: popCfg, Speedup: scale.Speedup}
+	fmt.Printf("\n%-9s %-6s %-9s %-11s %-7s %-6s %-10s %s\n", "time", "hour", "strength", "cohort loss", "cohort", "ready", "true loss", "tuner")
 	var lastTune time.Time
 	deadline := time.Now().Add(*duration)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
@@ -192,26 +231,53 @@ func demo(args []string) error {
 			continue
 		}
 		lastTune = p.Status.LastTuneTime.Time
-		point := demoPoint{Time: lastTune, Strength: ptr.Deref(p.Status.Strength, 0), TrueLoss: driver.Model.CohortLoss(), ReadyEngines: p.Status.ReadyReplicas, Action: tunerAction(p)}
+		latest := driver.Latest()
+		point := demoPoint{Time: lastTune, Strength: ptr.Deref(p.Status.Strength, 0), TrueLoss: latest.TrueLoss, ReadyEngines: p.Status.ReadyReplicas, Action: tunerAction(p)}
 		lossText, cohortText := "—", "—"
 		if observed := meta.FindStatusCondition(p.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved); observed != nil && observed.Status == metav1.ConditionTrue && p.Status.Loss != nil {
 			point.ObservedLoss, point.CohortSize = &p.Status.Loss.Value, p.Status.Loss.CohortSize
 			lossText, cohortText = fmt.Sprintf("%.5f", p.Status.Loss.Value), fmt.Sprint(p.Status.Loss.CohortSize)
 		}
 		trace.Points = append(trace.Points, point)
-		fmt.Printf("%-9s %-9.3f %-11s %-7s %-6d %-10.5f %s\n", lastTune.Format("15:04:05"), point.Strength, lossText, cohortText, point.ReadyEngines, point.TrueLoss, point.Action)
+		fmt.Printf("%-9s %-6s %-9.3f %-11s %-7s %-6d %-10.5f %s\n", lastTune.Format("15:04:05"), clockHour(latest.Hour), point.Strength, lossText, cohortText, point.ReadyEngines, point.TrueLoss, point.Action)
+		// The state estimates are compared with the truth once an interval.
+		if err := driver.SampleEstimates(ctx); err != nil && ctx.Err() == nil {
+			say("reading the estimates: %v", err)
+		}
 	}
-	stopDriving()
 
 	final := trace.Points
 	if len(final) == 0 {
+		stopDriving()
+		<-driving
 		return fmt.Errorf("no tuning interval completed")
 	}
+	summary, err := driver.Summary(ctx, interventionNames)
+	stopDriving()
+	<-driving
+	if err != nil {
+		say("summary: %v", err)
+	}
+	strengths := []float64{*initial}
+	losses := []float64{final[0].TrueLoss}
+	for _, pt := range final {
+		strengths = append(strengths, pt.Strength)
+		losses = append(losses, pt.TrueLoss)
+	}
+	summary.Tuning = []simulator.Convergence{simulator.ConvergenceOf("demo", strengths, losses, reference)}
+	summary.Reference = fmt.Sprintf("the strength whose dose helps the population most per session, %.3f", reference)
 	last := final[len(final)-1]
-	fmt.Printf("\nsummary: strength %.3f (oracle %.3f), true cohort loss %.5f (oracle %.5f, %+.1f%%), %d tuning intervals in %s\n",
-		last.Strength, oracleS, last.TrueLoss, oracleL, 100*(last.TrueLoss/oracleL-1), len(final), time.Since(start).Round(time.Second))
+	fmt.Printf("\nsummary: strength %.3f → %.3f (reference %.3f), true cohort loss %.5f → %.5f, %d tuning intervals in %s (%s simulated)\n\n",
+		*initial, last.Strength, reference, final[0].TrueLoss, last.TrueLoss, len(final), time.Since(start).Round(time.Second), driver.Latest().Elapsed.Round(time.Minute))
+	if err := summary.Write(os.Stdout); err != nil {
+		return err
+	}
+	fmt.Println()
 	tracePath := filepath.Join(*stateDir, "demo-trace.json")
-	data, _ := json.MarshalIndent(trace, "", "  ")
+	data, err := json.MarshalIndent(trace, "", "  ")
+	if err != nil {
+		return fmt.Errorf("trace: %w", err)
+	}
 	if err := os.WriteFile(tracePath, data, 0o600); err != nil {
 		return err
 	}
@@ -230,6 +296,12 @@ func demo(args []string) error {
 		<-ctx.Done()
 	}
 	return nil
+}
+
+// clockHour writes an hour of the simulated day as hh:mm.
+func clockHour(h float64) string {
+	minutes := int(h*60) % (24 * 60)
+	return fmt.Sprintf("%02d:%02d", minutes/60, minutes%60)
 }
 
 // tunerAction says what the tuner did, from the program's conditions.
@@ -274,14 +346,14 @@ func writeChart(path string, trace demoTrace) error {
 		pl.Legend.Add(name, line)
 		return nil
 	}
-	oracle := plotter.XYs{{X: 0, Y: trace.OracleStrength}, {X: strength[len(strength)-1].X, Y: trace.OracleStrength}}
+	reference := plotter.XYs{{X: 0, Y: trace.ReferenceStrength}, {X: strength[len(strength)-1].X, Y: trace.ReferenceStrength}}
 	for _, s := range []struct {
 		name string
 		xys  plotter.XYs
 		c    color.Color
 	}{
 		{"strength", strength, color.RGBA{B: 200, A: 255}},
-		{"oracle strength", oracle, color.RGBA{B: 200, G: 200, A: 255}},
+		{"reference strength", reference, color.RGBA{B: 200, G: 200, A: 255}},
 		{"true loss ×10", trueLoss, color.RGBA{R: 200, A: 255}},
 		{"engine-observed loss ×10", observed, color.RGBA{R: 200, G: 120, A: 255}},
 	} {

@@ -1,10 +1,14 @@
 // Command attune is the developer CLI:
 //
 //	attune simulate --engines http://127.0.0.1:8080 --token-file token [flags]
+//	attune simulate --timing [--speedup 480]
 //	attune demo --k8s-bin DIR [--duration 80s] [--users 120] [--keep]
 //
-// simulate drives a synthetic population against running engines (see
-// test/simulator); demo runs the whole system on a local cluster (make demo).
+// simulate lets a simulated population live through running engines in
+// accelerated time and prints how well they estimated its hidden truth
+// (internal/simulator; the engines' program needs the time constants that
+// simulate --timing prints); demo runs the whole system on a local
+// cluster (make demo).
 package main
 
 import (
@@ -33,27 +37,29 @@ func main() {
 }
 
 func simulate(args []string) error {
-	p := simulator.DefaultParams()
+	cfg := simulator.DefaultConfig()
 	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
 	engines := fs.String("engines", "", "Comma-separated engine base URLs (required).")
 	token := fs.String("token", "", "Engine read-write token.")
 	tokenFile := fs.String("token-file", "", "File holding the engine read-write token.")
-	every := fs.Duration("every", 2*time.Second, "Time between ticks (one model interval each).")
-	ticks := fs.Int("ticks", 0, "Stop after this many ticks (0: until interrupted).")
-	oracle := fs.Bool("oracle", false, "Print the best fixed strength for these parameters and exit.")
-	intervention := fs.String("intervention", "ResonanceBreathing", "Intervention reported as completed.")
-	fs.IntVar(&p.Users, "users", p.Users, "Cohort size.")
-	fs.Float64Var(&p.OptimumMean, "optimum-mean", p.OptimumMean, "Mean of the users' optimal strengths.")
-	fs.Float64Var(&p.OptimumSD, "optimum-sd", p.OptimumSD, "Spread of the users' optimal strengths.")
-	fs.Float64Var(&p.Noise, "noise", p.Noise, "Per-step state noise.")
-	fs.Float64Var(&p.Churn, "churn", p.Churn, "Fraction of users replaced per tick.")
-	fs.Uint64Var(&p.Seed, "seed", p.Seed, "Random seed.")
+	every := fs.Duration("every", 500*time.Millisecond, "Wall-clock time between ticks.")
+	ticks := fs.Int("ticks", 0, "Stop after this many ticks (0: until interrupted); the summary follows.")
+	speedup := fs.Float64("speedup", simulator.DefaultSpeedup, "Simulated seconds per wall-clock second.")
+	timing := fs.Bool("timing", false, "Print the spec.dose and spec.estimation the engines' program needs at this speedup, and exit.")
+	interventions := fs.String("interventions", "FocusedAttention,ResonanceBreathing,MicroBreak", "The program's interventions (for the summary's effects).")
+	noPhysiology := fs.Bool("no-physiology", false, "Send no RR intervals (Workplace and Education worlds refuse them).")
+	fs.IntVar(&cfg.Users, "users", cfg.Users, "Cohort size.")
+	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "Random seed.")
+	fs.Float64Var(&cfg.StartHour, "start-hour", cfg.StartHour, "Hour of the simulated day at the start.")
+	fs.Float64Var(&cfg.ChurnPerHour, "churn", cfg.ChurnPerHour, "Share of people replaced per simulated hour.")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *oracle {
-		s, l := simulator.Oracle(p, 0.1, 0.9)
-		fmt.Printf("oracle strength %.3f, loss %.5f\n", s, l)
+	scale := simulator.TimeScale{Speedup: *speedup}
+	if *timing {
+		t := scale.EngineTiming()
+		fmt.Printf("spec:\n  dose: {maxPerDay: %d, cooldown: %s, outcomeWindow: %s}\n  estimation: {stateDecay: %s, traitDecay: %s, stressRecovery: %s}\n",
+			t.MaxPerDay, t.Cooldown, t.OutcomeWindow, t.StateDecay, t.TraitDecay, t.StressRecovery)
 		return nil
 	}
 	if *engines == "" {
@@ -66,22 +72,33 @@ func simulate(args []string) error {
 		}
 		*token = strings.TrimSpace(string(b))
 	}
-	d := &simulator.Driver{Model: simulator.New(p), Engines: strings.Split(*engines, ","), Token: *token, Intervention: *intervention}
+	d := &simulator.Driver{Population: simulator.New(cfg), Engines: strings.Split(*engines, ","), Token: *token, Scale: scale, NoPhysiology: *noPhysiology}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Printf("%-8s %-9s %-10s %-6s %s\n", "tick", "strength", "true loss", "users", "samples")
+	fmt.Printf("%-6s %-6s %-9s %-10s %-11s %-6s %-8s %-9s %s\n", "tick", "hour", "strength", "true loss", "engine loss", "awake", "samples", "decisions", "interventions")
 	for i := 1; *ticks == 0 || i <= *ticks; i++ {
 		r, err := d.Tick(ctx)
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			fmt.Fprintln(os.Stderr, "tick:", err)
-		} else {
-			fmt.Printf("%-8d %-9.3f %-10.5f %-6d %d\n", i, r.Strength, r.TrueLoss, r.Users, r.Samples)
+		}
+		fmt.Printf("%-6d %-6.1f %-9.3f %-10.5f %-11.5f %-6d %-8d %-9d %d\n", i, r.Hour, r.Strength, r.TrueLoss, r.EngineLoss, r.Awake, r.Samples, r.Decisions, r.Interventions)
+		if i%20 == 0 {
+			if err := d.SampleEstimates(ctx); err != nil && ctx.Err() == nil {
+				fmt.Fprintln(os.Stderr, "estimates:", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return nil
 		case <-time.After(*every):
 		}
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	return nil
+	summary, err := d.Summary(context.Background(), strings.Split(*interventions, ","))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "summary:", err)
+	}
+	fmt.Println()
+	return summary.Write(os.Stdout)
 }

@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,12 +15,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/attune-io/attune/engine/api"
+	"github.com/attune-io/attune/engine/auth"
 	"github.com/attune-io/attune/engine/config"
 	"github.com/attune-io/attune/engine/metrics"
 	"github.com/attune-io/attune/engine/service"
@@ -64,7 +68,7 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 	if err != nil {
 		return err
 	}
-	db, err := openStore(ctx, cfg)
+	db, sealed, err := openStore(ctx, cfg, key, log)
 	if err != nil {
 		return err
 	}
@@ -97,8 +101,12 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 		m.ConfigReloadFails.Inc()
 		log.Error("configuration change rejected; keeping the last good configuration", "error", err)
 	})
+	go reloadTokens(ctx, server, svc.Config, reloadEvery, log)
 	sweepEvery := min(max(cfg.Privacy.Retention.Duration/24, time.Second), time.Hour)
 	go svc.RunSweeper(ctx, sweepEvery)
+	if sealed != nil {
+		go maintainEncryption(ctx, sealed, cfg.KeyEncryptionKeyDir, reloadEvery, sweepEvery, log)
+	}
 
 	listener, err := net.Listen("tcp", cfg.ListenAddress)
 	if err != nil {
@@ -122,26 +130,121 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 }
 
 // openStore opens the configured store: bbolt in dataDir, or PostgreSQL
-// through the mounted Secret (migrating the schema).
-func openStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
+// through the mounted Secret (migrating the schema); encrypted (sealed is
+// not nil) when the configuration names a keyring. secret is the
+// pseudonymisation key, from which row keys are derived.
+func openStore(ctx context.Context, cfg *config.Config, secret []byte, log *slog.Logger) (db store.Store, sealed *store.Sealed, err error) {
+	var backend store.Backend
 	if !cfg.Store.IsShared() {
-		db, err := store.OpenBolt(cfg.DataDir)
+		b, err := store.OpenBolt(cfg.DataDir)
 		if err != nil {
-			return nil, fmt.Errorf("dataDir: %w", err)
+			return nil, nil, fmt.Errorf("dataDir: %w", err)
 		}
-		return db, nil
+		backend = b
+	} else {
+		conn, err := store.ConnStringFromDir(cfg.Store.Postgres.SecretDir)
+		if err != nil {
+			return nil, nil, err
+		}
+		connectCtx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		b, err := store.OpenPostgres(connectCtx, conn, cfg.Program)
+		if err != nil {
+			return nil, nil, fmt.Errorf("store.postgres: %w", err)
+		}
+		backend = b
 	}
-	conn, err := store.ConnStringFromDir(cfg.Store.Postgres.SecretDir)
+	if cfg.KeyEncryptionKeyDir == "" {
+		encrypted, err := store.Encrypted(ctx, backend)
+		if err == nil && encrypted {
+			err = errors.New("keyEncryptionKeyDir: the store holds encrypted users; configure the world's key-encryption keys")
+		}
+		if err != nil {
+			_ = backend.Close()
+			return nil, nil, err
+		}
+		log.Warn("keyEncryptionKeyDir is not set: user data is stored unencrypted")
+		return backend, nil, nil
+	}
+	keys, err := store.LoadKeyring(cfg.KeyEncryptionKeyDir)
+	if err == nil {
+		sealed, err = store.NewSealed(ctx, backend, keys, secret)
+	}
 	if err != nil {
-		return nil, err
+		_ = backend.Close()
+		return nil, nil, fmt.Errorf("keyEncryptionKeyDir: %w", err)
 	}
-	connectCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	db, err := store.OpenPostgres(connectCtx, conn, cfg.Program)
+	return sealed, sealed, nil
+}
+
+// maintainEncryption follows the keyring's files: a changed keyring (a
+// rotation step) is put in force and the data keys are re-wrapped under
+// its primary KEK. Every sweep interval it re-wraps what is left (keys
+// other replicas created under the old primary) and encrypts plaintext
+// rows that an older replica wrote during a rolling upgrade.
+func maintainEncryption(ctx context.Context, sealed *store.Sealed, dir string, reloadEvery, sweepEvery time.Duration, log *slog.Logger) {
+	current, _ := keyringDigest(dir)
+	reload := time.NewTicker(reloadEvery)
+	defer reload.Stop()
+	sweep := time.NewTicker(sweepEvery)
+	defer sweep.Stop()
+	rewrap := func() {
+		n, left, err := sealed.Rewrap(ctx)
+		switch {
+		case err != nil:
+			log.Error("re-wrapping data keys failed", "error", err)
+		case n > 0 || left > 0:
+			log.Info("data keys re-wrapped under the primary key-encryption key", "rewrapped", n, "remaining", left)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-reload.C:
+			digest, err := keyringDigest(dir)
+			if err != nil || digest == current {
+				continue
+			}
+			keys, err := store.LoadKeyring(dir)
+			if err != nil {
+				log.Error("keyring change rejected; keeping the current keys", "error", err)
+				continue
+			}
+			current = digest
+			sealed.SetKeys(keys)
+			log.Info("keyring reloaded", "primary", keys.Primary(), "keys", keys.IDs())
+			rewrap()
+		case <-sweep.C:
+			rewrap()
+			if users, decisions, err := sealed.MigratePlaintext(ctx); err != nil {
+				log.Error("encrypting plaintext rows failed", "error", err)
+			} else if users+decisions > 0 {
+				log.Info("plaintext rows encrypted", "users", users, "decisions", decisions)
+			}
+		}
+	}
+}
+
+// keyringDigest hashes the keyring directory's files, to notice a change.
+func keyringDigest(dir string) (string, error) {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("store.postgres: %w", err)
+		return "", err
 	}
-	return db, nil
+	h := sha256.New()
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(h, "%s:%d:", e.Name(), len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // scorer is VADER, or the configured model server with VADER as the
@@ -197,5 +300,51 @@ func readTokens(cfg *config.Config) (api.Tokens, error) {
 	if err != nil {
 		return api.Tokens{}, err
 	}
-	return api.Tokens{ReadWrite: rw, ReadOnly: ro}, nil
+	tokens := api.Tokens{ReadWrite: rw, ReadOnly: ro}
+	if cfg.ClientTokensFile != "" {
+		data, err := os.ReadFile(cfg.ClientTokensFile)
+		if err != nil {
+			return api.Tokens{}, fmt.Errorf("clientTokensFile: %w", err)
+		}
+		if tokens.Clients, err = auth.ParseClients(data); err != nil {
+			return api.Tokens{}, fmt.Errorf("clientTokensFile %s: %w", cfg.ClientTokensFile, err)
+		}
+	}
+	if cfg.UserTokenKeyFile != "" {
+		// Raw bytes, like the pseudonymization key: no trimming.
+		key, err := os.ReadFile(cfg.UserTokenKeyFile)
+		if err != nil {
+			return api.Tokens{}, fmt.Errorf("userTokenKeyFile: %w", err)
+		}
+		if tokens.Users, err = auth.NewUserTokens(key, cfg.Program); err != nil {
+			return api.Tokens{}, err
+		}
+	}
+	return tokens, nil
+}
+
+// reloadTokens re-reads the token files every interval, so a rotated
+// Secret (or a new client) takes effect without a restart or a
+// configuration change; an unreadable set keeps the current one.
+func reloadTokens(ctx context.Context, server *api.Server, current func() *config.Config, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	lastErr := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		tokens, err := readTokens(current())
+		if err != nil {
+			if err.Error() != lastErr {
+				log.Error("token files unreadable; keeping the current tokens", "error", err)
+			}
+			lastErr = err.Error()
+			continue
+		}
+		lastErr = ""
+		server.SetTokens(tokens)
+	}
 }

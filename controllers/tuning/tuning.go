@@ -2,11 +2,12 @@
 // program's cohort loss. It has no Kubernetes imports: the reconciler feeds
 // it measurements and applies its decisions.
 //
-// # Method: recency-weighted quadratic extremum seeking
+// # Method: two-memory quadratic extremum seeking
 //
 // Loss as a function of strength is unknown, noisy and U-shaped (too little
-// intervention does nothing, too much adds burden), so the tuner seeks its
-// minimum rather than tracking a set point:
+// intervention does nothing, too much adds burden), and its minimum may
+// move, jump, or lie at or beyond a bound, so the tuner seeks the minimum
+// rather than tracking a set point:
 //
 //  1. Keep the recent (strength, loss) observations (the status history, so
 //     an operator restart loses nothing).
@@ -14,39 +15,61 @@
 //     of the older observations predicts each of the last 2–8 badly (more
 //     than 4 residual deviations and 1% of the loss, all on one side), only
 //     those since the change are used (sinceChange).
-//  3. Fit L(S) ≈ a·S² + b·S + c by weighted least squares, the weight of an
-//     observation k intervals old being λᵏ: old data fades, so a drifting
-//     optimum is followed. λ is 0.9 unless a shorter memory (0.8, 0.7,
-//     0.6) predicts the last six observations, each from those before it,
-//     with under 75% of λ = 0.9's squared error (forgetting): a moving
-//     curve is forgotten faster, a stationary noisy one keeps the long
-//     memory.
-//  4. If the fit is significantly convex (a > 2·se(a)) the target is its
-//     vertex −b/(2a), clamped to [min, max]. Otherwise a weighted straight
-//     line decides: a significant slope (|m| > 2·se(m)) puts the target one
-//     step downhill; no significant slope keeps the target where it is.
-//     Noise alone therefore never produces a confident move.
-//  5. Move toward the target by at most maxStep, aiming alternately at
-//     target + maxStep/2 and target − maxStep/2 (from below, aim above; from
-//     above, aim below): a probing perturbation so the fit keeps seeing
-//     spread around the operating point (the "dither" of classic
-//     extremum-seeking control). A move never exceeds maxStep and the
-//     result never leaves [min, max].
-//  6. With fewer than three distinct strengths observed it probes only: one
+//  3. Fit L(S) ≈ a·S² + b·S + c by weighted least squares twice, the weight
+//     of an observation k intervals old being λᵏ: a long memory (λ = 0.9)
+//     that fits a curve staying put precisely, and a short one (λ = 0.7)
+//     that follows a curve that moves. The weights only say how much an
+//     observation tells about the curve now (every measurement has the same
+//     noise), so the standard errors are the sandwich ones, and an effect
+//     is significant when it exceeds Student's t quantile (5%, two-sided)
+//     for the fit's effective degrees of freedom: a fit of a few
+//     observations, or of the short memory, needs much more than two
+//     standard errors.
+//  4. If the long fit is significantly convex its vertex −b/(2a) is moved
+//     toward the short fit's (when that one curves up at all) by the share
+//     d²/(d² + se²) of their difference d, se being the short vertex's
+//     standard error: a difference within the noise moves it little, a
+//     drifting optimum (the short fit several errors ahead) almost fully.
+//     With only the short fit significantly convex, its vertex. The target
+//     is clamped to [min, max].
+//  5. Otherwise a straight line of the short memory decides, with a term
+//     for a level moving steadily in time when that term is significant
+//     (while the optimum drifts away the loss at the operating point rises,
+//     which a plain line mistakes for a flatter slope): a significant slope
+//     puts the target one step downhill; a slope within the noise leans the
+//     target from the recent operating point downhill by half a maxStep per
+//     standard error, so a slowly moving optimum is followed before its
+//     slope becomes significant, while noise makes only small, undirected
+//     moves.
+//  6. At a bound: when the target is a bound (or the tuner was at one in
+//     the last two intervals) and the observations within maxStep of the
+//     bound do not show the inward side better (their slope inward is not
+//     below −1 standard error), the tuner stays at the bound, stepping half
+//     a step inward for one interval once every 16 (pinned). Where the best
+//     strength lies at or beyond a bound this saves the dither's cost and
+//     still notices a curve that moves back inside.
+//  7. Otherwise move toward the target by at most maxStep, aiming alternately
+//     at target + maxStep/2 and target − maxStep/2, two intervals on each
+//     side: a probing perturbation so the fit keeps seeing spread around the
+//     operating point (the "dither" of classic extremum-seeking control).
+//  8. With fewer than three distinct strengths observed it probes only: one
 //     step up (half a step inward when at a bound), then downhill along the
 //     secant of the two points seen, then fits.
 //
-// Converged: the fit is significantly convex, and the last three targets
-// (the two before are replayed from the history, so no extra state is kept)
-// lie within maxStep of each other and of the strength in force.
+// A move never exceeds maxStep and the result never leaves [min, max].
+//
+// Converged: the target is settled (a significantly convex fit, or pinned
+// at a bound), and the last three targets (the two before are replayed from
+// the history, so no extra state is kept) lie within maxStep of each other
+// and of the strength in force.
 package tuning
 
 import (
 	"fmt"
 	"math"
-	"time"
 
 	"gonum.org/v1/gonum/mat"
+	"gonum.org/v1/gonum/stat/distuv"
 )
 
 // Observation is one measurement: the strength in force and the loss seen.
@@ -69,17 +92,38 @@ type Decision struct {
 	Converged bool
 	// Curvature is the fitted a of a·S² + b·S + c (0 when not fitted).
 	Curvature float64
-	// convex: the curvature is significantly positive.
+	// convex: the target is settled: a significantly convex fit's vertex,
+	// or a bound the tuner is pinned at.
 	convex bool
 }
 
-// Forgetting is the default λ, the per-interval weight decay of older
-// observations (see forgetting for the shorter memories).
-const Forgetting = 0.9
+// The two memories of the fits: an observation k intervals old weighs λᵏ.
+const (
+	// longMemory (about ten intervals' worth) fits a curve that stays put
+	// precisely.
+	longMemory = 0.9
+	// shortMemory (about three intervals' worth) follows a curve that
+	// moves.
+	shortMemory = 0.7
+)
 
 // minCurvature distinguishes a U from a flat or straight line (loss units
 // per strength²).
 const minCurvature = 1e-4
+
+// leanPerSE is how far, in maxSteps per standard error of the slope, the
+// target leans downhill from the recent operating point when no fit is
+// significant.
+const leanPerSE = 0.5
+
+// Pinned at a bound: a half step inward for one interval once every
+// pinEvery intervals at the bound; the tuner leaves the bound when the
+// observations within maxStep of it show the inward side better by more
+// than pinLeave standard errors of their slope.
+const (
+	pinEvery = 16
+	pinLeave = 1.0
+)
 
 // Decide picks the next strength from the observations (oldest first; the
 // last one was measured at current). It leaves Converged false: that needs
@@ -88,33 +132,100 @@ func Decide(history []Observation, current float64, p Params) Decision {
 	current = clamp(current, p.Min, p.Max)
 	history = sinceChange(history)
 	if len(history) == 0 || distinctStrengths(history, p.MaxStep/4) < 3 {
+		if recentlyAtBound(history, p) {
+			if d, ok := pinned(history, current, p); ok {
+				return d
+			}
+		}
 		return probe(history, current, p)
 	}
-	lambda := forgetting(history)
-	quad, quadOK := fit(history, 2, lambda)
-	line, lineOK := fit(history, 1, lambda)
-	if !quadOK || !lineOK {
+	a, ok := aimAt(history, current, p)
+	if !ok {
 		return probe(history, current, p)
 	}
-	a, b := quad.coef[2], quad.coef[1]
-	slope := line.coef[1]
-	var target float64
-	var reason string
+	if a.target == p.Min || a.target == p.Max || recentlyAtBound(history, p) {
+		if d, ok := pinned(history, current, p); ok {
+			d.Curvature = a.curvature
+			return d
+		}
+	}
+	return Decision{Strength: dither(history, current, a.target, p), Target: a.target, Reason: a.reason, Curvature: a.curvature, convex: a.convex}
+}
+
+// aim is where the fits put the optimum.
+type aim struct {
+	target    float64
+	reason    string
+	curvature float64 // the fitted a (0 when no fit is convex)
+	convex    bool
+}
+
+// aimAt fits the quadratic with both memories. Where the long fit is
+// significantly convex (and the short one curves up at all) the target is
+// the long fit's vertex moved toward the short fit's by the share
+// d²/(d² + se²) of their difference d (se: the short vertex's standard
+// error): within the noise it moves little, so a curve that stays put is
+// fitted with the long memory's precision, while a drifting optimum, which
+// puts the short fit several errors ahead, is followed almost at once.
+// With only one convex fit, its vertex. With none, a
+// straight line of the short memory decides (with a term for a level that
+// moves steadily with time, when that term is significant: while the
+// optimum drifts away, the loss at the operating point rises, which a plain
+// line mistakes for a flatter slope): a significant slope puts the target a
+// step downhill; a slope within the noise leans it downhill from the recent
+// operating point by leanPerSE·maxStep per standard error, in proportion to
+// the evidence, so a slowly moving optimum is followed before its slope is
+// significant and noise alone makes only small moves.
+func aimAt(history []Observation, current float64, p Params) (aim, bool) {
+	line, ok := fit(history, 1, shortMemory)
+	if !ok {
+		return aim{}, false
+	}
+	if trend, ok := fitTrend(history, 1, shortMemory); ok && math.Abs(trend.coef[2]) > trend.significant()*trend.se[2] {
+		line = trend
+	}
+	long, longOK := fit(history, 2, longMemory)
+	short, shortOK := fit(history, 2, shortMemory)
+	shortU := shortOK && short.coef[2] > minCurvature
+	longOK, shortOK = longOK && long.convex(), shortOK && short.convex()
+	fitted := func(f polyFit, v float64) (aim, bool) {
+		return aim{target: clamp(v, p.Min, p.Max), curvature: f.coef[2], convex: true,
+			reason: fmt.Sprintf("fitted a U-shaped loss with its minimum at %.3f; moving toward it", v)}, true
+	}
 	switch {
-	case a > minCurvature && a > 2*quad.se[2]:
-		target = clamp(-b/(2*a), p.Min, p.Max)
-		reason = fmt.Sprintf("fitted a U-shaped loss with its minimum at %.3f; moving toward it", -b/(2*a))
-	case slope > 2*line.se[1]:
-		target, reason = clamp(current-p.MaxStep, p.Min, p.Max), "loss rises with strength; stepping down"
-	case slope < -2*line.se[1]:
-		target, reason = clamp(current+p.MaxStep, p.Min, p.Max), "loss falls with strength; stepping up"
-	default:
-		target, reason = recentCentre(history, lambda), "no significant slope: probing around the recent operating point"
+	case longOK && shortU:
+		vl, vs := long.vertex(), short.vertex()
+		v, d, se := vl, vs-vl, short.vertexSE()
+		if d != 0 {
+			v += d * d * d / (d*d + se*se)
+		}
+		return fitted(long, v)
+	case longOK:
+		return fitted(long, long.vertex())
+	case shortOK:
+		return fitted(short, short.vertex())
 	}
-	// Probe: operate just above and just below the target, two intervals
-	// on each side, so the fit keeps seeing spread around it without
-	// drifting; the second interval on a side measures a cohort that has
-	// settled at that strength (the loss responds with a lag).
+	slope, se := line.coef[1], line.se[1]
+	switch {
+	case slope > line.significant()*se:
+		return aim{target: clamp(current-p.MaxStep, p.Min, p.Max), reason: "loss rises with strength; stepping down"}, true
+	case slope < -line.significant()*se:
+		return aim{target: clamp(current+p.MaxStep, p.Min, p.Max), reason: "loss falls with strength; stepping up"}, true
+	}
+	lean := 0.0
+	if se > 0 {
+		lean = -leanPerSE * p.MaxStep * slope / se
+	}
+	return aim{target: clamp(recentCentre(history, shortMemory)+lean, p.Min, p.Max),
+		reason: "no significant slope: probing around the recent operating point"}, true
+}
+
+// dither moves toward the target by at most maxStep, operating just above
+// and just below it, two intervals on each side, so the fit keeps seeing
+// spread around the target without drifting; the second interval on a
+// side measures a cohort that has settled at that strength (the loss
+// responds with a lag).
+func dither(history []Observation, current, target float64, p Params) float64 {
 	side := -1.0 // the side of the target the strength in force is on
 	if current > target {
 		side = 1
@@ -127,61 +238,59 @@ func Decide(history []Observation, current float64, p Params) Decision {
 	if next == current {
 		next = clamp(current+clampAbs(target-current, p.MaxStep), p.Min, p.Max)
 	}
-	return Decision{Strength: next, Target: target, Reason: reason, Curvature: a, convex: a > minCurvature && a > 2*quad.se[2]}
+	return next
 }
 
-// fastForgetting are the shorter memories tried when the loss curve moves.
-var fastForgetting = []float64{0.8, 0.7, 0.6}
-
-// forgetting picks λ for this decision. It is Forgetting unless a shorter
-// memory predicted the recent observations clearly better: for each λ the
-// last predictWindow observations are each predicted from the fit (λ) of
-// the history before them, and a shorter memory wins only if its squared
-// prediction error is below switchRatio of the default's. A stationary
-// curve keeps the long memory (noise favours it); a drifting optimum or a
-// regime change makes the old observations mislead and a shorter memory
-// predict better, so the fit forgets them faster.
-func forgetting(history []Observation) float64 {
-	if len(history) < predictWindow+6 {
-		return Forgetting
-	}
-	best, bestErr := Forgetting, predictionError(history, Forgetting)
-	base := bestErr
-	for _, lambda := range fastForgetting {
-		if e := predictionError(history, lambda); e < switchRatio*base && e < bestErr {
-			best, bestErr = lambda, e
+// recentlyAtBound: one of the two observations before the last was at a
+// bound (the last may be a half step inward from it).
+func recentlyAtBound(history []Observation, p Params) bool {
+	for i := max(0, len(history)-3); i < len(history)-1; i++ {
+		if s := history[i].Strength; s == p.Min || s == p.Max {
+			return true
 		}
 	}
-	return best
+	return false
 }
 
-const (
-	predictWindow = 6
-	switchRatio   = 0.75
-)
-
-func predictionError(history []Observation, lambda float64) float64 {
-	var sum float64
-	for i := len(history) - predictWindow; i < len(history); i++ {
-		pred, ok := predict(history[:i], history[i].Strength, lambda)
-		if !ok {
-			return math.Inf(1)
-		}
-		d := pred - history[i].Loss
-		sum += d * d
+// pinned decides at a bound (current is the bound, or half a step inside
+// it) unless the observations within maxStep of the bound show the inward
+// side better: the tuner stays at the bound, where the dither would only
+// cost, and steps half a step inward for one interval once every pinEvery
+// intervals, so a change of the curve is still seen.
+func pinned(history []Observation, current float64, p Params) (Decision, bool) {
+	half := p.MaxStep / 2
+	var bound, inward float64
+	switch {
+	case current == p.Min || math.Abs(current-(p.Min+half)) < 1e-9:
+		bound, inward = p.Min, 1
+	case current == p.Max || math.Abs(current-(p.Max-half)) < 1e-9:
+		bound, inward = p.Max, -1
+	default:
+		return Decision{}, false
 	}
-	return sum
-}
-
-// predict is the weighted quadratic fit's loss at s (the line's where the
-// quadratic cannot be fitted).
-func predict(history []Observation, s, lambda float64) (float64, bool) {
-	for degree := 2; degree >= 1; degree-- {
-		if f, ok := fit(history, degree, lambda); ok {
-			return f.at(s), true
+	var near []Observation
+	for _, o := range history {
+		if math.Abs(o.Strength-bound) <= p.MaxStep+1e-9 {
+			near = append(near, o)
 		}
 	}
-	return 0, false
+	if distinctStrengths(near, p.MaxStep/4) < 2 {
+		return Decision{}, false
+	}
+	line, ok := fit(near, 1, longMemory)
+	if !ok || line.coef[1]*inward < -pinLeave*line.se[1] {
+		return Decision{}, false // the inward side is better: leave
+	}
+	atBound := 0 // the observations at the bound since the last away from it
+	for i := len(history) - 1; i >= 0 && history[i].Strength == bound; i-- {
+		atBound++
+	}
+	d := Decision{Strength: bound, Target: bound, convex: true, Reason: fmt.Sprintf("the loss falls toward the bound %.3f: staying there", bound)}
+	if atBound >= pinEvery {
+		d.Strength = clamp(bound+inward*half, p.Min, p.Max)
+		d.Reason = fmt.Sprintf("the loss falls toward the bound %.3f: half a step inward to check it still does", bound)
+	}
+	return d, true
 }
 
 // Regime-change detection: the observations since a change are all
@@ -196,15 +305,16 @@ const (
 // sinceChange drops the observations before the earliest detected regime
 // change (an abrupt shift of the loss curve) in the history: for each split
 // with changeMinAfter…changeMaxAfter observations after it, the quadratic
-// fit of the observations before it predicts every one after it off by
-// more than changeSigmas residual deviations (and by at least 1% of the
-// loss), all with the same sign. The history kept is that after the
+// fit (long memory; a line or the mean where the observations before it
+// span too few strengths, as at a bound) of the observations before it
+// predicts every one after it off by more than changeSigmas residual
+// deviations (and by at least 1% of the loss), all with the same sign. The history kept is that after the
 // change, so the tuner starts learning the new curve at once instead of
 // waiting for the old observations to fade.
 func sinceChange(history []Observation) []Observation {
 	n := len(history)
 	for after := min(changeMaxAfter, n-changeMinBefore); after >= changeMinAfter; after-- {
-		before, ok := fit(history[:n-after], 2, Forgetting)
+		before, ok := fitUpTo(history[:n-after], 2, longMemory)
 		if !ok {
 			continue
 		}
@@ -222,6 +332,17 @@ func sinceChange(history []Observation) []Observation {
 		}
 	}
 	return history
+}
+
+// fitUpTo is the fit of the highest degree up to degree that the
+// observations determine.
+func fitUpTo(history []Observation, degree int, lambda float64) (polyFit, bool) {
+	for ; degree >= 0; degree-- {
+		if f, ok := fit(history, degree, lambda); ok {
+			return f, true
+		}
+	}
+	return polyFit{}, false
 }
 
 func converged(targets []float64, current, maxStep float64) bool {
@@ -312,62 +433,145 @@ func lossAt(history []Observation, strength, tolerance float64) float64 {
 	return sum / float64(n)
 }
 
-// polyFit is a weighted least-squares polynomial fit with the standard
-// errors of its coefficients.
+// polyFit is a weighted least-squares polynomial fit with the covariance
+// of its coefficients.
 type polyFit struct {
-	coef  []float64 // c0, c1, c2 …
-	se    []float64
-	sigma float64 // residual standard deviation (of a weight-1 observation)
+	coef   []float64   // c0, c1, c2 …
+	cov    [][]float64 // their covariance
+	se     []float64   // their standard errors
+	sigma  float64     // residual standard deviation (of a weight-1 observation)
+	dof    float64     // the residuals' effective degrees of freedom
+	degree int
+}
+
+// significant is how many standard errors a coefficient must lie from
+// zero to differ from it at the 5% level (two-sided): Student's t quantile
+// for the fit's effective degrees of freedom, so a fit of a few
+// observations (or of a short memory) needs far more than 2.
+func (f polyFit) significant() float64 {
+	return distuv.StudentsT{Mu: 0, Sigma: 1, Nu: f.dof}.Quantile(0.975)
 }
 
 func (f polyFit) at(s float64) float64 {
 	var v, pow float64 = 0, 1
-	for _, c := range f.coef {
+	for _, c := range f.coef[:f.degree+1] {
 		v += c * pow
 		pow *= s
 	}
 	return v
 }
 
+// convex: a quadratic fit's curvature is significantly positive.
+func (f polyFit) convex() bool {
+	return f.coef[2] > minCurvature && f.coef[2] > f.significant()*f.se[2]
+}
+
+// vertex is a quadratic fit's stationary point −b/(2a).
+func (f polyFit) vertex() float64 { return -f.coef[1] / (2 * f.coef[2]) }
+
+// vertexSE is the vertex's standard error by the delta method:
+// Var(−b/2a) = (Var b + 4v²·Var a + 4v·Cov(a, b)) / 4a², v the vertex.
+func (f polyFit) vertexSE() float64 {
+	v := f.vertex()
+	variance := f.cov[1][1] + 4*v*v*f.cov[2][2] + 4*v*f.cov[1][2]
+	return math.Sqrt(math.Max(0, variance)) / (2 * math.Abs(f.coef[2]))
+}
+
 // fit solves min Σ wᵢ (yᵢ − Σ βⱼ Sᵢʲ)² for a polynomial of the given degree,
-// the weight of an observation k intervals old being λᵏ. Standard errors
-// come from the residual variance and (XᵀWX)⁻¹.
+// the weight of an observation k intervals old being λᵏ. The weights say
+// how much an observation tells about the curve now, not that older
+// measurements were noisier: every measurement has the same noise σ², so
+// the coefficients' covariance is the sandwich σ²·A·XᵀW²X·A, A = (XᵀWX)⁻¹;
+// σ² is estimated without bias as Σ wᵢrᵢ² / tr B, where Σ wᵢrᵢ² = εᵀBε,
+// B = W^½(I − P)W^½ and P is the hat matrix of the weighted design, with
+// Satterthwaite's (tr B)²/tr B² degrees of freedom. (The plain weighted
+// formula σ²·A with Σ wᵢrᵢ²/(n − p) and n − p degrees of freedom treats an
+// old observation as a noisy one and, for a short memory, understates the
+// errors several times over.)
 func fit(history []Observation, degree int, lambda float64) (polyFit, bool) {
+	return fitTerms(history, degree, false, lambda)
+}
+
+// fitTrend is fit with a further term linear in the observations' age
+// (its coefficient last): the level of the curve moving steadily, as it does
+// at a fixed strength while the optimum drifts away, is then not mistaken
+// for a slope.
+func fitTrend(history []Observation, degree int, lambda float64) (polyFit, bool) {
+	return fitTerms(history, degree, true, lambda)
+}
+
+func fitTerms(history []Observation, degree int, trend bool, lambda float64) (polyFit, bool) {
 	n, cols := len(history), degree+1
+	if trend {
+		cols++
+	}
 	if n <= cols {
 		return polyFit{}, false
 	}
-	x := mat.NewDense(n, cols, nil)
-	y := mat.NewVecDense(n, nil)
+	x := mat.NewDense(n, cols, nil) // rows √wᵢ·(1, Sᵢ, Sᵢ², …[, ageᵢ])
+	y := mat.NewVecDense(n, nil)    // √wᵢ·yᵢ
+	w := make([]float64, n)
 	for i, o := range history {
-		sqrtW := math.Sqrt(math.Pow(lambda, float64(n-1-i)))
+		age := float64(n - 1 - i)
+		w[i] = math.Pow(lambda, age)
+		sqrtW := math.Sqrt(w[i])
 		pow := 1.0
-		for j := range cols {
+		for j := range degree + 1 {
 			x.Set(i, j, sqrtW*pow)
 			pow *= o.Strength
 		}
+		if trend {
+			x.Set(i, cols-1, sqrtW*age)
+		}
 		y.SetVec(i, sqrtW*o.Loss)
 	}
-	var xtx mat.Dense
-	xtx.Mul(x.T(), x)
-	var inv mat.Dense
-	if err := inv.Inverse(&xtx); err != nil {
+	var xtwx, a mat.Dense
+	xtwx.Mul(x.T(), x)
+	if err := a.Inverse(&xtwx); err != nil {
 		return polyFit{}, false
 	}
-	var beta, xty mat.VecDense
-	xty.MulVec(x.T(), y)
-	beta.MulVec(&inv, &xty)
+	var beta, xtwy mat.VecDense
+	xtwy.MulVec(x.T(), y)
+	beta.MulVec(&a, &xtwy)
 	var fitted, resid mat.VecDense
 	fitted.MulVec(x, &beta)
 	resid.SubVec(y, &fitted)
-	variance := mat.Dot(&resid, &resid) / float64(n-cols)
-	out := polyFit{coef: make([]float64, cols), se: make([]float64, cols), sigma: math.Sqrt(variance)}
+	// tr B = tr((I − P)W) and tr B² = tr(((I − P)W)²).
+	var xa, hat mat.Dense
+	xa.Mul(x, &a)
+	hat.Mul(&xa, x.T())
+	var rw mat.Dense // (I − P)·W
+	rw.Apply(func(i, j int, v float64) float64 {
+		if i == j {
+			return (1 - v) * w[j]
+		}
+		return -v * w[j]
+	}, &hat)
+	var rw2 mat.Dense
+	rw2.Mul(&rw, &rw)
+	trB, trB2 := mat.Trace(&rw), mat.Trace(&rw2)
+	if trB <= 0 || trB2 <= 0 {
+		return polyFit{}, false
+	}
+	variance := mat.Dot(&resid, &resid) / trB
+	dof := trB * trB / trB2
+	var xw mat.Dense // rows wᵢ·(1, Sᵢ, …): XᵀW²X = xwᵀ·xw
+	xw.Apply(func(i, _ int, v float64) float64 { return math.Sqrt(w[i]) * v }, x)
+	var meat, am, cov mat.Dense
+	meat.Mul(xw.T(), &xw)
+	am.Mul(&a, &meat)
+	cov.Mul(&am, &a)
+	out := polyFit{coef: make([]float64, cols), cov: make([][]float64, cols), se: make([]float64, cols), sigma: math.Sqrt(variance), dof: dof, degree: degree}
 	for j := range cols {
 		out.coef[j] = beta.AtVec(j)
-		out.se[j] = math.Sqrt(math.Max(0, variance*inv.At(j, j)))
 		if math.IsNaN(out.coef[j]) || math.IsInf(out.coef[j], 0) {
 			return polyFit{}, false
 		}
+		out.cov[j] = make([]float64, cols)
+		for k := range cols {
+			out.cov[j][k] = variance * cov.At(j, k)
+		}
+		out.se[j] = math.Sqrt(math.Max(0, out.cov[j][j]))
 	}
 	return out, true
 }
@@ -392,54 +596,3 @@ func distinctStrengths(history []Observation, tolerance float64) int {
 func clamp(v, lo, hi float64) float64 { return math.Min(hi, math.Max(lo, v)) }
 
 func clampAbs(v, limit float64) float64 { return clamp(v, -limit, limit) }
-
-// Clamp is exported for callers that must apply bounds outside a decision
-// (a change of bounds clamps the strength at once).
-func Clamp(v, lo, hi float64) float64 { return clamp(v, lo, hi) }
-
-// Measurement is one attempt to observe the cohort loss.
-type Measurement struct {
-	Loss       float64
-	CohortSize int
-	At         time.Time
-	// Err is set when no valid measurement exists (unreachable engines,
-	// cohort below the minimum, NaN, ...). The tuner then holds.
-	Err error
-}
-
-// HistoryLimit is how many observations the tuner keeps (and the status
-// history holds).
-const HistoryLimit = 20
-
-// Step is the safe entry point: it holds the current strength (clamped to
-// the bounds) when the measurement failed or is older than staleAfter;
-// otherwise it appends the measurement to the history (keeping the last
-// HistoryLimit), decides, and judges convergence.
-func Step(history []Observation, current float64, p Params, m Measurement, now time.Time, staleAfter time.Duration) (Decision, []Observation) {
-	current = clamp(current, p.Min, p.Max)
-	switch {
-	case m.Err != nil:
-		return Decision{Strength: current, Target: current, Reason: "holding: " + m.Err.Error()}, history
-	case staleAfter > 0 && now.Sub(m.At) > staleAfter:
-		return Decision{Strength: current, Target: current, Reason: fmt.Sprintf("holding: the measurement is %s old (staleAfter %s)", now.Sub(m.At).Round(time.Second), staleAfter)}, history
-	case math.IsNaN(m.Loss) || math.IsInf(m.Loss, 0) || m.Loss < 0:
-		return Decision{Strength: current, Target: current, Reason: "holding: the loss is not a finite non-negative number"}, history
-	}
-	history = append(history, Observation{Strength: current, Loss: m.Loss})
-	if n := len(history); n > HistoryLimit {
-		history = history[n-HistoryLimit:]
-	}
-	d := Decide(history, current, p)
-	d.Converged = d.convex && converged(append(replayTargets(history, p), d.Target), current, p.MaxStep)
-	return d, history
-}
-
-// replayTargets re-runs Decide on the two previous history prefixes, each
-// with the strength that was in force at its last observation.
-func replayTargets(history []Observation, p Params) []float64 {
-	var targets []float64
-	for k := max(1, len(history)-2); k < len(history); k++ {
-		targets = append(targets, Decide(history[:k], history[k-1].Strength, p).Target)
-	}
-	return targets
-}

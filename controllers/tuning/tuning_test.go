@@ -4,6 +4,8 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -72,11 +74,151 @@ func TestMonotoneCurvesGoToTheCheaperBound(t *testing.T) {
 	}
 }
 
+// TestFlatCurveDoesNotWander: on a loss that does not depend on strength
+// at all, no move is warranted. The tuner's moves there are the dither and
+// small leans on slopes within the noise, a walk without direction: over
+// 20 seeds, the median largest excursion from the start in 40 intervals
+// stays under 0.2, few runs touch a bound, and few decisions claim a
+// significant slope or curvature.
 func TestFlatCurveDoesNotWander(t *testing.T) {
-	flat := run(t, func(int, float64) float64 { return 0.03 }, 0.5, 40, 2)
-	for i, s := range flat {
-		if math.Abs(s-0.5) > 0.2 {
-			t.Fatalf("interval %d: wandered to %.3f on a flat curve", i, s)
+	var excursions []float64
+	atBound, confident, decisions := 0, 0, 0
+	for seed := range uint64(20) {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		var history []Observation
+		s, excursion, touched := 0.5, 0.0, false
+		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		for range 40 {
+			m := Measurement{Loss: 0.03 + 0.002*rng.NormFloat64(), At: now, CohortSize: 100}
+			var d Decision
+			d, history = Step(history, s, params, m, now, time.Minute)
+			if strings.HasPrefix(d.Reason, "fitted") || strings.HasPrefix(d.Reason, "loss") {
+				confident++
+			}
+			decisions++
+			s = d.Strength
+			excursion = math.Max(excursion, math.Abs(s-0.5))
+			touched = touched || s == params.Min || s == params.Max
+		}
+		excursions = append(excursions, excursion)
+		if touched {
+			atBound++
+		}
+	}
+	slices.Sort(excursions)
+	if median := excursions[len(excursions)/2]; median >= 0.2 {
+		t.Errorf("median largest excursion %.3f on a flat curve, want < 0.2 (all: %.3f)", median, excursions)
+	}
+	if atBound > 2 {
+		t.Errorf("%d of 20 runs on a flat curve touched a bound, want at most 2", atBound)
+	}
+	if share := float64(confident) / float64(decisions); share > 0.3 {
+		t.Errorf("%.0f%% of the decisions on a flat curve claim a significant slope or curvature, want at most 30%%", 100*share)
+	}
+}
+
+// TestStaysPinnedAtABound: with the optimum beyond the upper bound the
+// tuner goes to the bound and stays there, but for a half step inward now
+// and then.
+func TestStaysPinnedAtABound(t *testing.T) {
+	for seed := range uint64(4) {
+		strengths := run(t, uShape(1.1), 0.5, 80, seed)
+		arrived := slices.Index(strengths, params.Max)
+		if arrived < 0 || arrived > 12 {
+			t.Fatalf("seed %d: reached the bound at interval %d, want within 12 (8 steps of maxStep from 0.5)", seed, arrived)
+		}
+		at := 0
+		for i, s := range strengths[arrived:] {
+			if s == params.Max {
+				at++
+			}
+			if s < params.Max-2*params.MaxStep {
+				t.Errorf("seed %d: interval %d at %.3f, more than two steps inside the bound", seed, arrived+i, s)
+			}
+		}
+		if share := float64(at) / float64(len(strengths)-arrived); share < 0.85 {
+			t.Errorf("seed %d: at the bound in %.0f%% of the intervals after reaching it, want ≥ 85%%", seed, 100*share)
+		}
+	}
+}
+
+// TestLeavesABoundWhenTheOptimumMovesInside: pinned at the upper bound, the
+// tuner notices the optimum jump to 0.6 and goes there.
+func TestLeavesABoundWhenTheOptimumMovesInside(t *testing.T) {
+	curve := func(i int, s float64) float64 {
+		if i < 40 {
+			return uShape(1.1)(i, s)
+		}
+		return uShape(0.6)(i, s)
+	}
+	for seed := range uint64(4) {
+		strengths := run(t, curve, 0.5, 90, seed)
+		if got := meanOfLast(strengths[:41], 5); got != params.Max {
+			t.Errorf("seed %d: before the change at %.3f, want pinned at %.1f", seed, got, params.Max)
+		}
+		if got := meanOfLast(strengths, 10); math.Abs(got-0.6) > 0.07 {
+			t.Errorf("seed %d: after the change at %.3f, want ≈ 0.6", seed, got)
+		}
+	}
+}
+
+// TestFollowsADriftingOptimum: the optimum moves along a sine of amplitude
+// 0.2 over 120 intervals (up to 0.01 per interval); after the first 20 the
+// strength stays close to it.
+func TestFollowsADriftingOptimum(t *testing.T) {
+	optimum := func(i int) float64 { return 0.5 + 0.2*math.Sin(2*math.Pi*float64(i)/120) }
+	for seed := range uint64(4) {
+		strengths := run(t, func(i int, s float64) float64 { return uShape(optimum(i))(i, s) }, 0.5, 120, seed)
+		var sum float64
+		for i := 20; i < 120; i++ {
+			sum += math.Abs(strengths[i] - optimum(i))
+		}
+		if got := sum / 100; got > 0.08 {
+			t.Errorf("seed %d: mean distance from the moving optimum %.3f, want ≤ 0.08", seed, got)
+		}
+	}
+}
+
+// TestFitStandardErrorsAreCalibrated: on a known straight line with noise
+// σ, the fitted slope's standard error matches its spread over many
+// replications, and the significance test rejects the true slope about 5%
+// of the time, for the long and the short memory.
+func TestFitStandardErrorsAreCalibrated(t *testing.T) {
+	const reps, trueSlope = 4000, 0.02
+	for _, lambda := range []float64{longMemory, shortMemory} {
+		rng := rand.New(rand.NewPCG(3, 1))
+		slopes := make([]float64, reps)
+		var seSum float64
+		rejected := 0
+		for r := range reps {
+			history := make([]Observation, HistoryLimit)
+			for i := range history {
+				s := 0.45 + 0.1*float64((i/2)%2) + 0.02*float64(i%3) // a dither
+				history[i] = Observation{Strength: s, Loss: 0.05 + trueSlope*s + 0.002*rng.NormFloat64()}
+			}
+			f, ok := fit(history, 1, lambda)
+			if !ok {
+				t.Fatal("no fit")
+			}
+			slopes[r] = f.coef[1]
+			seSum += f.se[1]
+			if math.Abs(f.coef[1]-trueSlope) > f.significant()*f.se[1] {
+				rejected++
+			}
+		}
+		var mean, ss float64
+		for _, x := range slopes {
+			mean += x / reps
+		}
+		for _, x := range slopes {
+			ss += (x - mean) * (x - mean)
+		}
+		spread := math.Sqrt(ss / (reps - 1))
+		if ratio := seSum / reps / spread; ratio < 0.85 || ratio > 1.1 {
+			t.Errorf("λ %.1f: mean standard error %.5f against a spread of %.5f (ratio %.2f), want 0.85–1.1", lambda, seSum/reps, spread, ratio)
+		}
+		if rate := float64(rejected) / reps; rate < 0.015 || rate > 0.08 {
+			t.Errorf("λ %.1f: the true slope rejected in %.1f%% of replications, want about 5%%", lambda, 100*rate)
 		}
 	}
 }

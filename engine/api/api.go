@@ -4,59 +4,91 @@
 package api
 
 import (
+	"bytes"
 	"context"
-	"crypto/subtle"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/attune-io/attune/engine/auth"
 	"github.com/attune-io/attune/engine/metrics"
 	"github.com/attune-io/attune/engine/service"
+	"github.com/attune-io/attune/engine/strictjson"
 	"github.com/attune-io/attune/engine/telemetry"
 )
 
 // MaxBodyBytes bounds a request body (413 beyond).
 const MaxBodyBytes = 1 << 20
 
-// Tokens are the bearer tokens the API accepts.
-type Tokens struct {
-	ReadWrite string
-	ReadOnly  string
-}
+// DefaultMaxInFlightPerClient bounds the requests one client (one token)
+// may have in progress at once; beyond it the engine answers 429.
+const DefaultMaxInFlightPerClient = 64
+
+// Media types of request bodies.
+const (
+	MediaJSON   = "application/json"
+	MediaNDJSON = "application/x-ndjson"
+)
 
 // Server is the HTTP API.
 type Server struct {
-	svc     *service.Service
-	metrics *metrics.Metrics
-	log     *slog.Logger
-	tokens  atomic.Pointer[Tokens]
-	mux     *http.ServeMux
+	svc      *service.Service
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	tokens   atomic.Pointer[Tokens]
+	mux      *http.ServeMux
+	inFlight *clientLimiter
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithMaxInFlightPerClient bounds the requests one client token may have in
+// progress at once (default DefaultMaxInFlightPerClient). A request over
+// the bound is answered 429 with Retry-After at once, so a client whose
+// bodies trickle in (the server reads a body for up to 30 s) holds at most
+// this many of the engine's connections.
+func WithMaxInFlightPerClient(n int) Option {
+	return func(s *Server) { s.inFlight.limit = max(n, 1) }
 }
 
 // New builds the API over a service.
-func New(svc *service.Service, m *metrics.Metrics, tokens Tokens, log *slog.Logger) *Server {
-	s := &Server{svc: svc, metrics: m, log: log, mux: http.NewServeMux()}
+func New(svc *service.Service, m *metrics.Metrics, tokens Tokens, log *slog.Logger, opts ...Option) *Server {
+	s := &Server{svc: svc, metrics: m, log: log, mux: http.NewServeMux(),
+		inFlight: &clientLimiter{limit: DefaultMaxInFlightPerClient, active: map[string]int{}}}
+	for _, o := range opts {
+		o(s)
+	}
 	s.SetTokens(tokens)
-	s.route("POST /v1/users/{id}/consent", readWrite, s.postConsent)
-	s.route("DELETE /v1/users/{id}/consent", readWrite, s.deleteConsent)
-	s.route("POST /v1/telemetry", readWrite, s.postTelemetry)
-	s.route("GET /v1/users/{id}/state", readWrite, s.getState)
-	s.route("POST /v1/users/{id}/decisions", readWrite, s.postDecision)
-	s.route("GET /v1/decisions", readWrite, s.getDecisions)
-	s.route("DELETE /v1/users/{id}", readWrite, s.deleteUser)
-	s.route("GET /v1/cohort", readOnly, s.getCohort)
+	// Scopes per route: docs/engine-api.md, "Who may call, and for what".
+	s.route("POST /v1/users/{id}/consent", auth.ScopeConsent, s.postConsent)
+	s.route("DELETE /v1/users/{id}/consent", auth.ScopeConsent, s.deleteConsent)
+	s.route("POST /v1/telemetry", auth.ScopeIngest, s.postTelemetry)
+	s.route("GET /v1/users/{id}/state", auth.ScopeReadState, s.getState)
+	s.route("GET /v1/users/{id}/export", auth.ScopeExport, s.getExport) // export.go
+	s.route("POST /v1/users/{id}/decisions", auth.ScopeDecide, s.postDecision)
+	s.route("GET /v1/decisions", auth.ScopeResearch, s.getDecisions)
+	s.route("DELETE /v1/users/{id}", auth.ScopeErase, s.deleteUser)
+	s.route("GET /v1/cohort", auth.ScopeCohort, s.getCohort)
+	// auth.go: user tokens, minted by a client with ingest or decide.
+	s.routeAny("POST /v1/users/{id}/tokens", auth.MintScopes, s.postUserToken)
+	s.routeWebClient() // app.go: /app/ and GET /v1/privacy
 	metricsHandler := promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
-	s.route("GET /metrics", readOnly, metricsHandler.ServeHTTP)
+	s.route("GET /metrics", auth.ScopeMetrics, metricsHandler.ServeHTTP)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -88,65 +120,70 @@ func New(svc *service.Service, m *metrics.Metrics, tokens Tokens, log *slog.Logg
 		writeJSON(w, http.StatusOK, body)
 	})
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.reject(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path, "path")
+		if allowed := s.allowedMethods(r); len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			s.reject(w, http.StatusMethodNotAllowed, "method_not_allowed",
+				fmt.Sprintf("method %s is not allowed here; allowed: %s", r.Method, strings.Join(allowed, ", ")), "method")
+			return
+		}
+		// The path is not repeated: it may carry a user ID.
+		s.reject(w, http.StatusNotFound, "not_found", "no such endpoint", "path")
 	})
 	return s
+}
+
+// probedMethods are the methods an Allow header may list.
+var probedMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
+
+// allowedMethods are the methods some route serves at r's path, found by
+// asking the mux itself (the catch-all "/" does not count).
+func (s *Server) allowedMethods(r *http.Request) []string {
+	var allowed []string
+	for _, m := range probedMethods {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "" && pattern != "/" {
+			allowed = append(allowed, m)
+		}
+	}
+	return allowed
+}
+
+// clientLimiter counts each client's requests in progress.
+type clientLimiter struct {
+	mu     sync.Mutex
+	limit  int
+	active map[string]int
+}
+
+// acquire takes one of client's slots; false when all are taken.
+func (l *clientLimiter) acquire(client string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.active[client] >= l.limit {
+		return false
+	}
+	l.active[client]++
+	return true
+}
+
+func (l *clientLimiter) release(client string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.active[client]--; l.active[client] <= 0 {
+		delete(l.active, client)
+	}
 }
 
 // SetTokens swaps the accepted tokens (e.g. after the Secret rotated).
 func (s *Server) SetTokens(t Tokens) { s.tokens.Store(&t) }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
-
-type access int
-
-const (
-	readOnly access = iota // the read-only token or the read-write token
-	readWrite
-)
-
-// route registers a handler with authentication and latency measurement.
-// The route label is the pattern, never the path: paths carry user IDs.
-func (s *Server) route(pattern string, need access, h http.HandlerFunc) {
-	duration := s.metrics.RequestDuration
-	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		defer func() {
-			duration.WithLabelValues(pattern, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
-		}()
-		granted, ok := s.authenticate(r)
-		if !ok {
-			rec.Header().Set("WWW-Authenticate", `Bearer realm="attune-engine"`)
-			s.reject(rec, http.StatusUnauthorized, "unauthenticated", "missing or invalid bearer token", "Authorization")
-			return
-		}
-		if granted < need {
-			s.reject(rec, http.StatusForbidden, "read_only_token", "the read-only token may only read /v1/cohort and /metrics", "Authorization")
-			return
-		}
-		h(rec, r)
-	})
-}
-
-func (s *Server) authenticate(r *http.Request) (access, bool) {
-	header := r.Header.Get("Authorization")
-	token, found := strings.CutPrefix(header, "Bearer ")
-	if !found || token == "" {
-		return 0, false
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.cors(w, r) { // app.go: cross-origin browser clients
+		return
 	}
-	t := s.tokens.Load()
-	// Compare against both in constant time, whichever matches.
-	rw := t.ReadWrite != "" && subtle.ConstantTimeCompare([]byte(token), []byte(t.ReadWrite)) == 1
-	ro := t.ReadOnly != "" && subtle.ConstantTimeCompare([]byte(token), []byte(t.ReadOnly)) == 1
-	switch {
-	case rw:
-		return readWrite, true
-	case ro:
-		return readOnly, true
-	}
-	return 0, false
+	s.mux.ServeHTTP(w, r)
 }
 
 type statusRecorder struct {
@@ -163,6 +200,9 @@ func (r *statusRecorder) WriteHeader(code int) {
 type errorBody struct {
 	Error string `json:"error"`
 	Field string `json:"field,omitempty"`
+	// Outcome is "unknown" when the request's writes may or may not have
+	// been stored (contract.OutcomeUnknown).
+	Outcome string `json:"outcome,omitempty"`
 }
 
 func (s *Server) reject(w http.ResponseWriter, status int, reason, message, field string) {
@@ -202,12 +242,25 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 	case errors.Is(err, service.ErrBusy):
 		w.Header().Set("Retry-After", "1")
 		s.reject(w, http.StatusServiceUnavailable, "busy", err.Error(), "")
+	case errors.Is(err, service.ErrOutcomeUnknown):
+		// No Retry-After: that promises nothing was stored. A request
+		// with an Idempotency-Key may be retried (a committed batch is
+		// then answered from its record); others must check first.
+		s.log.Error("commit outcome unknown", "error", err)
+		s.metrics.RequestsRejected.WithLabelValues("outcome_unknown").Inc()
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "the state store failed while the commit was in flight; whether it was stored is unknown", Outcome: "unknown"})
+	case errors.Is(err, service.ErrStoreUnavailable):
+		s.log.Warn("store unavailable", "error", err)
+		w.Header().Set("Retry-After", strconv.Itoa(storeRetryAfterSeconds))
+		s.reject(w, http.StatusServiceUnavailable, "store_unavailable", "the state store is unavailable; nothing was stored, retry", "")
 	default:
 		s.log.Error("request failed", "error", err)
-		s.reject(w, http.StatusInternalServerError, "internal", "internal error; nothing was stored", "")
+		s.reject(w, http.StatusInternalServerError, "internal", "internal error", "")
 	}
 }
 
+// userID is the {id} path segment, refused (400, field "id") unless it is
+// a canonical user ID (telemetry.ValidUserID, docs/engine-api.md).
 func userID(w http.ResponseWriter, r *http.Request, s *Server) (string, bool) {
 	id := r.PathValue("id")
 	if err := telemetry.ValidUserID(id); err != nil {
@@ -215,39 +268,94 @@ func userID(w http.ResponseWriter, r *http.Request, s *Server) (string, bool) {
 		if e, ok := errors.AsType[*telemetry.Error](err); ok {
 			message = e.Message // the path segment is named by the field "id", not "user"
 		}
-		s.reject(w, http.StatusBadRequest, "invalid", message, "id")
+		s.reject(w, http.StatusBadRequest, "invalid", "the path segment {id}, the user ID: "+message, "id")
 		return "", false
 	}
 	return id, true
 }
 
-type consentRequest struct {
-	Scopes []telemetry.Scope `json:"scopes"`
+// mediaType checks the request's Content-Type against the types the route
+// reads (415 otherwise) and returns the one it names. A request without
+// one is read as JSON; a charset other than UTF-8 is refused.
+func (s *Server) mediaType(w http.ResponseWriter, r *http.Request, accepted ...string) (string, bool) {
+	header := r.Header.Get("Content-Type")
+	if header == "" {
+		return MediaJSON, true
+	}
+	media, params, err := mime.ParseMediaType(header)
+	if err == nil && slices.Contains(accepted, media) {
+		if cs, ok := params["charset"]; !ok || strings.EqualFold(cs, "utf-8") {
+			return media, true
+		}
+	}
+	s.reject(w, http.StatusUnsupportedMediaType, "unsupported_media_type",
+		fmt.Sprintf("Content-Type must be %s (UTF-8)", strings.Join(accepted, " or ")), "Content-Type")
+	return "", false
 }
 
-func (s *Server) decodeScopes(w http.ResponseWriter, r *http.Request, required bool) ([]telemetry.Scope, bool) {
-	var req consentRequest
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		if !required && errors.Is(err, io.EOF) { // no body: withdraw every scope
-			return nil, true
+// decodeBody reads a JSON body strictly into v (engine/strictjson): no
+// duplicate or case-variant keys, no unknown fields, each error naming its
+// field. An empty body is refused unless optional (found reports it).
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any, optional bool) (found, ok bool) {
+	if _, ok := s.mediaType(w, r, MediaJSON); !ok {
+		return false, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		if tooLarge, isTooLarge := errors.AsType[*http.MaxBytesError](err); isTooLarge {
+			s.reject(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body larger than %d bytes", tooLarge.Limit), "body")
+			return false, false
 		}
-		s.reject(w, http.StatusBadRequest, "invalid", fmt.Sprintf("invalid JSON: %v", err), "scopes")
-		return nil, false
+		s.reject(w, http.StatusBadRequest, "invalid", "read body: "+err.Error(), "body")
+		return false, false
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if optional {
+			return false, true
+		}
+		s.reject(w, http.StatusBadRequest, "invalid", "a JSON body is required", "body")
+		return false, false
+	}
+	if err := strictjson.Decode(body, v); err != nil {
+		field, message := "body", err.Error()
+		if e, isStrict := errors.AsType[*strictjson.Error](err); isStrict {
+			message = e.Message
+			if f := e.Field(""); f != "" {
+				field = f
+			}
+		}
+		s.reject(w, http.StatusBadRequest, "invalid", message, field)
+		return false, false
+	}
+	return true, true
+}
+
+type consentRequest struct {
+	Scopes []telemetry.Scope `json:"scopes"`
+	// PolicyVersion is the privacy notice's version the user saw (POST).
+	PolicyVersion string `json:"policyVersion,omitempty"`
+}
+
+func (s *Server) decodeConsent(w http.ResponseWriter, r *http.Request, required bool) (consentRequest, bool) {
+	var req consentRequest
+	found, ok := s.decodeBody(w, r, &req, !required)
+	if !ok {
+		return req, false
+	}
+	if !found { // no body: withdraw every scope
+		return req, true
 	}
 	if required && len(req.Scopes) == 0 {
 		s.reject(w, http.StatusBadRequest, "invalid", fmt.Sprintf("at least one scope is required; known scopes: %v", telemetry.Scopes), "scopes")
-		return nil, false
+		return req, false
 	}
 	for i, sc := range req.Scopes {
 		if !slices.Contains(telemetry.Scopes, sc) {
 			s.reject(w, http.StatusBadRequest, "invalid", fmt.Sprintf("unknown scope %q; known scopes: %v", sc, telemetry.Scopes), fmt.Sprintf("scopes[%d]", i))
-			return nil, false
+			return req, false
 		}
 	}
-	return req.Scopes, true
+	return req, true
 }
 
 func (s *Server) postConsent(w http.ResponseWriter, r *http.Request) {
@@ -255,11 +363,11 @@ func (s *Server) postConsent(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	scopes, ok := s.decodeScopes(w, r, true)
+	req, ok := s.decodeConsent(w, r, true)
 	if !ok {
 		return
 	}
-	consent, err := s.svc.SetConsent(r.Context(), id, scopes)
+	consent, err := s.svc.Grant(r.Context(), id, service.ConsentChange{Scopes: req.Scopes, PolicyVersion: req.PolicyVersion, Source: clientName(r)})
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -272,11 +380,11 @@ func (s *Server) deleteConsent(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	scopes, ok := s.decodeScopes(w, r, false)
+	req, ok := s.decodeConsent(w, r, false)
 	if !ok {
 		return
 	}
-	consent, err := s.svc.WithdrawConsent(r.Context(), id, scopes)
+	consent, err := s.svc.Withdraw(r.Context(), id, service.ConsentChange{Scopes: req.Scopes, Source: clientName(r)})
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -285,20 +393,45 @@ func (s *Server) deleteConsent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) postTelemetry(w http.ResponseWriter, r *http.Request) {
+	media, ok := s.mediaType(w, r, MediaJSON, MediaNDJSON)
+	if !ok {
+		return
+	}
+	key, err := idempotencyKey(r)
+	if err != nil {
+		s.reject(w, http.StatusBadRequest, "invalid", "Idempotency-Key: "+err.Error(), "Idempotency-Key")
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	ndjson := strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-ndjson")
-	samples, err := telemetry.DecodeBatch(r.Body, ndjson)
+	// The body's digest identifies the batch's content for its retries.
+	digest := sha256.New()
+	samples, err := telemetry.DecodeBatch(io.TeeReader(r.Body, digest), media == MediaNDJSON)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	result, err := s.svc.Ingest(r.Context(), samples)
+	if !s.samplesAllowed(w, r, samples) { // auth.go: a user token's own samples only
+		return
+	}
+	batch := service.BatchID{Key: key}
+	if key != "" {
+		_, _ = io.Copy(digest, r.Body) // what the decoder left unread
+		batch.Digest = hex.EncodeToString(digest.Sum(nil))
+	}
+	result, replayed, err := s.svc.IngestBatch(r.Context(), samples, batch)
 	if err != nil {
 		s.fail(w, err)
 		return
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	writeJSON(w, http.StatusOK, result)
 }
+
+// storeRetryAfterSeconds is the Retry-After of a 503 for a store that is
+// down: long enough not to hammer a restarting database.
+const storeRetryAfterSeconds = 2
 
 func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
 	id, ok := userID(w, r, s)
@@ -363,11 +496,7 @@ func (s *Server) postDecision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req service.DecisionRequest
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) { // no body: the defaults
-		s.reject(w, http.StatusBadRequest, "invalid", fmt.Sprintf("invalid JSON: %v", err), "body")
+	if _, ok := s.decodeBody(w, r, &req, true); !ok { // no body: the defaults
 		return
 	}
 	d, replayed, err := s.svc.Decide(r.Context(), id, req, key)

@@ -247,7 +247,7 @@ func TestWorkplaceRejectsPhysiologyForEmotion(t *testing.T) {
 	for _, context := range []string{"Workplace", "Education"} {
 		t.Run(context, func(t *testing.T) {
 			e := startEngine(t, testConfig(context, 2))
-			e.consent("bob", "behaviour", "physiology", "text")
+			e.consent("bob", "behaviour", "questionnaire", "physiology", "text")
 			r := e.telemetry(map[string]any{"user": "bob", "kind": "rr", "at": e.ts(0), "rr_ms": rrSeries(90)})
 			expect(t, r, 403, "samples[0].kind", "Art. 5(1)(f)")
 			r = e.telemetry(map[string]any{"user": "bob", "kind": "heart_rate", "at": e.ts(0), "bpm": 70})
@@ -273,7 +273,7 @@ func TestWorkplaceRejectsPhysiologyForEmotion(t *testing.T) {
 func TestState(t *testing.T) {
 	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
 		e := startEngineOn(t, testConfig("Social", 2), open(t))
-		e.consent("carol", "behaviour", "physiology", "text")
+		e.consent("carol", "behaviour", "questionnaire", "physiology", "text")
 		trials := []map[string]any{}
 		for i := range 30 {
 			digit := 5
@@ -350,7 +350,7 @@ func TestCohortIsKAnonymous(t *testing.T) {
 		e := startEngineOn(t, testConfig("Social", 11), open(t))
 		for i := range 10 {
 			user := fmt.Sprintf("user-%02d", i)
-			e.consent(user, "behaviour")
+			e.consent(user, "behaviour", "questionnaire")
 			expect(t, e.telemetry(map[string]any{"user": user, "kind": "questionnaire", "at": e.ts(0), "brs": []int{3, 3, 3, 3, 3, 3}}), 200, "", "")
 		}
 		r := e.do("GET", "/v1/cohort", roToken, "", nil)
@@ -362,7 +362,7 @@ func TestCohortIsKAnonymous(t *testing.T) {
 			t.Errorf("metrics publish the loss below k")
 		}
 
-		e.consent("user-10", "behaviour")
+		e.consent("user-10", "behaviour", "questionnaire")
 		expect(t, e.telemetry(map[string]any{"user": "user-10", "kind": "questionnaire", "at": e.ts(0), "brs": []int{3, 3, 3, 3, 3, 3}}), 200, "", "")
 		r = e.do("GET", "/v1/cohort", roToken, "", nil)
 		// Every user: resilience 0.5 vs target 0.7 → loss 0.04 (only dimension known).
@@ -385,7 +385,7 @@ func TestCohortIsKAnonymous(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	e := startEngine(t, testConfig("Social", 2))
-	e.consent("gina", "behaviour", "physiology", "text")
+	e.consent("gina", "behaviour", "questionnaire", "physiology", "text")
 	good := func() map[string]any {
 		return map[string]any{"user": "gina", "kind": "text", "at": e.ts(0), "text": "ok"}
 	}
@@ -411,7 +411,7 @@ func TestBadInput(t *testing.T) {
 		status int
 		field  string
 	}{
-		{"malformed JSON", `[{"user": "gina",`, "", 400, "samples"},
+		{"malformed JSON", `[{"user": "gina",`, "", 400, "samples[0]"},
 		{"not an array", `{"user": "gina"}`, "", 400, "samples"},
 		{"unknown field", []map[string]any{with(map[string]any{"mood_ring": 1})}, "", 400, "samples[0].mood_ring"},
 		{"wrong type", []map[string]any{with(map[string]any{"text": 42})}, "", 400, "samples[0].text"},
@@ -429,8 +429,8 @@ func TestBadInput(t *testing.T) {
 		{"disabled intervention", []map[string]any{{"user": "gina", "kind": "intervention", "at": e.ts(0), "intervention": "BodyScan"}}, "", 400, "samples[0].completed"},
 		{"unknown event", []map[string]any{{"user": "gina", "kind": "behaviour", "at": e.ts(0), "events": []map[string]any{{"type": "teleport", "at": e.ts(0)}}}}, "", 400, "samples[0].events[0].type"},
 		{"empty batch", `[]`, "", 400, "samples"},
-		{"too many samples", bigBatch, "", 400, "samples"},
-		{"invalid UTF-8", []byte("[{\"user\":\"gina\",\"kind\":\"text\",\"at\":\"" + e.ts(0) + "\",\"text\":\"\xff\xfe\"}]"), "", 400, "samples"},
+		{"too many samples", bigBatch, "", 413, "samples"},
+		{"invalid UTF-8", []byte("[{\"user\":\"gina\",\"kind\":\"text\",\"at\":\"" + e.ts(0) + "\",\"text\":\"\xff\xfe\"}]"), "", 400, "samples[0].text"},
 		{"oversized body", `[` + strings.Repeat(" ", 2<<20) + `]`, "", 413, "body"},
 		{"bad NDJSON line", "{\"user\":\"gina\",\"kind\":\"text\",\"at\":\"" + e.ts(0) + "\",\"text\":\"ok\"}\n{nope}\n", "application/x-ndjson", 400, "samples[1]"},
 		{"empty user id", []map[string]any{with(map[string]any{"user": ""})}, "", 400, "samples[0].user"},
@@ -479,7 +479,7 @@ func TestBadInput(t *testing.T) {
 func TestSettledDecisionUpdatesPolicy(t *testing.T) {
 	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
 		e := startEngineOn(t, testConfig("Social", 2), open(t))
-		e.consent("hana", "behaviour")
+		e.consent("hana", "behaviour", "questionnaire")
 		expect(t, e.telemetry(map[string]any{"user": "hana", "kind": "questionnaire", "at": e.ts(0), "brs": []int{2, 4, 2, 4, 2, 4}}), 200, "", "")
 		expect(t, e.telemetry(map[string]any{"user": "hana", "kind": "intervention", "at": e.ts(0), "intervention": "ResonanceBreathing", "completed": true, "rating": 5}), 200, "", "")
 		if item, _ := e.store.Meta(context.Background(), "population"); item.Value != nil {
@@ -514,8 +514,8 @@ func TestReadinessFollowsTheStore(t *testing.T) {
 		t.Errorf("readyz with the database down: %d %s; want 503 without connection details", r.status, r.raw)
 	}
 	expect(t, e.do("GET", "/healthz", "", "", nil), 200, "", "")
-	// A write fails without acknowledging anything.
-	if r := e.do("POST", "/v1/users/ivy/consent", rwToken, "", map[string]any{"scopes": []string{"text"}}); r.status != 500 {
-		t.Errorf("consent with the database down: %d %s, want 500", r.status, r.raw)
+	// A write fails without acknowledging anything: 503, retry later.
+	if r, h := e.doWith("POST", "/v1/users/ivy/consent", rwToken, nil, map[string]any{"scopes": []string{"text"}}); r.status != 503 || h.Get("Retry-After") == "" {
+		t.Errorf("consent with the database down: %d %s (Retry-After %q), want 503 with Retry-After", r.status, r.raw, h.Get("Retry-After"))
 	}
 }

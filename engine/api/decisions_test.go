@@ -80,7 +80,7 @@ func (e *engine) mood(user string, mood int) {
 func TestDecisionRetryIsIdempotent(t *testing.T) {
 	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
 		e := startEngineOn(t, testConfig("Social", 2), open(t))
-		e.consent("gina", "behaviour")
+		e.consent("gina", "behaviour", "questionnaire")
 		e.mood("gina", 2)
 		body := map[string]any{"available": true, "context": []string{"between_tasks"}}
 		first, _ := e.decide("gina", "retry-1", body)
@@ -124,7 +124,7 @@ func TestDecisionRetryIsIdempotent(t *testing.T) {
 func TestStateReadIsReadOnly(t *testing.T) {
 	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
 		e := startEngineOn(t, testConfig("Social", 2), open(t))
-		e.consent("hana", "behaviour")
+		e.consent("hana", "behaviour", "questionnaire")
 		e.mood("hana", 3)
 		d, _ := e.decide("hana", "", nil)
 		expect(t, d, 200, "", "")
@@ -155,7 +155,7 @@ func TestCooldownAndDailyCap(t *testing.T) {
 		cfg.Strength.Value = 0.9 // treat often, so the limits bind
 		cfg.Dose = config.Dose{MaxPerDay: 2, Cooldown: &config.Duration{Duration: 2 * time.Hour}}
 		e := startEngineOn(t, cfg, open(t))
-		e.consent("ivan", "behaviour")
+		e.consent("ivan", "behaviour", "questionnaire")
 		var treated []time.Time
 		reasons := map[string]int{}
 		for step := range 6 * 24 { // every 10 minutes for a day
@@ -210,7 +210,7 @@ func TestOutcomeIsSettledAndLinked(t *testing.T) {
 		cfg.Strength.Value = 0.9
 		cfg.Dose = config.Dose{Cooldown: &config.Duration{}, OutcomeWindow: config.Duration{Duration: 5 * time.Minute}}
 		e := startEngineOn(t, cfg, open(t))
-		e.consent("jo", "behaviour")
+		e.consent("jo", "behaviour", "questionnaire")
 		e.mood("jo", 1)
 		// Ask until the engine delivers an intervention (p ≥ 0.1 each time).
 		var d response
@@ -261,7 +261,7 @@ func TestErasureRemovesDecisions(t *testing.T) {
 	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
 		e := startEngineOn(t, testConfig("Social", 2), open(t))
 		for _, u := range []string{"kim", "lee"} {
-			e.consent(u, "behaviour")
+			e.consent(u, "behaviour", "questionnaire")
 			e.mood(u, 2)
 			for range 3 {
 				r, _ := e.decide(u, "", nil)
@@ -281,8 +281,8 @@ func TestErasureRemovesDecisions(t *testing.T) {
 func TestDecisionExportNeedsResearchConsent(t *testing.T) {
 	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
 		e := startEngineOn(t, testConfig("Social", 2), open(t))
-		e.consent("mia", "behaviour", "research")
-		e.consent("ned", "behaviour")
+		e.consent("mia", "behaviour", "questionnaire", "research")
+		e.consent("ned", "behaviour", "questionnaire")
 		for _, u := range []string{"mia", "ned"} {
 			e.mood(u, 2)
 			expect(t, mustDecide(e, u), 200, "", "")
@@ -353,7 +353,7 @@ func TestEffectsArePublishedAboveTheFloor(t *testing.T) {
 		users := make([]string, 14)
 		for i := range users {
 			users[i] = fmt.Sprintf("trial-%02d", i)
-			e.consent(users[i], "behaviour")
+			e.consent(users[i], "behaviour", "questionnaire")
 		}
 		published := false
 		for round := range 30 {
@@ -412,7 +412,7 @@ func TestEffectsArePublishedAboveTheFloor(t *testing.T) {
 func TestSweptOpenDecisionDoesNotBlockTheUser(t *testing.T) {
 	eachBackend(t, func(t *testing.T, open func(t *testing.T) store.Store) {
 		e := startEngineOn(t, testConfig("Social", 2), open(t)) // retention 24h, window 10m
-		e.consent("olga", "behaviour")
+		e.consent("olga", "behaviour", "questionnaire")
 		e.mood("olga", 2)
 		expect(t, mustDecide(e, "olga"), 200, "", "")
 		e.clock.Advance(5 * time.Minute)

@@ -61,28 +61,50 @@ func (c *Client) WithdrawConsent(ctx context.Context, user string, scopes ...tel
 // refused with ErrBatchTooLarge before anything is sent, so one call stays
 // one atomic batch; IngestStream splits large batches instead.
 //
-// Ingest is retried only when the engine answered 503 with Retry-After or
-// the connection could not be made, never after a lost answer (see the
-// package comment): then the error is not an *APIError and the batch may or
-// may not have been stored.
+// Every batch carries an Idempotency-Key (a random one), so Ingest retries
+// it like any request that is safe to repeat (see the package comment): a
+// retry of a batch the engine committed, whose answer was lost, is
+// answered from the engine's record of that commit and stores nothing
+// twice. To retry across a restart of the caller, keep the key and use
+// IngestWithKey.
 func (c *Client) Ingest(ctx context.Context, samples []telemetry.Sample) (contract.IngestResult, error) {
+	res, _, err := c.IngestWithKey(ctx, samples, "")
+	return res, err
+}
+
+// IngestWithKey is Ingest with the caller's Idempotency-Key ("" for a
+// random one). The same key with the same samples within
+// contract.IdempotencyWindow of the commit is answered with the first
+// answer, and replayed says so; the same key with other samples is
+// ErrIdempotencyMismatch.
+func (c *Client) IngestWithKey(ctx context.Context, samples []telemetry.Sample, idempotencyKey string) (res contract.IngestResult, replayed bool, err error) {
 	if len(samples) > contract.MaxBatchSamples {
-		return contract.IngestResult{}, fmt.Errorf("%w: %d samples, at most %d in one request (IngestStream splits)", ErrBatchTooLarge, len(samples), contract.MaxBatchSamples)
+		return contract.IngestResult{}, false, fmt.Errorf("%w: %d samples, at most %d in one request (IngestStream splits)", ErrBatchTooLarge, len(samples), contract.MaxBatchSamples)
 	}
 	body, err := jsonBody(samples)
 	if err != nil {
-		return contract.IngestResult{}, err
+		return contract.IngestResult{}, false, err
 	}
 	if len(body) > contract.MaxBodyBytes {
-		return contract.IngestResult{}, fmt.Errorf("%w: the batch encodes to %d bytes, at most %d in one request (IngestStream splits)", ErrBatchTooLarge, len(body), contract.MaxBodyBytes)
+		return contract.IngestResult{}, false, fmt.Errorf("%w: the batch encodes to %d bytes, at most %d in one request (IngestStream splits)", ErrBatchTooLarge, len(body), contract.MaxBodyBytes)
 	}
-	return c.ingest(ctx, body, contract.ContentTypeJSON)
+	return c.ingest(ctx, body, contract.ContentTypeJSON, idempotencyKey)
 }
 
-func (c *Client) ingest(ctx context.Context, body []byte, contentType string) (contract.IngestResult, error) {
+func (c *Client) ingest(ctx context.Context, body []byte, contentType, idempotencyKey string) (contract.IngestResult, bool, error) {
+	if idempotencyKey == "" {
+		idempotencyKey = rand.Text()
+	}
+	if len(idempotencyKey) > contract.MaxIdempotencyKeyBytes {
+		return contract.IngestResult{}, false, fmt.Errorf("Idempotency-Key longer than %d bytes", contract.MaxIdempotencyKeyBytes)
+	}
 	var out contract.IngestResult
-	_, err := c.call(ctx, &request{method: http.MethodPost, path: "/v1/telemetry", body: body, contentType: contentType, want: http.StatusOK}, &out)
-	return out, err
+	header, err := c.call(ctx, &request{method: http.MethodPost, path: "/v1/telemetry", body: body, contentType: contentType,
+		header: http.Header{contract.HeaderIdempotencyKey: {idempotencyKey}}, safe: true, want: http.StatusOK}, &out)
+	if err != nil {
+		return contract.IngestResult{}, false, err
+	}
+	return out, header.Get(contract.HeaderIdempotentReplayed) == "true", nil
 }
 
 // IngestStream sends samples as NDJSON (Content-Type application/x-ndjson),
@@ -90,13 +112,14 @@ func (c *Client) ingest(ctx context.Context, body []byte, contentType string) (c
 // most contract.MaxBatchSamples samples and contract.MaxBodyBytes bytes,
 // in the order the sequence yields them, one request after the other.
 //
-// Each request is one atomic batch, the whole stream is not: when a
-// request fails, IngestStream stops and returns the totals of the batches
-// committed before it (their Accepted samples are the first ones of the
-// sequence) with the failed batch's error (an *APIError: nothing of that
-// batch was stored; otherwise its fate is unknown, as with Ingest). Users
-// in the totals counts a user once per batch. A sample that alone exceeds
-// contract.MaxBodyBytes is ErrBatchTooLarge.
+// Each request is one atomic batch with an Idempotency-Key of its own
+// (retried like Ingest), the whole stream is not: when a request fails,
+// IngestStream stops and returns the totals of the batches committed
+// before it (their Accepted samples are the first ones of the sequence)
+// with the failed batch's error (an *APIError other than
+// ErrOutcomeUnknown: nothing of that batch was stored; otherwise its fate
+// is unknown). Users in the totals counts a user once per batch. A sample
+// that alone exceeds contract.MaxBodyBytes is ErrBatchTooLarge.
 func (c *Client) IngestStream(ctx context.Context, samples iter.Seq[telemetry.Sample]) (contract.IngestResult, error) {
 	total := contract.IngestResult{ByKind: map[string]int{}}
 	var buf bytes.Buffer
@@ -105,7 +128,7 @@ func (c *Client) IngestStream(ctx context.Context, samples iter.Seq[telemetry.Sa
 		if n == 0 {
 			return nil
 		}
-		res, err := c.ingest(ctx, buf.Bytes(), contract.ContentTypeNDJSON)
+		res, _, err := c.ingest(ctx, buf.Bytes(), contract.ContentTypeNDJSON, "")
 		if err != nil {
 			return fmt.Errorf("telemetry batch of samples %d–%d: %w", index-n, index-1, err)
 		}
@@ -179,6 +202,20 @@ func (c *Client) State(ctx context.Context, user string) (contract.UserState, er
 		return contract.UserState{}, err
 	}
 	var out contract.UserState
+	_, err = c.call(ctx, &request{method: http.MethodGet, path: path, safe: true, want: http.StatusOK}, &out)
+	return out, err
+}
+
+// Export reads everything the engine stores about user, decrypted (GET
+// /v1/users/{id}/export): consent and consent ledger, state, evidence,
+// policy state and decisions (contract.UserExport). It changes nothing on
+// the engine; an unknown user is ErrUnknownUser.
+func (c *Client) Export(ctx context.Context, user string) (contract.UserExport, error) {
+	path, err := userPath(user, "/export")
+	if err != nil {
+		return contract.UserExport{}, err
+	}
+	var out contract.UserExport
 	_, err = c.call(ctx, &request{method: http.MethodGet, path: path, safe: true, want: http.StatusOK}, &out)
 	return out, err
 }

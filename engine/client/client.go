@@ -18,23 +18,26 @@
 // with jitter, never past the context's deadline) only when repeating it
 // cannot store anything twice:
 //
-//   - 503 with Retry-After, for every request: the engine sends it when a
-//     write lost too many races with other replicas and nothing was
-//     stored. The client waits at least Retry-After.
+//   - 503 with Retry-After, for every request: the engine sends it when
+//     nothing was stored (a write lost too many races with other
+//     replicas, or its store is down). The client waits at least
+//     Retry-After.
 //   - Connection failures before the request was sent (dial errors), for
 //     every request.
-//   - Other transport errors (a lost answer), 503 without Retry-After and
-//     502, 504, 429 (from proxies in front of the engine), only for
-//     requests that are safe to repeat: GET, DELETE,
-//     the consent POST (it replaces the scopes) and decisions, which always
-//     carry an Idempotency-Key (a random one unless the caller gives one),
-//     so a repeat returns the logged decision.
+//   - Other transport errors (a lost answer), 503 without Retry-After
+//     (among them ErrOutcomeUnknown: the store failed during the commit)
+//     and 502, 504, 429 (from proxies in front of the engine), only for
+//     requests that are safe to repeat: GET, DELETE, the consent POST (it
+//     replaces the scopes), and decisions and telemetry batches, which
+//     always carry an Idempotency-Key (a random one unless the caller
+//     gives one), so a repeat returns the logged decision, or the answer
+//     recorded with the committed batch, and stores nothing twice.
 //
-// Telemetry ingest is not retried after a lost answer: a batch has no ID
-// yet, so a retry after the engine committed it would store it twice (and
-// the engine counts every sample). Its error then says the fate of the batch
-// is unknown (it is not an *APIError); an *APIError means nothing of it was
-// stored.
+// An *APIError means nothing of the request was stored, except one that
+// matches ErrOutcomeUnknown; any other error after the request was sent
+// (a lost answer once the retries are spent) leaves its fate unknown,
+// and repeating it with the same Idempotency-Key (IngestWithKey, Decide)
+// is safe.
 //
 // Certificate errors are never retried.
 package client

@@ -38,11 +38,11 @@ func TestLifecycle(t *testing.T) {
 	c := newClient(t, e.url, client.WithToken(rwToken))
 	const user = "player-7"
 
-	consent, err := c.SetConsent(ctx, user, telemetry.ScopeResearch, telemetry.ScopeBehaviour)
+	consent, err := c.SetConsent(ctx, user, telemetry.ScopeResearch, telemetry.ScopeQuestionnaire, telemetry.ScopeBehaviour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(consent.Scopes, []telemetry.Scope{telemetry.ScopeBehaviour, telemetry.ScopeResearch}) || consent.At.IsZero() || !consent.Allows(telemetry.ScopeResearch) {
+	if !slices.Equal(consent.Scopes, []telemetry.Scope{telemetry.ScopeBehaviour, telemetry.ScopeQuestionnaire, telemetry.ScopeResearch}) || consent.At.IsZero() || !consent.Allows(telemetry.ScopeResearch) {
 		t.Errorf("consent = %+v", consent)
 	}
 
@@ -129,7 +129,7 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("export with a failing fn: %v after %d calls", err, calls)
 	}
 	// Without the research scope the user's decisions are not exported.
-	if consent, err = c.WithdrawConsent(ctx, user, telemetry.ScopeResearch); err != nil || !slices.Equal(consent.Scopes, []telemetry.Scope{telemetry.ScopeBehaviour}) {
+	if consent, err = c.WithdrawConsent(ctx, user, telemetry.ScopeResearch); err != nil || !slices.Equal(consent.Scopes, []telemetry.Scope{telemetry.ScopeBehaviour, telemetry.ScopeQuestionnaire}) {
 		t.Fatalf("withdraw research: %+v %v", consent, err)
 	}
 	n := 0
@@ -163,7 +163,7 @@ func TestTypedErrors(t *testing.T) {
 	e := startEngine(t, engineConfig("Workplace", 2))
 	ctx := ctxFor(t)
 	c := newClient(t, e.url, client.WithToken(rwToken))
-	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour, telemetry.ScopePhysiology); err != nil {
+	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour, telemetry.ScopeQuestionnaire, telemetry.ScopePhysiology); err != nil {
 		t.Fatal(err)
 	}
 	bpm := 70.0
@@ -229,14 +229,14 @@ func TestTypedErrors(t *testing.T) {
 	}
 }
 
-// TestUserIDsAreEscaped: any valid user ID reaches the engine as one path
-// segment.
+// TestUserIDsAreEscaped: any canonical user ID reaches the engine as one
+// path segment; the client refuses the rest before sending.
 func TestUserIDsAreEscaped(t *testing.T) {
 	e := startEngine(t, engineConfig("Social", 1))
 	ctx := ctxFor(t)
 	c := newClient(t, e.url, client.WithToken(rwToken))
-	for _, user := range []string{"guild/42", "ünï côdé?#%2F", "a b/../c", "%", "...", "..", ".", "a//b", "//", "/x", "x/"} {
-		if _, err := c.SetConsent(ctx, user, telemetry.ScopeBehaviour); err != nil {
+	for _, user := range []string{"guild:42", "ünïcôdé", "a.b", "a..b", "x~y", "user@example.com", "a+b", "山田太郎"} {
+		if _, err := c.SetConsent(ctx, user, telemetry.ScopeBehaviour, telemetry.ScopeQuestionnaire); err != nil {
 			t.Fatalf("%q: consent: %v", user, err)
 		}
 		if _, err := c.Ingest(ctx, []telemetry.Sample{mood(user, time.Now(), 4)}); err != nil {
@@ -250,7 +250,7 @@ func TestUserIDsAreEscaped(t *testing.T) {
 			t.Fatalf("%q: erase: %v", user, err)
 		}
 	}
-	for _, user := range []string{"", strings.Repeat("x", 129), "tab\there", "bad\xffutf8", "/"} {
+	for _, user := range []string{"", strings.Repeat("x", 129), "tab\there", "bad\xffutf8", "/", "guild/42", "a b", "%", "..", ".", "..%2F..%2Fadmin", "victim-1\u200b"} {
 		if _, err := c.State(ctx, user); err == nil || errors.As(err, new(*client.APIError)) {
 			t.Errorf("%q: %v, want the client to refuse the ID", user, err)
 		}

@@ -14,8 +14,9 @@ import (
 )
 
 // APIError is an answer of the engine other than success, decoded from its
-// {"error", "field"} body. The engine stored nothing of a request it
-// answered with an error.
+// {"error", "field", "outcome"} body. The engine stored nothing of a
+// request it answered with an error, unless Outcome is "unknown"
+// (ErrOutcomeUnknown).
 type APIError struct {
 	// Status is the HTTP status code.
 	Status int
@@ -27,6 +28,9 @@ type APIError struct {
 	Field string
 	// RetryAfter is the answer's Retry-After, 0 when absent.
 	RetryAfter time.Duration
+	// Outcome is contract.OutcomeUnknown when the engine's store failed
+	// while the request's commit was in flight: it may have been stored.
+	Outcome string
 }
 
 func (e *APIError) Error() string {
@@ -66,7 +70,14 @@ var (
 	ErrIdempotencyMismatch = errors.New("engine: Idempotency-Key reused for a different request")
 	// ErrUnavailable: 503, the engine stored nothing and asks to retry
 	// (with Retry-After), or a proxy in front of it has no engine to ask.
+	// It also matches ErrOutcomeUnknown's answers, which are 503 too.
 	ErrUnavailable = errors.New("engine: unavailable, nothing was stored")
+	// ErrOutcomeUnknown: 503 with "outcome": "unknown", the engine's store
+	// failed while the commit was in flight, and the request may or may
+	// not have been stored. A request with an Idempotency-Key is safe to
+	// repeat (the engine then answers from what it stored); the client
+	// does so itself within its retry policy.
+	ErrOutcomeUnknown = errors.New("engine: whether the request was stored is unknown")
 )
 
 // Is matches the sentinel errors above.
@@ -90,6 +101,8 @@ func (e *APIError) Is(target error) bool {
 		return e.Status == http.StatusUnprocessableEntity
 	case ErrUnavailable:
 		return e.Status == http.StatusServiceUnavailable
+	case ErrOutcomeUnknown:
+		return e.Outcome == contract.OutcomeUnknown
 	}
 	return false
 }
@@ -109,7 +122,7 @@ func readAPIError(resp *http.Response) *APIError {
 	e := &APIError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	var body contract.ErrorBody
 	if err := json.Unmarshal(raw, &body); err == nil && body.Error != "" {
-		e.Message, e.Field = body.Error, body.Field
+		e.Message, e.Field, e.Outcome = body.Error, body.Field, body.Outcome
 		return e
 	}
 	// Not the engine's body (a proxy's, say): keep its start.

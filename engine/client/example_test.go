@@ -55,7 +55,7 @@ func ExampleClient() {
 		panic(err)
 	}
 
-	if _, err := c.SetConsent(ctx, "player-1", telemetry.ScopeBehaviour); err != nil {
+	if _, err := c.SetConsent(ctx, "player-1", telemetry.ScopeQuestionnaire); err != nil {
 		panic(err)
 	}
 	mood, now := 4, time.Now()

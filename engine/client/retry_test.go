@@ -104,7 +104,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 		return false
 	})
 	c := newClient(t, p.url, client.WithToken(rwToken), client.WithRetry(fastRetry))
-	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour); err != nil {
+	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour, telemetry.ScopeQuestionnaire); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -124,7 +124,8 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 }
 
 // Test503WithoutRetryAfter: without the engine's promise (a proxy's 503,
-// say) a batch is not sent again, while a read is.
+// say) a request is sent again only when repeating it is safe: a read, and
+// a telemetry batch, which carries an Idempotency-Key.
 func Test503WithoutRetryAfter(t *testing.T) {
 	e := startEngine(t, engineConfig("Social", 1))
 	ctx := ctxFor(t)
@@ -138,8 +139,8 @@ func Test503WithoutRetryAfter(t *testing.T) {
 	c := newClient(t, p.url, client.WithToken(rwToken), client.WithRetry(fastRetry))
 	_, err := c.Ingest(ctx, questionnaires("u1", 1))
 	var apiErr *client.APIError
-	if !errors.As(err, &apiErr) || apiErr.Status != 503 || !errors.Is(err, client.ErrUnavailable) || p.count("POST /v1/telemetry") != 1 {
-		t.Errorf("ingest: %v after %d attempts, want one 503", err, p.count("POST /v1/telemetry"))
+	if !errors.As(err, &apiErr) || apiErr.Status != 503 || !errors.Is(err, client.ErrUnavailable) || p.count("POST /v1/telemetry") != fastRetry.MaxAttempts {
+		t.Errorf("ingest: %v after %d attempts, want %d", err, p.count("POST /v1/telemetry"), fastRetry.MaxAttempts)
 	}
 	if _, err := c.Cohort(ctx); !errors.Is(err, client.ErrUnavailable) || p.count("GET /v1/cohort") != fastRetry.MaxAttempts {
 		t.Errorf("cohort: %v after %d attempts, want %d", err, p.count("GET /v1/cohort"), fastRetry.MaxAttempts)
@@ -147,8 +148,9 @@ func Test503WithoutRetryAfter(t *testing.T) {
 }
 
 // TestLostAnswer: when the engine acted but its answer was lost, a
-// decision (it carries an Idempotency-Key) is retried and answered from the
-// log; a telemetry batch is not retried, and the engine holds it once.
+// decision and a telemetry batch (both carry an Idempotency-Key) are
+// retried and answered from what the engine stored: the batch is held
+// once, its samples counted once.
 func TestLostAnswer(t *testing.T) {
 	e := startEngine(t, engineConfig("Social", 1))
 	ctx := ctxFor(t)
@@ -160,16 +162,16 @@ func TestLostAnswer(t *testing.T) {
 		return false
 	})
 	c := newClient(t, p.url, client.WithToken(rwToken), client.WithRetry(fastRetry))
-	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour); err != nil {
+	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour, telemetry.ScopeQuestionnaire); err != nil {
 		t.Fatal(err)
 	}
 
-	_, err := c.Ingest(ctx, questionnaires("u1", 4))
-	if err == nil || errors.As(err, new(*client.APIError)) {
-		t.Fatalf("ingest with a lost answer: %v, want a transport error", err)
+	res, replayedBatch, err := c.IngestWithKey(ctx, questionnaires("u1", 4), "")
+	if err != nil || res.Accepted != 4 || !replayedBatch {
+		t.Fatalf("ingest with a lost answer: %+v, replayed %v, %v; want the first answer, replayed", res, replayedBatch, err)
 	}
-	if n := p.count("POST /v1/telemetry"); n != 1 {
-		t.Errorf("ingest sent %d times, want once", n)
+	if n := p.count("POST /v1/telemetry"); n != 2 {
+		t.Errorf("ingest sent %d times, want twice", n)
 	}
 	st, err := c.State(ctx, "u1")
 	if err != nil || st.Samples != 4 {
@@ -187,7 +189,7 @@ func TestLostAnswer(t *testing.T) {
 		t.Errorf("last decision %+v %v, want %s: one decision, taken on the first attempt", st.LastDecision, err, d.ID)
 	}
 	n := 0
-	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour, telemetry.ScopeResearch); err != nil {
+	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour, telemetry.ScopeQuestionnaire, telemetry.ScopeResearch); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.ExportDecisions(ctx, time.Time{}, func(contract.ExportedDecision) error { n++; return nil }); err != nil || n != 1 {
@@ -273,7 +275,7 @@ func TestConnectionRefusedIsRetried(t *testing.T) {
 	c := newClient(t, "http://"+addr, client.WithToken(rwToken),
 		client.WithRetry(client.RetryPolicy{MaxAttempts: 20, InitialBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}))
 	ctx := ctxFor(t)
-	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour); err != nil {
+	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour, telemetry.ScopeQuestionnaire); err != nil {
 		t.Fatal(err)
 	}
 	if !up.Load() {
@@ -297,7 +299,7 @@ func TestTruncatedExportIsAnError(t *testing.T) {
 	e := startEngine(t, engineConfig("Social", 1))
 	ctx := ctxFor(t)
 	c := newClient(t, e.url, client.WithToken(rwToken))
-	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour, telemetry.ScopeResearch); err != nil {
+	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour, telemetry.ScopeQuestionnaire, telemetry.ScopeResearch); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {

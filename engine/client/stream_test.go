@@ -21,7 +21,7 @@ func TestIngestRefusesOversizedBatches(t *testing.T) {
 	ctx := ctxFor(t)
 	transport := &countingTransport{next: http.DefaultTransport}
 	c := newClient(t, e.url, client.WithToken(rwToken), client.WithTransport(transport))
-	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour, telemetry.ScopeText); err != nil {
+	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour, telemetry.ScopeQuestionnaire, telemetry.ScopeText); err != nil {
 		t.Fatal(err)
 	}
 	sent := transport.n.Load()
@@ -60,7 +60,7 @@ func TestIngestStreamSplits(t *testing.T) {
 	transport := &countingTransport{next: http.DefaultTransport}
 	c := newClient(t, e.url, client.WithToken(rwToken), client.WithTransport(transport))
 	for _, u := range []string{"many", "long"} {
-		if _, err := c.SetConsent(ctx, u, telemetry.ScopeBehaviour, telemetry.ScopeText); err != nil {
+		if _, err := c.SetConsent(ctx, u, telemetry.ScopeBehaviour, telemetry.ScopeQuestionnaire, telemetry.ScopeText); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -111,7 +111,7 @@ func TestIngestStreamStopsAtTheFailedBatch(t *testing.T) {
 	e := startEngine(t, engineConfig("Social", 1))
 	ctx := ctxFor(t)
 	c := newClient(t, e.url, client.WithToken(rwToken))
-	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour); err != nil {
+	if _, err := c.SetConsent(ctx, "u1", telemetry.ScopeBehaviour, telemetry.ScopeQuestionnaire); err != nil {
 		t.Fatal(err)
 	}
 	samples := questionnaires("u1", 2500)

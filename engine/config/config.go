@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -51,8 +53,26 @@ type Config struct {
 	TokenFile string `json:"tokenFile"`
 	// ReadOnlyTokenFile holds the token that may only read /v1/cohort and /metrics.
 	ReadOnlyTokenFile string `json:"readOnlyTokenFile"`
+	// ClientTokensFile, when set, names the world's clients: JSON
+	// {"clients": [{"name", "tokenSHA256", "scopes"}]} (engine/auth,
+	// docs/engine-api.md). The engine re-reads it, like the token files,
+	// without a restart. Optional: without it only the two tokens above.
+	ClientTokensFile string `json:"clientTokensFile,omitempty"`
+	// UserTokenKeyFile, when set, holds the program's signing key for user
+	// tokens (HS256; at least 32 raw bytes) and turns on POST
+	// /v1/users/{id}/tokens. Optional: without it user tokens are off.
+	UserTokenKeyFile string `json:"userTokenKeyFile,omitempty"`
 	// PseudonymizationKeyFile holds the world's HMAC key for user IDs.
 	PseudonymizationKeyFile string `json:"pseudonymizationKeyFile"`
+	// KeyEncryptionKeyDir holds the world's key-encryption keys (a mounted
+	// Secret: one file per key, and "primary" naming the one that wraps
+	// new data keys; docs/data-protection.md). With it every user's data is
+	// encrypted at rest under a data key of their own; without it (an
+	// engine run by hand) it is stored in the clear, which the engine logs
+	// at start, and a store that holds encrypted data is refused.
+	KeyEncryptionKeyDir string `json:"keyEncryptionKeyDir,omitempty"`
+	// Consent is the program's consent policy.
+	Consent ConsentPolicy `json:"consent,omitzero"`
 	// DataDir holds the engine's database (the embedded store).
 	DataDir string `json:"dataDir"`
 	// Store selects where user state lives. Omitted: the embedded store in
@@ -68,6 +88,125 @@ type Config struct {
 	// long after a decision its outcome is measured. Omitted fields take
 	// the defaults below.
 	Dose Dose `json:"dose,omitzero"`
+	// Estimation sets the time constants of state estimation. Omitted
+	// fields take the estimator's defaults (engine/estimate).
+	Estimation Estimation `json:"estimation,omitzero"`
+	// App serves a static web client (the reference client, web/dist) at
+	// /app/. Off unless App.Dir is set.
+	App App `json:"app,omitzero"`
+	// CORS lets pages of other origins call the API from a browser. Off
+	// unless origins are listed.
+	CORS CORS `json:"cors,omitzero"`
+}
+
+// App is the static web client the engine serves at /app/ (docs/engine-api.md).
+type App struct {
+	// Dir is the absolute path of the built client, with index.html at its
+	// root. Empty: /app/ answers 404.
+	Dir string `json:"dir,omitempty"`
+}
+
+// CORS lists the origins whose pages may call the API from a browser.
+type CORS struct {
+	// AllowedOrigins are exact origins, scheme://host[:port] such as
+	// "https://world.example" (no wildcard, no path). None by default.
+	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
+}
+
+func (a App) validate() error {
+	if a.Dir != "" && !filepath.IsAbs(a.Dir) {
+		return &FieldError{"app.dir", fmt.Sprintf("must be an absolute path, got %q", a.Dir)}
+	}
+	return nil
+}
+
+func (c CORS) validate() error {
+	for i, origin := range c.AllowedOrigins {
+		field := fmt.Sprintf("cors.allowedOrigins[%d]", i)
+		u, err := url.Parse(origin)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(origin, "?") || strings.HasSuffix(origin, "#") {
+			return &FieldError{field, fmt.Sprintf("must be an origin such as https://world.example (scheme, host, optional port; no wildcard or path), got %q", origin)}
+		}
+		if origin != strings.ToLower(origin) {
+			return &FieldError{field, fmt.Sprintf("must be lower case as browsers send it, got %q", origin)}
+		}
+	}
+	return nil
+}
+
+// Estimation is the program's time constants of state estimation, each
+// zero for the default: StateDecay 30m, TraitDecay 336h (14 days),
+// StressRecovery 10m (estimate.DefaultStateDecay and the rest). A world
+// on another time scale than the default's sets them, for example a
+// simulated population that lives in accelerated time.
+type Estimation struct {
+	// StateDecay is the time constant τ over which the confidence of
+	// attention and emotion evidence decays (c·e^(−age/τ)).
+	StateDecay Duration `json:"stateDecay,omitzero"`
+	// TraitDecay is τ for resilience evidence.
+	TraitDecay Duration `json:"traitDecay,omitzero"`
+	// StressRecovery is τ of the recovery score e^(−t/τ) of a stress
+	// episode that lasted t.
+	StressRecovery Duration `json:"stressRecovery,omitzero"`
+}
+
+func (e Estimation) validate() error {
+	for _, f := range []struct {
+		field   string
+		d       time.Duration
+		lo, hi  time.Duration
+		between string
+	}{
+		{"estimation.stateDecay", e.StateDecay.Duration, time.Second, 24 * time.Hour, "[1s,24h]"},
+		{"estimation.traitDecay", e.TraitDecay.Duration, time.Minute, 365 * 24 * time.Hour, "[1m,8760h]"},
+		{"estimation.stressRecovery", e.StressRecovery.Duration, time.Second, 24 * time.Hour, "[1s,24h]"},
+	} {
+		if f.d != 0 && (f.d < f.lo || f.d > f.hi) {
+			return &FieldError{f.field, fmt.Sprintf("must be in %s, got %v", f.between, f.d)}
+		}
+	}
+	return nil
+}
+
+// ConsentPolicy is what the engine demands of a user's consent.
+type ConsentPolicy struct {
+	// PolicyVersion names the privacy notice users consent to now. When
+	// set, a consent request must say which version the user saw (its
+	// policyVersion), and the consent ledger records it.
+	PolicyVersion string `json:"policyVersion,omitempty"`
+	// RequireReconsent refuses telemetry of users whose consent was given
+	// for another version than PolicyVersion, until they consent again.
+	RequireReconsent bool `json:"requireReconsent,omitempty"`
+}
+
+// MaxPolicyVersionLen bounds a policy version.
+const MaxPolicyVersionLen = 64
+
+// ValidPolicyVersion checks a policy version: 1 to MaxPolicyVersionLen
+// printable ASCII characters without spaces.
+func ValidPolicyVersion(v string) error {
+	if v == "" || len(v) > MaxPolicyVersionLen {
+		return fmt.Errorf("must be 1 to %d characters, got %d", MaxPolicyVersionLen, len(v))
+	}
+	for i := range len(v) {
+		if v[i] < 0x21 || v[i] > 0x7e {
+			return errors.New("must be printable ASCII without spaces")
+		}
+	}
+	return nil
+}
+
+func (c ConsentPolicy) validate() error {
+	if c.PolicyVersion != "" {
+		if err := ValidPolicyVersion(c.PolicyVersion); err != nil {
+			return &FieldError{"consent.policyVersion", err.Error()}
+		}
+	}
+	if c.RequireReconsent && c.PolicyVersion == "" {
+		return &FieldError{"consent.requireReconsent", "needs consent.policyVersion: re-consent is asked for a new version"}
+	}
+	return nil
 }
 
 // Dose defaults: at most DefaultMaxPerDay interventions a user a day, none
@@ -141,6 +280,21 @@ type Strength struct {
 	Value float64 `json:"value"`
 	Min   float64 `json:"min"`
 	Max   float64 `json:"max"`
+}
+
+// Generation identifies the tuned values: the strength in force and its
+// bounds, the part of the configuration the operator's tuner rewrites
+// while the engines run (a change of anything else rolls the pods: see
+// RestartHash). Engines report it in GET /v1/cohort, and the operator
+// computes it from the strength it put in force, so equal generations mean
+// that an engine runs what the operator decided. It hashes the values
+// rather than naming the ConfigMap's resourceVersion: an engine sees only
+// its mounted file, never the object, and the operator can compute the
+// hash before its write lands.
+func (s Strength) Generation() string {
+	b, _ := json.Marshal(s) // three floats: cannot fail
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:6])
 }
 
 // Privacy is the world's data-protection policy as the engine applies it.
@@ -391,6 +545,18 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Dose.validate(); err != nil {
+		return err
+	}
+	if err := c.Consent.validate(); err != nil {
+		return err
+	}
+	if err := c.Estimation.validate(); err != nil {
+		return err
+	}
+	if err := c.App.validate(); err != nil {
+		return err
+	}
+	if err := c.CORS.validate(); err != nil {
 		return err
 	}
 	if c.Model != nil {

@@ -37,17 +37,20 @@ func TestParseValid(t *testing.T) {
 
 func TestParseNamesTheField(t *testing.T) {
 	cases := map[string]struct{ from, to, field string }{
-		"target out of range":  {`"attention": 0.8`, `"attention": 1.8`, "target.attention"},
-		"weights all zero":     {`"weights": {"attention": 1, "emotion": 1, "resilience": 1}`, `"weights": {"attention": 0, "emotion": 0, "resilience": 0}`, "weights"},
-		"strength outside":     {`"value": 0.5`, `"value": 0.95`, "strength"},
-		"unknown intervention": {`"MicroBreak"`, `"Hypnosis"`, "interventions[1]"},
-		"unknown context":      {`"Social"`, `"Casino"`, "context"},
-		"k below 2":            {`"minCohortSize": 11`, `"minCohortSize": 1`, "privacy.minCohortSize"},
-		"missing data dir":     {`"dataDir": "/d"`, `"dataDir": ""`, "dataDir"},
-		"wrong type":           {`"minCohortSize": 11`, `"minCohortSize": "eleven"`, "privacy.minCohortSize"},
-		"unknown store":        {`"dataDir": "/d"`, `"dataDir": "/d", "store": {"type": "Redis"}`, "store.type"},
-		"postgres, no secret":  {`"dataDir": "/d"`, `"dataDir": "/d", "store": {"type": "PostgreSQL"}`, "store.postgres.secretDir"},
-		"embedded with secret": {`"dataDir": "/d"`, `"dataDir": "/d", "store": {"type": "Embedded", "postgres": {"secretDir": "/s"}}`, "store.postgres"},
+		"target out of range":      {`"attention": 0.8`, `"attention": 1.8`, "target.attention"},
+		"weights all zero":         {`"weights": {"attention": 1, "emotion": 1, "resilience": 1}`, `"weights": {"attention": 0, "emotion": 0, "resilience": 0}`, "weights"},
+		"strength outside":         {`"value": 0.5`, `"value": 0.95`, "strength"},
+		"unknown intervention":     {`"MicroBreak"`, `"Hypnosis"`, "interventions[1]"},
+		"unknown context":          {`"Social"`, `"Casino"`, "context"},
+		"k below 2":                {`"minCohortSize": 11`, `"minCohortSize": 1`, "privacy.minCohortSize"},
+		"missing data dir":         {`"dataDir": "/d"`, `"dataDir": ""`, "dataDir"},
+		"wrong type":               {`"minCohortSize": 11`, `"minCohortSize": "eleven"`, "privacy.minCohortSize"},
+		"unknown store":            {`"dataDir": "/d"`, `"dataDir": "/d", "store": {"type": "Redis"}`, "store.type"},
+		"postgres, no secret":      {`"dataDir": "/d"`, `"dataDir": "/d", "store": {"type": "PostgreSQL"}`, "store.postgres.secretDir"},
+		"embedded with secret":     {`"dataDir": "/d"`, `"dataDir": "/d", "store": {"type": "Embedded", "postgres": {"secretDir": "/s"}}`, "store.postgres"},
+		"state decay under 1s":     {`"dataDir": "/d"`, `"dataDir": "/d", "estimation": {"stateDecay": "500ms"}`, "estimation.stateDecay"},
+		"trait decay above a year": {`"dataDir": "/d"`, `"dataDir": "/d", "estimation": {"traitDecay": "9000h"}`, "estimation.traitDecay"},
+		"negative stress recovery": {`"dataDir": "/d"`, `"dataDir": "/d", "estimation": {"stressRecovery": "-1s"}`, "estimation.stressRecovery"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -60,6 +63,31 @@ func TestParseNamesTheField(t *testing.T) {
 	}
 	if _, err := Parse([]byte(strings.Replace(valid, `"context"`, `"contxt"`, 1))); err == nil || !strings.Contains(err.Error(), "contxt") {
 		t.Errorf("unknown field: err = %v, want it named", err)
+	}
+}
+
+// TestEstimationRoundTrips: the estimation time constants the operator
+// renders parse back, and an omitted block stays omitted (the defaults).
+func TestEstimationRoundTrips(t *testing.T) {
+	c, err := Parse([]byte(strings.Replace(valid, `"dataDir": "/d"`, `"dataDir": "/d", "estimation": {"stateDecay": "6s", "traitDecay": "1h7m", "stressRecovery": "2s"}`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Estimation{StateDecay: Duration{6 * time.Second}, TraitDecay: Duration{67 * time.Minute}, StressRecovery: Duration{2 * time.Second}}
+	if c.Estimation != want {
+		t.Fatalf("estimation = %+v, want %+v", c.Estimation, want)
+	}
+	out, err := c.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse(out)
+	if err != nil || back.Estimation != want {
+		t.Fatalf("after rendering: %+v, %v", back.Estimation, err)
+	}
+	plain, _ := Parse([]byte(valid))
+	if out, _ := plain.Render(); strings.Contains(string(out), "estimation") {
+		t.Errorf("an omitted estimation block was rendered:\n%s", out)
 	}
 }
 

@@ -1,7 +1,10 @@
-// Package contract holds the JSON types the engine's HTTP API exchanges
-// with its callers (the operator, world clients, tests): the answers of the
-// /v1 endpoints and the bodies they accept, with the limits and headers the
-// API defines.
+// Package contract holds everything the engine exchanges with its callers
+// (the operator, world clients, tests): the JSON types of the HTTP API (the
+// answers of the /v1 endpoints and the bodies they accept, with the limits
+// and headers the API defines), the configuration file the operator
+// renders, the keys of the Secrets the engine's files come from, and the
+// enumerations both sides must spell alike (interventions, contexts, store
+// types, model runtimes).
 //
 // It is deliberately light: it imports only pure engine packages (estimate,
 // policy, effects, config, telemetry) and no storage driver, so a client
@@ -11,6 +14,7 @@
 package contract
 
 import (
+	"encoding/json"
 	"slices"
 	"time"
 
@@ -19,6 +23,81 @@ import (
 	"github.com/attune-io/attune/engine/estimate"
 	"github.com/attune-io/attune/engine/policy"
 	"github.com/attune-io/attune/engine/telemetry"
+)
+
+// The engine configuration: the file the operator renders into a
+// program's ConfigMap and the engine reads (engine/config defines it and
+// validates it; these names let the operator speak of it through the
+// contract).
+type (
+	// Config is the whole engine configuration file.
+	Config = config.Config
+	// Strength is the strength in force and its bounds: the part of the
+	// configuration the tuner rewrites while the engines run.
+	Strength = config.Strength
+	// Scope says what a cohort covers (the "scope" of GET /v1/cohort).
+	Scope = config.Scope
+)
+
+// The cohort scopes.
+const (
+	// ScopeReplica: the cohort is this engine's own users; the operator
+	// sums the replicas.
+	ScopeReplica = config.ScopeReplica
+	// ScopeShared: the cohort is the whole program's (a shared store); the
+	// operator reads it from one replica.
+	ScopeShared = config.ScopeShared
+)
+
+// Keys of the Secrets the engine's files come from. The operator writes
+// them; the engine reads the files the kubelet mounts from them (the paths
+// are in Config).
+const (
+	// TokenKey holds the read-write API token in the program's token
+	// Secret.
+	TokenKey = "token"
+	// ReadOnlyTokenKey holds the token that may only read /v1/cohort and
+	// /metrics (the operator's).
+	ReadOnlyTokenKey = "read-only-token"
+	// PseudonymizationKeyKey holds the world's HMAC key in the Secret the
+	// operator generates, and names the file it is mounted as.
+	PseudonymizationKeyKey = "key"
+	// KeyringPrimaryKey names, in the world's key-encryption-key Secret,
+	// the key that holds the primary KEK's ID; every other key of that
+	// Secret is a KEK (32 bytes) named by its key (docs/data-protection.md).
+	KeyringPrimaryKey = "primary"
+	// PostgresConnectionStringKey and PostgresHostKey are the keys of a
+	// PostgreSQL store's Secret: a connection string, or its parts
+	// (PostgresPartKeys, host required).
+	PostgresConnectionStringKey = config.PostgresConnectionStringKey
+	PostgresHostKey             = config.PostgresHostKey
+)
+
+// PostgresPartKeys are the keys that make up a connection without
+// PostgresConnectionStringKey.
+var PostgresPartKeys = config.PostgresPartKeys
+
+// Store types, named as in spec.engine.store.type.
+const (
+	StoreEmbedded   = config.StoreEmbedded
+	StorePostgreSQL = config.StorePostgreSQL
+)
+
+// The enumerations the engine accepts, in the spelling of the API
+// (api/v1alpha1 states them again as kubebuilder enums; a test there holds
+// the two equal).
+var (
+	// Interventions the engine may recommend.
+	Interventions = config.KnownInterventions
+	// Contexts a world can have.
+	Contexts = config.KnownContexts
+	// StoreTypes the engine can keep state in.
+	StoreTypes = []string{StoreEmbedded, StorePostgreSQL}
+	// ModelRuntimes are the text-model servers the engine can read.
+	ModelRuntimes = config.ModelRuntimes
+	// AffectLabels are the class labels the engine maps to a valence
+	// without a label map.
+	AffectLabels = config.DefaultAffectLabels
 )
 
 // Limits of the API (engine/api enforces them; TestLimitsMatchTheAPI holds
@@ -34,10 +113,12 @@ const (
 
 // Headers and media types of the API.
 const (
-	// HeaderIdempotencyKey makes a decision request safe to retry.
+	// HeaderIdempotencyKey makes a decision request or a telemetry batch
+	// safe to retry.
 	HeaderIdempotencyKey = "Idempotency-Key"
-	// HeaderIdempotentReplayed is "true" on a decision answered from the
-	// log for a repeated Idempotency-Key.
+	// HeaderIdempotentReplayed is "true" on an answer the engine gave
+	// again for a repeated Idempotency-Key (a decision from the log, a
+	// committed batch from its record) without storing anything.
 	HeaderIdempotentReplayed = "Idempotent-Replayed"
 	// ContentTypeJSON is every JSON body.
 	ContentTypeJSON = "application/json"
@@ -52,17 +133,62 @@ const (
 type ErrorBody struct {
 	Error string `json:"error"`
 	Field string `json:"field,omitempty"`
+	// Outcome is OutcomeUnknown on a 503 whose request may or may not
+	// have been stored (the store failed while its commit was in flight);
+	// absent, an error answer means nothing was stored.
+	Outcome string `json:"outcome,omitempty"`
 }
+
+// OutcomeUnknown is ErrorBody.Outcome when the engine cannot tell whether
+// the request was stored.
+const OutcomeUnknown = "unknown"
+
+// IdempotencyWindow is how long the engine answers a retried telemetry
+// batch (same Idempotency-Key) from the record of its commit.
+const IdempotencyWindow = 24 * time.Hour
 
 // ConsentRequest is the body of POST and DELETE /v1/users/{id}/consent.
 type ConsentRequest struct {
 	Scopes []telemetry.Scope `json:"scopes"`
+	// PolicyVersion is the version of the privacy notice the user saw
+	// when consenting (POST; required when the program declares one, as
+	// spec.consent.policyVersion).
+	PolicyVersion string `json:"policyVersion,omitempty"`
 }
 
 // Consent is what a user has agreed to.
 type Consent struct {
 	Scopes []telemetry.Scope `json:"scopes"`
 	At     time.Time         `json:"at"`
+	// PolicyVersion is the privacy notice's version the scopes were
+	// granted under (absent when none was given).
+	PolicyVersion string `json:"policyVersion,omitempty"`
+}
+
+// Consent ledger actions.
+const (
+	ConsentGrant    = "grant"
+	ConsentWithdraw = "withdraw"
+)
+
+// ConsentEvent is one entry of a user's consent ledger: every grant and
+// withdrawal, appended, never changed, erased with the user (GDPR Art.
+// 7(1): the controller can demonstrate consent).
+type ConsentEvent struct {
+	At time.Time `json:"at"`
+	// Action is ConsentGrant (POST: Scopes replace what was granted) or
+	// ConsentWithdraw (DELETE: Scopes are withdrawn; every scope when the
+	// request named none).
+	Action string            `json:"action"`
+	Scopes []telemetry.Scope `json:"scopes"`
+	// InForce are the scopes granted after the change.
+	InForce []telemetry.Scope `json:"inForce"`
+	// PolicyVersion is the privacy notice's version the user saw (grants).
+	PolicyVersion string `json:"policyVersion,omitempty"`
+	// Source names the client that made the change: the client token's
+	// name ("read-write", a client of clientTokensFile), or "user" for the
+	// user's own user token.
+	Source string `json:"source,omitempty"`
 }
 
 // Allows reports whether the consent covers scope.
@@ -110,6 +236,15 @@ type CohortSummary struct {
 	Effects []effects.Effect `json:"effects,omitempty"`
 	// PolicyVersion identifies the configuration that decides now.
 	PolicyVersion string `json:"policyVersion"`
+	// Generation identifies the tuned values this engine runs (Strength
+	// with its bounds: config.Strength.Generation), and RunningSince is
+	// when it began running them, on the same clock as ObservedAt: the
+	// engine's start, or the reload that brought them. The operator
+	// credits a loss to a strength only when every replica it counts
+	// runs that strength's generation and has run it for the program's
+	// settle time (ObservedAt − RunningSince).
+	Generation   string    `json:"generation"`
+	RunningSince time.Time `json:"runningSince"`
 }
 
 // Means are per-dimension cohort means; null where no user of the cohort
@@ -184,9 +319,64 @@ type DecisionRequest struct {
 	Context   []string `json:"context,omitempty"`
 }
 
+// UserExportFormat names the format of UserExport.
+const UserExportFormat = "attune.user-export/v1"
+
+// UserExport is the answer to GET /v1/users/{id}/export: everything the
+// engine stores about one user, decrypted for them (GDPR Art. 15 access,
+// Art. 20 portability). docs/engine-api.md describes each field.
+type UserExport struct {
+	// Format is UserExportFormat.
+	Format     string    `json:"format"`
+	ExportedAt time.Time `json:"exportedAt"`
+	// Program is the program that holds the data ("namespace/name").
+	Program string `json:"program"`
+	// Pseudonym is the user's ID as the engine keys it (an HMAC of it):
+	// what the research export (GET /v1/decisions) calls the user.
+	Pseudonym string `json:"pseudonym"`
+	// Consent is what the user has agreed to now, and ConsentLedger every
+	// grant and withdrawal, oldest first.
+	Consent       Consent        `json:"consent"`
+	ConsentLedger []ConsentEvent `json:"consentLedger"`
+	// LastSeen is the user's last request; the retention period runs from
+	// it.
+	LastSeen time.Time `json:"lastSeen"`
+	// Samples counts the telemetry samples folded into the user's state.
+	Samples int64 `json:"samples"`
+	// State is the current estimate, as GET /v1/users/{id}/state answers.
+	State UserState `json:"state"`
+	// Evidence is what the estimate is computed from, as stored: the
+	// recent windows (RR intervals, SART trials, behaviour events) and the
+	// per-dimension evidence and baselines (engine/estimate.Model).
+	Evidence json.RawMessage `json:"evidence"`
+	// Policy is the user's state in the intervention policy: the
+	// per-intervention effect estimates, the randomised draws, the times
+	// of their interventions in the last day (engine/policy.User).
+	Policy json.RawMessage `json:"policy"`
+	// Decisions are every logged decision of the user, oldest first, with
+	// their outcomes once settled.
+	Decisions []Decision `json:"decisions"`
+}
+
 // ExportedDecision is one line of GET /v1/decisions: a decision under the
 // user's pseudonym.
 type ExportedDecision struct {
 	User string `json:"user"`
 	Decision
+}
+
+// UserTokenRequest is the optional body of POST /v1/users/{id}/tokens.
+type UserTokenRequest struct {
+	// TTLSeconds is the token's lifetime: 0 or absent for the default
+	// (15 minutes), at most 3600.
+	TTLSeconds int64 `json:"ttlSeconds,omitempty"`
+}
+
+// UserToken is the answer of POST /v1/users/{id}/tokens: a bearer token
+// (a JWT, HS256, aud the program) that may act only for that user.
+type UserToken struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expiresAt"`
+	// Scopes are what the token may do, each for its own user only.
+	Scopes []string `json:"scopes"`
 }

@@ -76,6 +76,18 @@ func TestHRVArtifactsAreRemoved(t *testing.T) {
 	}
 }
 
+// TestHRVSurvivesAnEctopicFirstBeat: a recording that opens with a
+// premature beat and its compensatory pause loses those two beats only,
+// not every normal beat after them.
+func TestHRVSurvivesAnEctopicFirstBeat(t *testing.T) {
+	clean := alternating(90, 800, 820)
+	withEctopic := append([]float64{0.6 * 800, 1.4 * 800}, clean...)
+	accepted, dropped := CleanRR(withEctopic)
+	if dropped != 2 || len(accepted) != len(clean) {
+		t.Fatalf("dropped %d, kept %d of %d; want the ectopic pair dropped and the rest kept", dropped, len(accepted), len(withEctopic))
+	}
+}
+
 func TestHRVNeedsSixtySeconds(t *testing.T) {
 	_, err := ComputeHRV(alternating(70, 800, 820)) // 56.7 s
 	if !errors.Is(err, ErrInsufficientData) {
@@ -167,8 +179,8 @@ func TestConfidenceDecaysButValueStays(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
 	m.AddTextEmotion(t0, 0.9)
 	m.AddTextEmotion(t0, 0.9)
-	fresh := m.Estimate(t0, true).Emotion
-	later := m.Estimate(t0.Add(3*time.Hour), true).Emotion
+	fresh := m.Estimate(t0, true, Timing{}).Emotion
+	later := m.Estimate(t0.Add(3*time.Hour), true, Timing{}).Emotion
 	if !fresh.Known || !later.Known {
 		t.Fatal("emotion should be known")
 	}
@@ -178,12 +190,42 @@ func TestConfidenceDecaysButValueStays(t *testing.T) {
 	}
 }
 
+// TestTimingSetsTheDecay: a configured τ replaces the default for state
+// and trait evidence alike, and a zero Timing is the defaults.
+func TestTimingSetsTheDecay(t *testing.T) {
+	m := NewModel()
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	m.EmotionText = Evidence{Value: 0.6, Confidence: 0.8, At: t0, Samples: 1}
+	m.ResilienceBRS = Evidence{Value: 0.4, Confidence: 0.8, At: t0, Samples: 1}
+	fast := Timing{StateDecay: 6 * time.Second, TraitDecay: time.Hour}
+	st := m.Estimate(t0.Add(6*time.Second), true, fast)
+	near(t, "emotion confidence after one τ of 6s", st.Emotion.Confidence, 0.8*math.Exp(-1), 1e-12)
+	st = m.Estimate(t0.Add(time.Hour), true, fast)
+	near(t, "resilience confidence after one τ of 1h", st.Resilience.Confidence, 0.8*math.Exp(-1), 1e-12)
+	st = m.Estimate(t0.Add(30*time.Minute), true, Timing{})
+	near(t, "emotion confidence after the default τ", st.Emotion.Confidence, 0.8*math.Exp(-1), 1e-12)
+}
+
+// TestStressRecoveryUsesItsTimeConstant: an episode that lasts one τ of
+// the configured StressRecovery scores e^-1.
+func TestStressRecoveryUsesItsTimeConstant(t *testing.T) {
+	m := NewModel()
+	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	timing := Timing{StressRecovery: 20 * time.Second}
+	m.StressSince = &t0
+	m.trackStress(t0.Add(20*time.Second), 0, timing.stressRecovery())
+	near(t, "recovery score", m.Recovery.Value, math.Exp(-1), 1e-12)
+	if m.StressSince != nil {
+		t.Error("the episode did not end")
+	}
+}
+
 func TestFusionWeighsByConfidence(t *testing.T) {
 	m := NewModel()
 	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
 	m.EmotionText = Evidence{Value: 0.2, Confidence: 0.2, At: t0, Samples: 1}
 	m.EmotionSelf = Evidence{Value: 0.8, Confidence: 0.6, At: t0, Samples: 1}
-	e := m.Estimate(t0, true).Emotion
+	e := m.Estimate(t0, true, Timing{}).Emotion
 	near(t, "fused value", e.Value, (0.2*0.2+0.6*0.8)/0.8, 1e-12)
 	near(t, "fused confidence", e.Confidence, 1-0.8*0.4, 1e-12)
 }
@@ -191,11 +233,11 @@ func TestFusionWeighsByConfidence(t *testing.T) {
 func TestPhysiologyExcludedWhenProhibited(t *testing.T) {
 	m := NewModel()
 	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
-	m.AddRR(t0, alternating(100, 800, 840))
-	if e := m.Estimate(t0, true).Emotion; !e.Known {
+	m.AddRR(t0, alternating(100, 800, 840), Timing{})
+	if e := m.Estimate(t0, true, Timing{}).Emotion; !e.Known {
 		t.Fatal("physiology should give an emotion estimate where allowed")
 	}
-	if e := m.Estimate(t0, false).Emotion; e.Known {
+	if e := m.Estimate(t0, false, Timing{}).Emotion; e.Known {
 		t.Fatalf("emotion rests on physiology although prohibited: %+v", e)
 	}
 }
@@ -205,10 +247,10 @@ func TestPhysiologyAgainstPersonalBaseline(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
 	// A long calm baseline (RMSSD 40), then a stressed window (RMSSD 10).
 	for i := range 30 {
-		m.AddRR(t0.Add(time.Duration(i)*10*time.Minute), alternating(80, 800, 840))
+		m.AddRR(t0.Add(time.Duration(i)*10*time.Minute), alternating(80, 800, 840), Timing{})
 	}
 	calm := m.EmotionPhysio.Value
-	m.AddRR(t0.Add(301*time.Minute), alternating(80, 800, 810))
+	m.AddRR(t0.Add(301*time.Minute), alternating(80, 800, 810), Timing{})
 	if stressed := m.EmotionPhysio.Value; stressed >= calm-0.2 {
 		t.Errorf("emotion %.3f after a drop of RMSSD from 40 to 10 ms, %.3f before: want a clear fall", stressed, calm)
 	}
@@ -220,7 +262,7 @@ func TestPhysiologyAgainstPersonalBaseline(t *testing.T) {
 func TestModelRoundTripsThroughJSON(t *testing.T) {
 	m := NewModel()
 	t0 := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
-	m.AddRR(t0, alternating(90, 800.04, 830.06))
+	m.AddRR(t0, alternating(90, 800.04, 830.06), Timing{})
 	m.AddBehaviour([]BehaviourEvent{{"focus", t0}, {"blur", t0.Add(90 * time.Second)}})
 	m.AddTextEmotion(t0, 0.7)
 	data, err := json.Marshal(m)
@@ -237,7 +279,7 @@ func TestModelRoundTripsThroughJSON(t *testing.T) {
 	if len(back.Behaviour.Buckets) != len(m.Behaviour.Buckets) || back.Behaviour.Last != m.Behaviour.Last {
 		t.Errorf("behaviour after a round trip: %+v", back.Behaviour)
 	}
-	before, after := m.Estimate(t0, true), back.Estimate(t0, true)
+	before, after := m.Estimate(t0, true, Timing{}), back.Estimate(t0, true, Timing{})
 	if math.Abs(before.Emotion.Value-after.Emotion.Value) > 1e-9 || math.Abs(before.Attention.Value-after.Attention.Value) > 1e-9 {
 		t.Errorf("estimates differ after a round trip: %+v vs %+v", before, after)
 	}

@@ -29,8 +29,8 @@ func FuzzEstimators(f *testing.F) {
 		m := NewModel()
 		t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 		rr := floats(rrBytes)
-		m.AddRR(t0, rr)
-		m.AddRR(t0.Add(time.Minute), rr)
+		m.AddRR(t0, rr, Timing{})
+		m.AddRR(t0.Add(time.Minute), rr, Timing{})
 		m.AddHeartRate(t0, float64(hr))
 		var trials []SARTTrial
 		for i, d := range digits {
@@ -46,7 +46,7 @@ func FuzzEstimators(f *testing.F) {
 				t.Fatalf("HRV out of range: %+v", h)
 			}
 		}
-		st := m.Estimate(t0.Add(time.Hour), true)
+		st := m.Estimate(t0.Add(time.Hour), true, Timing{})
 		for name, d := range map[string]Dimension{"attention": st.Attention, "emotion": st.Emotion, "resilience": st.Resilience} {
 			if math.IsNaN(d.Value) || d.Value < 0 || d.Value > 1 || math.IsNaN(d.Confidence) || d.Confidence < 0 || d.Confidence > 1 {
 				t.Fatalf("%s out of range: %+v", name, d)

@@ -7,6 +7,7 @@ package estimate
 import (
 	"errors"
 	"math"
+	"slices"
 
 	"gonum.org/v1/gonum/stat"
 )
@@ -27,16 +28,32 @@ var ErrInsufficientData = errors.New("insufficient data")
 
 // CleanRR drops physiologically impossible intervals (outside 300–2000 ms)
 // and, by the Malik rule, any beat differing by more than 20% from the
-// previous accepted beat. It returns the accepted series and the count
-// dropped.
+// previous accepted beat. The first beat is held to the median of the
+// plausible intervals instead: a series that begins with an ectopic beat
+// would otherwise keep it as the reference and reject every normal beat
+// after it. It returns the accepted series and the count dropped.
 func CleanRR(rr []float64) (accepted []float64, dropped int) {
 	accepted = make([]float64, 0, len(rr))
+	plausible := make([]float64, 0, len(rr))
+	for _, v := range rr {
+		if v >= MinRR && v <= MaxRR {
+			plausible = append(plausible, v)
+		}
+	}
+	reference := math.NaN()
+	if len(plausible) > 0 {
+		slices.Sort(plausible)
+		reference = plausible[len(plausible)/2]
+	}
 	for _, v := range rr {
 		if v < MinRR || v > MaxRR || math.IsNaN(v) {
 			dropped++
 			continue
 		}
-		if n := len(accepted); n > 0 && math.Abs(v-accepted[n-1]) > MalikTolerance*accepted[n-1] {
+		if n := len(accepted); n > 0 {
+			reference = accepted[n-1]
+		}
+		if math.Abs(v-reference) > MalikTolerance*reference {
 			dropped++
 			continue
 		}

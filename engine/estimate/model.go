@@ -14,18 +14,52 @@ const (
 	priorHRSD        = 10.0
 )
 
-// Evidence windows and decay.
+// Evidence windows.
 const (
-	rrBufferSpanMS       = 150_000.0 // RR kept for the HRV window (2.5 min)
-	baselineUpdateEvery  = time.Minute
-	maxSARTTrials        = 100
-	behaviourWindow      = 10 * time.Minute
-	stateDecay           = 30 * time.Minute    // attention and emotion evidence
-	traitDecay           = 14 * 24 * time.Hour // resilience evidence
-	stressZ              = -1.0
-	recoveredZ           = -0.5
-	recoveryTimeConstant = 10.0 // minutes
+	rrBufferSpanMS      = 150_000.0 // RR kept for the HRV window (2.5 min)
+	baselineUpdateEvery = time.Minute
+	maxSARTTrials       = 100
+	behaviourWindow     = 10 * time.Minute
+	stressZ             = -1.0
+	recoveredZ          = -0.5
 )
+
+// Default time constants of Timing (docs/engine-model.md).
+const (
+	// DefaultStateDecay is τ of attention and emotion evidence.
+	DefaultStateDecay = 30 * time.Minute
+	// DefaultTraitDecay is τ of resilience evidence.
+	DefaultTraitDecay = 14 * 24 * time.Hour
+	// DefaultStressRecovery is τ of the stress-recovery score e^(−t/τ).
+	DefaultStressRecovery = 10 * time.Minute
+)
+
+// Timing holds the estimator's time constants; a zero field takes its
+// default. A program sets them (spec.estimation) where its users live on
+// another time scale, e.g. a simulated population in accelerated time.
+type Timing struct {
+	// StateDecay is the time constant τ over which attention and emotion
+	// evidence loses confidence: c·e^(−age/τ).
+	StateDecay time.Duration
+	// TraitDecay is τ for resilience evidence.
+	TraitDecay time.Duration
+	// StressRecovery is τ of the recovery score e^(−t/τ) of a stress
+	// episode that lasted t.
+	StressRecovery time.Duration
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func (t Timing) stateDecay() time.Duration { return orDefault(t.StateDecay, DefaultStateDecay) }
+func (t Timing) traitDecay() time.Duration { return orDefault(t.TraitDecay, DefaultTraitDecay) }
+func (t Timing) stressRecovery() time.Duration {
+	return orDefault(t.StressRecovery, DefaultStressRecovery)
+}
 
 // Evidence is one source's latest contribution to one dimension.
 type Evidence struct {
@@ -92,8 +126,8 @@ func NewModel() *Model {
 // least 60 s of accepted beats, emotion from physiology is Φ(z) of ln(RMSSD)
 // against the personal baseline; the baseline absorbs a new window at most
 // once a minute; a stress episode (z < −1) and the time to recover
-// (z > −0.5) feed resilience.
-func (m *Model) AddRR(at time.Time, rr []float64) {
+// (z > −0.5) feed resilience, scored with timing's StressRecovery.
+func (m *Model) AddRR(at time.Time, rr []float64, timing Timing) {
 	if at.After(m.RRAt) && !m.RRAt.IsZero() && at.Sub(m.RRAt) > 5*time.Minute {
 		m.RR = m.RR[:0] // a gap: the old beats are not contiguous with the new
 	}
@@ -128,17 +162,17 @@ func (m *Model) AddRR(at time.Time, rr []float64) {
 		m.LnRMSSD.Update(x)
 		m.BaselineAt = at
 	}
-	m.trackStress(at, z)
+	m.trackStress(at, z, timing.stressRecovery())
 }
 
-func (m *Model) trackStress(at time.Time, z float64) {
+func (m *Model) trackStress(at time.Time, z float64, recovery time.Duration) {
 	switch {
 	case z < stressZ && m.StressSince == nil:
 		t := at
 		m.StressSince = &t
 	case z > recoveredZ && m.StressSince != nil:
-		minutes := at.Sub(*m.StressSince).Minutes()
-		m.Recovery.ewma(math.Exp(-minutes/recoveryTimeConstant), 0.5, 0.5, at)
+		lasted := at.Sub(*m.StressSince)
+		m.Recovery.ewma(math.Exp(-lasted.Seconds()/recovery.Seconds()), 0.5, 0.5, at)
 		m.StressSince = nil
 	}
 }
@@ -158,6 +192,30 @@ func (m *Model) AddHeartRate(at time.Time, bpm float64) {
 func (m *Model) AddTextEmotion(at time.Time, score float64) {
 	n := float64(m.EmotionText.Samples + 1)
 	m.EmotionText.ewma(clamp01(score), 0.3, 0.8*(1-math.Exp(-n/3)), at)
+}
+
+// ArousalPenalty is how much a fully aroused text lowers emotional calm
+// below its valence: e = (v + 1)/2 − ArousalPenalty·max(0, a). Anger and
+// fear are further from calm than sadness of the same valence, and only a
+// classifier's circumplex place tells them apart.
+const ArousalPenalty = 0.15
+
+// AddTextAffect adds a scored text: valence v and, when a classifier
+// answered (hasArousal), arousal a, both in [-1, 1], with the answer's
+// confidence in [0, 1] from its class distribution. Without arousal (VADER,
+// the Custom single-valence model) it is AddTextEmotion((v + 1)/2). With
+// it, high arousal lowers calm (ArousalPenalty) and the confidence
+// 0.8·(1 − e^(−n/3)) is scaled by 0.5 + 0.5·confidence, so a top-1-only
+// answer counts for less than a sharp distribution.
+func (m *Model) AddTextAffect(at time.Time, valence, arousal float64, hasArousal bool, confidence float64) {
+	score := (valence + 1) / 2
+	if !hasArousal {
+		m.AddTextEmotion(at, score)
+		return
+	}
+	score -= ArousalPenalty * math.Max(0, arousal)
+	n := float64(m.EmotionText.Samples + 1)
+	m.EmotionText.ewma(clamp01(score), 0.3, 0.8*(1-math.Exp(-n/3))*(0.5+0.5*clamp01(confidence)), at)
 }
 
 // AddMood adds a self-reported mood on 1–5, mapped to (mood − 1)/4.
@@ -247,10 +305,12 @@ type source struct {
 //	value = Σ cᵢ(t)·vᵢ / Σ cᵢ(t),  confidence = 1 − Π (1 − cᵢ(t)),
 //	cᵢ(t) = cᵢ·exp(−age/τ)
 //
-// so missing evidence lowers confidence without dropping the value.
-// allowPhysiology is false where emotion inference from biometric data is
-// prohibited: physiological sources then do not count toward emotion.
-func (m *Model) Estimate(now time.Time, allowPhysiology bool) State {
+// so missing evidence lowers confidence without dropping the value, with
+// τ from timing. allowPhysiology is false where emotion inference from
+// biometric data is prohibited: physiological sources then do not count
+// toward emotion.
+func (m *Model) Estimate(now time.Time, allowPhysiology bool, timing Timing) State {
+	stateDecay, traitDecay := timing.stateDecay(), timing.traitDecay()
 	hrvWindow := ""
 	if m.LastHRV != nil {
 		hrvWindow = (time.Duration(m.LastHRV.WindowMS) * time.Millisecond).Round(time.Second).String()

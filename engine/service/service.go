@@ -39,13 +39,21 @@ var (
 	ErrUnknownUser = errors.New("unknown user")
 )
 
-// ConsentError is telemetry for a scope the user has not consented to.
+// ConsentError is telemetry for a scope the user has not consented to,
+// or consented to under a privacy notice the program no longer accepts
+// (Required set).
 type ConsentError struct {
 	Field string
 	Scope telemetry.Scope
+	// Given and Required are the policy versions of the user's consent and
+	// of the program, when the program requires re-consent.
+	Given, Required string
 }
 
 func (e *ConsentError) Error() string {
+	if e.Required != "" {
+		return fmt.Sprintf("no consent under the current privacy notice: the user consented to policy version %q, and the program asks consent to version %q again before accepting data (GDPR Art. 7)", e.Given, e.Required)
+	}
 	return fmt.Sprintf("no consent for scope %q (GDPR Art. 9: health data needs explicit consent)", e.Scope)
 }
 
@@ -78,6 +86,12 @@ type Record struct {
 	// Idempotency remembers the latest Idempotency-Keys of decision
 	// requests, oldest first (at most maxIdempotencyKeys).
 	Idempotency []idempotentDecision `json:"idem,omitempty"`
+	// Ledger is the user's consent ledger, oldest first: every grant and
+	// withdrawal since the ledger exists (consent.go).
+	Ledger []ConsentEvent `json:"ledger,omitempty"`
+	// ConsentScheme is what the consented scopes mean (consentScheme);
+	// 0: consent given while behaviour covered questionnaires.
+	ConsentScheme int `json:"cs,omitempty"`
 }
 
 // userEntry caches one user's record in replica scope, where this process
@@ -108,7 +122,7 @@ type Options struct {
 // operation reads the current rows, so replicas never act on stale state,
 // and commits conditionally, retrying when another replica got there first.
 type Service struct {
-	cfg     atomic.Pointer[config.Config]
+	cfg     atomic.Pointer[runningConfig]
 	store   store.Store
 	key     []byte
 	scorer  textemotion.Scorer
@@ -126,10 +140,22 @@ type Service struct {
 	// sharedPop is the prior as last read from a shared store, for
 	// decisions that learn nothing (writes of the prior read it afresh).
 	sharedPop atomic.Pointer[timedPopulation]
+	// publication is the cohort aggregate last published (publication.go).
+	publication publicationCache
 	// effects caches the effect estimates, rescanned at most every
 	// effectsMinInterval.
 	effects            effectsCache
 	effectsMinInterval time.Duration
+}
+
+// runningConfig is the configuration in force with its generation and
+// when this engine began running that generation (GET /v1/cohort reports
+// both, so the operator can tell whether a loss was measured under the
+// strength it decided).
+type runningConfig struct {
+	cfg        *config.Config
+	generation string
+	since      time.Time
 }
 
 type timedPopulation struct {
@@ -187,7 +213,7 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 	}
 	s := &Service{store: o.Store, key: o.Key, scorer: o.Scorer, effectsMinInterval: o.EffectsMinInterval,
 		metrics: o.Metrics, now: o.Now, log: o.Logger, users: map[string]*userEntry{}}
-	s.cfg.Store(cfg)
+	s.cfg.Store(&runningConfig{cfg: cfg, generation: cfg.Strength.Generation(), since: s.now()})
 	if !s.shared() {
 		ctx := context.Background()
 		err := o.Store.EachUser(ctx, func(key string, item store.Item) error {
@@ -245,11 +271,17 @@ func (s *Service) Scope() config.Scope { return s.store.Scope() }
 func (s *Service) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
 
 // Config returns the configuration in force.
-func (s *Service) Config() *config.Config { return s.cfg.Load() }
+func (s *Service) Config() *config.Config { return s.cfg.Load().cfg }
 
-// SetConfig swaps in a new, already validated, configuration.
+// SetConfig swaps in a new, already validated, configuration. A change of
+// the tuned values (config.Strength.Generation) restarts the time the
+// engine reports running them since; an unchanged generation keeps it.
 func (s *Service) SetConfig(cfg *config.Config) {
-	s.cfg.Store(cfg)
+	next := &runningConfig{cfg: cfg, generation: cfg.Strength.Generation(), since: s.now()}
+	if prev := s.cfg.Load(); prev.generation == next.generation {
+		next.since = prev.since
+	}
+	s.cfg.Store(next)
 	if s.metrics != nil {
 		s.metrics.Strength.Set(cfg.Strength.Value)
 	}
@@ -276,6 +308,8 @@ type userTxn struct {
 	// decisions and eraseDecisions go into the next commit with the users.
 	decisions      map[store.DecisionKey]store.Write
 	eraseDecisions []string
+	// batches records an ingest batch's answer with its commit.
+	batches map[string]store.Batch
 }
 
 // begin reads the users for one attempt of an operation. Keys are locked
@@ -368,7 +402,7 @@ func (t *userTxn) unlock() {
 // the versions read, plus the population prior when pop is non-nil; only
 // then does the cache change.
 func (t *userTxn) commit(ctx context.Context, updated map[string]*Record, pop *policy.Population, popVersion int64) error {
-	change := store.Change{Users: make(map[string]store.Write, len(updated)), Decisions: t.decisions, EraseDecisions: t.eraseDecisions}
+	change := store.Change{Users: make(map[string]store.Write, len(updated)), Decisions: t.decisions, EraseDecisions: t.eraseDecisions, Batches: t.batches}
 	for key, rec := range updated {
 		w := store.Write{IfVersion: t.versions[key]}
 		if rec != nil {
@@ -474,45 +508,20 @@ func cloneRecord(r *Record) *Record {
 		out.Last = &last
 	}
 	out.Idempotency = slices.Clone(r.Idempotency)
+	out.Ledger = slices.Clone(r.Ledger)
 	return &out
 }
 
-// SetConsent records the scopes a user consents to (replacing earlier ones).
+// SetConsent records the scopes a user consents to (replacing earlier
+// ones): Grant without a policy version or source.
 func (s *Service) SetConsent(ctx context.Context, userID string, scopes []telemetry.Scope) (Consent, error) {
-	key := s.Pseudonym(userID)
-	var out Consent
-	err := s.update(ctx, []string{key}, func(t *userTxn) error {
-		rec := cloneRecord(t.recs[key])
-		now := s.now()
-		rec.Consent = Consent{Scopes: normaliseScopes(scopes), At: now}
-		rec.LastSeen = now
-		out = rec.Consent
-		return t.commit(ctx, map[string]*Record{key: rec}, nil, 0)
-	})
-	return out, err
+	return s.Grant(ctx, userID, ConsentChange{Scopes: scopes})
 }
 
-// WithdrawConsent withdraws the given scopes (all when empty). Data already
-// stored stays until erased or expired; no new data of those scopes is
-// accepted.
+// WithdrawConsent withdraws the given scopes (all when empty): Withdraw
+// without a source.
 func (s *Service) WithdrawConsent(ctx context.Context, userID string, scopes []telemetry.Scope) (Consent, error) {
-	key := s.Pseudonym(userID)
-	var out Consent
-	err := s.update(ctx, []string{key}, func(t *userTxn) error {
-		if t.recs[key] == nil {
-			return ErrUnknownUser
-		}
-		rec := cloneRecord(t.recs[key])
-		if len(scopes) == 0 {
-			rec.Consent.Scopes = nil
-		} else {
-			rec.Consent.Scopes = slices.DeleteFunc(rec.Consent.Scopes, func(sc telemetry.Scope) bool { return slices.Contains(scopes, sc) })
-		}
-		rec.Consent.At = s.now()
-		out = rec.Consent
-		return t.commit(ctx, map[string]*Record{key: rec}, nil, 0)
-	})
-	return out, err
+	return s.Withdraw(ctx, userID, ConsentChange{Scopes: scopes})
 }
 
 func normaliseScopes(scopes []telemetry.Scope) []telemetry.Scope {
@@ -583,14 +592,34 @@ type IngestResult = contract.IngestResult
 // stored until everything is valid, and nothing is acknowledged before it is
 // committed.
 func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (IngestResult, error) {
+	res, _, err := s.IngestBatch(ctx, samples, BatchID{})
+	return res, err
+}
+
+// IngestBatch is Ingest of a batch that may carry an ID (an
+// Idempotency-Key): the batch's answer is recorded in its commit, and a
+// batch whose ID was committed within IdempotencyWindow is answered from
+// that record (replayed) without storing anything again.
+func (s *Service) IngestBatch(ctx context.Context, samples []telemetry.Sample, id BatchID) (IngestResult, bool, error) {
+	batch, err := s.pendingBatch(id, samples)
+	if err != nil {
+		return IngestResult{}, false, err
+	}
+	if batch != nil {
+		// Before validating: a committed batch is answered as it was, even
+		// if its users have since withdrawn consent.
+		if res, found, err := s.replayBatch(ctx, batch); err != nil || found {
+			return res, found, err
+		}
+	}
 	cfg := s.Config()
 	now := s.now()
 	for i := range samples {
 		if err := samples[i].Validate(i, now, cfg.Interventions); err != nil {
-			return IngestResult{}, err
+			return IngestResult{}, false, err
 		}
 		if samples[i].Kind.IsPhysiological() && cfg.ProhibitsBiometricEmotion() {
-			return IngestResult{}, &ProhibitedError{Field: fmt.Sprintf("samples[%d].kind", i), Context: cfg.Context}
+			return IngestResult{}, false, &ProhibitedError{Field: fmt.Sprintf("samples[%d].kind", i), Context: cfg.Context}
 		}
 	}
 	byUser := map[string][]int{}
@@ -614,10 +643,10 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 	// the transaction's consent check below stays the authoritative one.
 	textScores, err := s.scoreConsentedTexts(ctx, samples, byUser)
 	if err != nil {
-		return IngestResult{}, err
+		return IngestResult{}, false, err
 	}
 	for attempt := 0; ; attempt++ {
-		err = s.ingestTxn(ctx, cfg, now, samples, byUser, users, textScores, &result)
+		err = s.ingestTxn(ctx, cfg, now, samples, byUser, users, textScores, &result, batch)
 		var missing *missingScoresError
 		if !errors.As(err, &missing) || attempt == 2 {
 			break
@@ -626,21 +655,24 @@ func (s *Service) Ingest(ctx context.Context, samples []telemetry.Sample) (Inges
 		// score the texts now (outside the locks) and try again.
 		more, err := s.scoreTexts(ctx, samples, missing.indices)
 		if err != nil {
-			return IngestResult{}, err
+			return IngestResult{}, false, err
 		}
 		for i, v := range more {
 			textScores[i] = v
 		}
 	}
 	if err != nil {
-		return IngestResult{}, err
+		return IngestResult{}, false, err
+	}
+	if batch != nil && batch.replayed {
+		return result, true, nil // committed meanwhile by a concurrent retry
 	}
 	if s.metrics != nil {
 		for kind, n := range result.ByKind {
 			s.metrics.SamplesIngested.WithLabelValues(kind).Add(float64(n))
 		}
 	}
-	return result, nil
+	return result, false, nil
 }
 
 // missingScoresError: the transaction found consented text samples that
@@ -652,19 +684,37 @@ func (e *missingScoresError) Error() string {
 }
 
 // ingestTxn is the transaction of Ingest.
-func (s *Service) ingestTxn(ctx context.Context, cfg *config.Config, now time.Time, samples []telemetry.Sample, byUser map[string][]int, users []string, textScores map[int]float64, result *IngestResult) error {
+func (s *Service) ingestTxn(ctx context.Context, cfg *config.Config, now time.Time, samples []telemetry.Sample, byUser map[string][]int, users []string, textScores map[int]textemotion.Emotion, result *IngestResult, batch *pendingBatch) error {
 	return s.update(ctx, users, func(t *userTxn) error {
+		if batch != nil { // a concurrent retry of the batch may have committed it
+			res, found, err := s.replayBatch(ctx, batch)
+			if err != nil {
+				return err
+			}
+			if found {
+				*result, batch.replayed = res, true
+				return nil
+			}
+		}
 		// Consent for every sample before any processing (text scoring included).
 		for _, k := range t.keys {
 			rec := t.recs[k]
+			var consent Consent
+			if rec != nil {
+				consent = effectiveConsent(rec)
+			}
 			for _, idx := range byUser[k] {
 				scope := samples[idx].Kind.Scope()
-				if rec == nil || !rec.Consent.Allows(scope) {
+				if rec == nil || !consent.Allows(scope) {
 					field := "kind"
 					if rec == nil {
 						field = "user"
 					}
 					return &ConsentError{Field: fmt.Sprintf("samples[%d].%s", idx, field), Scope: scope}
+				}
+				if !consentCurrent(cfg, consent) {
+					return &ConsentError{Field: fmt.Sprintf("samples[%d].user", idx), Scope: scope,
+						Given: consent.PolicyVersion, Required: cfg.Consent.PolicyVersion}
 				}
 			}
 		}
@@ -706,7 +756,7 @@ func (s *Service) ingestTxn(ctx context.Context, cfg *config.Config, now time.Ti
 						decisions[*dk] = w
 					}
 				}
-				s.apply(rec, smp, textScores, idx)
+				s.apply(rec, smp, textScores, idx, estimateTiming(cfg))
 				result.ByKind[string(smp.Kind)]++
 				result.Accepted++
 				rec.Samples++
@@ -727,6 +777,13 @@ func (s *Service) ingestTxn(ctx context.Context, cfg *config.Config, now time.Ti
 		var popToStore *policy.Population
 		if popChanged {
 			popToStore = &pop
+		}
+		if batch != nil {
+			record, err := batch.record(now, *result)
+			if err != nil {
+				return err
+			}
+			t.batches = record
 		}
 		return t.commitDecisions(ctx, updated, decisions, popToStore, popVersion)
 	})
@@ -758,7 +815,7 @@ func (s *Service) consents(ctx context.Context, keys []string) (map[string]Conse
 			if err != nil {
 				return nil, err
 			}
-			out[key] = rec.Consent
+			out[key] = effectiveConsent(rec)
 		}
 		return out, nil
 	}
@@ -771,9 +828,7 @@ func (s *Service) consents(ctx context.Context, keys []string) (map[string]Conse
 		}
 		e.mu.Lock()
 		if e.rec != nil {
-			c := e.rec.Consent
-			c.Scopes = slices.Clone(c.Scopes)
-			out[key] = c
+			out[key] = effectiveConsent(e.rec) // a copy
 		}
 		e.mu.Unlock()
 	}
@@ -783,7 +838,7 @@ func (s *Service) consents(ctx context.Context, keys []string) (map[string]Conse
 // scoreConsentedTexts scores, in one call to the scorer, the text samples
 // of the batch when the users' consent as read now allows every sample of
 // the batch (a batch the transaction would reject anyway sends nothing).
-func (s *Service) scoreConsentedTexts(ctx context.Context, samples []telemetry.Sample, byUser map[string][]int) (map[int]float64, error) {
+func (s *Service) scoreConsentedTexts(ctx context.Context, samples []telemetry.Sample, byUser map[string][]int) (map[int]textemotion.Emotion, error) {
 	var keys []string
 	for key, idxs := range byUser {
 		for _, idx := range idxs {
@@ -794,7 +849,7 @@ func (s *Service) scoreConsentedTexts(ctx context.Context, samples []telemetry.S
 		}
 	}
 	if len(keys) == 0 {
-		return map[int]float64{}, nil
+		return map[int]textemotion.Emotion{}, nil
 	}
 	consents, err := s.consents(ctx, slices.Collect(maps.Keys(byUser)))
 	if err != nil {
@@ -804,8 +859,8 @@ func (s *Service) scoreConsentedTexts(ctx context.Context, samples []telemetry.S
 	for key, idxs := range byUser {
 		c, ok := consents[key]
 		for _, idx := range idxs {
-			if !ok || !c.Allows(samples[idx].Kind.Scope()) {
-				return map[int]float64{}, nil
+			if !ok || !c.Allows(samples[idx].Kind.Scope()) || !consentCurrent(s.Config(), c) {
+				return map[int]textemotion.Emotion{}, nil
 			}
 			if samples[idx].Kind == telemetry.KindText {
 				texts = append(texts, idx)
@@ -816,11 +871,11 @@ func (s *Service) scoreConsentedTexts(ctx context.Context, samples []telemetry.S
 	return s.scoreTexts(ctx, samples, texts)
 }
 
-// scoreTexts scores the given text samples' emotion in [0, 1], by sample
-// index: one ScoreBatch call for all of them (the model server's one
-// request of N inputs), the valence mapped from [-1, 1].
-func (s *Service) scoreTexts(ctx context.Context, samples []telemetry.Sample, indices []int) (map[int]float64, error) {
-	scores := make(map[int]float64, len(indices))
+// scoreTexts scores the given text samples' affect, by sample index: one
+// ScoreBatch call for all of them (the model server's one request of N
+// inputs).
+func (s *Service) scoreTexts(ctx context.Context, samples []telemetry.Sample, indices []int) (map[int]textemotion.Emotion, error) {
+	scores := make(map[int]textemotion.Emotion, len(indices))
 	if len(indices) == 0 {
 		return scores, nil
 	}
@@ -833,7 +888,7 @@ func (s *Service) scoreTexts(ctx context.Context, samples []telemetry.Sample, in
 		return nil, fmt.Errorf("score text: %w", err)
 	}
 	for i, idx := range indices {
-		scores[idx] = (out[i].Valence + 1) / 2
+		scores[idx] = out[i]
 	}
 	return scores, nil
 }
@@ -850,18 +905,19 @@ func (s *Service) TextModelStatus(ctx context.Context) (textemotion.Status, bool
 
 // apply folds one sample into a record's model. Intervention samples carry
 // no state evidence: they answer a decision (linkIntervention).
-func (s *Service) apply(rec *Record, smp *telemetry.Sample, textScores map[int]float64, idx int) {
+func (s *Service) apply(rec *Record, smp *telemetry.Sample, textScores map[int]textemotion.Emotion, idx int, timing estimate.Timing) {
 	m := rec.Model
 	switch smp.Kind {
 	case telemetry.KindRR:
-		m.AddRR(smp.At, smp.RRms)
+		m.AddRR(smp.At, smp.RRms, timing)
 		if smp.BPM != nil {
 			m.AddHeartRate(smp.At, *smp.BPM)
 		}
 	case telemetry.KindHeartRate:
 		m.AddHeartRate(smp.At, *smp.BPM)
 	case telemetry.KindText:
-		m.AddTextEmotion(smp.At, textScores[idx])
+		e := textScores[idx]
+		m.AddTextAffect(smp.At, e.Valence, e.Arousal, e.HasArousal, e.Confidence)
 	case telemetry.KindQuestionnaire:
 		if smp.BRS != nil {
 			_ = m.AddBRS(smp.At, smp.BRS) // validated already
@@ -886,9 +942,16 @@ func (s *Service) apply(rec *Record, smp *telemetry.Sample, textScores map[int]f
 
 func vec(v config.Vector) loss.Vector { return loss.Vector{v.Attention, v.Emotion, v.Resilience} }
 
+// estimateTiming is the program's estimation time constants (zero fields:
+// the estimator's defaults).
+func estimateTiming(cfg *config.Config) estimate.Timing {
+	e := cfg.Estimation
+	return estimate.Timing{StateDecay: e.StateDecay.Duration, TraitDecay: e.TraitDecay.Duration, StressRecovery: e.StressRecovery.Duration}
+}
+
 // userLoss is the loss of a user's current estimate.
 func userLoss(m *estimate.Model, cfg *config.Config, now time.Time) (float64, bool) {
-	return stateLoss(m.Estimate(now, !cfg.ProhibitsBiometricEmotion()), cfg)
+	return stateLoss(m.Estimate(now, !cfg.ProhibitsBiometricEmotion(), estimateTiming(cfg)), cfg)
 }
 
 // stateLoss is L = Σw(s−s*)²/Σw over the dimensions the estimate knows.
@@ -942,7 +1005,7 @@ func (s *Service) State(ctx context.Context, userID string) (UserState, error) {
 		rec = e.rec
 	}
 	allowPhysio := !cfg.ProhibitsBiometricEmotion()
-	st := rec.Model.Estimate(now, allowPhysio)
+	st := rec.Model.Estimate(now, allowPhysio, estimateTiming(cfg))
 	out := UserState{Attention: st.Attention, Emotion: st.Emotion, Resilience: st.Resilience, EstimatedAt: now, EmotionFromPhysiology: allowPhysio, Samples: rec.Samples}
 	if l, ok := stateLoss(st, cfg); ok {
 		out.Loss = &l
@@ -976,13 +1039,17 @@ func finite(v float64) *float64 {
 // Cohort aggregates the current estimates of all users. The size is not
 // revealed below the minimum either: "3 users" is itself information.
 func (s *Service) Cohort(ctx context.Context) (CohortSummary, error) {
-	cfg := s.Config()
+	running := s.cfg.Load()
+	cfg := running.cfg
 	now := s.now()
-	agg, err := s.aggregate(ctx, cfg, now)
+	// What is published changes only with enough users (publication.go);
+	// observedAt is when the published values were observed.
+	agg, observedAt, err := s.published(ctx, cfg, now)
 	if err != nil {
 		return CohortSummary{}, err
 	}
-	out := CohortSummary{Published: agg.Published, MinCohortSize: cfg.Privacy.MinCohortSize, Strength: cfg.Strength.Value, Scope: s.Scope(), ObservedAt: now, PolicyVersion: policyVersion(cfg)}
+	out := CohortSummary{Published: agg.Published, MinCohortSize: cfg.Privacy.MinCohortSize, Strength: cfg.Strength.Value, Scope: s.Scope(), ObservedAt: observedAt, PolicyVersion: policyVersion(cfg),
+		Generation: running.generation, RunningSince: running.since}
 	if out.Effects, err = s.publishedEffects(ctx); err != nil {
 		return CohortSummary{}, err
 	}
@@ -993,26 +1060,30 @@ func (s *Service) Cohort(ctx context.Context) (CohortSummary, error) {
 	return out, nil
 }
 
-func (s *Service) aggregate(ctx context.Context, cfg *config.Config, now time.Time) (loss.Aggregate, error) {
+// aggregate is the cohort now, and its members: each user in it with the
+// number of samples their estimate rests on.
+func (s *Service) aggregate(ctx context.Context, cfg *config.Config, now time.Time) (loss.Aggregate, map[string]int64, error) {
 	allowPhysio := !cfg.ProhibitsBiometricEmotion()
 	retention := cfg.Privacy.Retention.Duration
 	var current []loss.Entry
-	err := s.eachRecord(ctx, func(_ string, rec *Record) {
+	members := map[string]int64{}
+	err := s.eachRecord(ctx, func(key string, rec *Record) {
 		if now.Sub(rec.LastSeen) > retention {
 			return
 		}
-		st := rec.Model.Estimate(now, allowPhysio)
+		st := rec.Model.Estimate(now, allowPhysio, estimateTiming(cfg))
 		if !isCurrent(st) {
 			return
 		}
 		if l, ok := stateLoss(st, cfg); ok {
 			current = append(current, loss.Entry{Loss: l, State: stateVector(st), Known: knownVector(st)})
+			members[key] = rec.Samples
 		}
 	})
 	if err != nil {
-		return loss.Aggregate{}, fmt.Errorf("cohort: %w", err)
+		return loss.Aggregate{}, nil, fmt.Errorf("cohort: %w", err)
 	}
-	return loss.Cohort(current, cfg.Privacy.MinCohortSize), nil
+	return loss.Cohort(current, cfg.Privacy.MinCohortSize), members, nil
 }
 
 func isCurrent(st estimate.State) bool {
@@ -1031,7 +1102,7 @@ const scrapeTimeout = 10 * time.Second
 func (s *Service) PublishedCohort() (float64, int, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()
-	agg, err := s.aggregate(ctx, s.Config(), s.now())
+	agg, _, err := s.published(ctx, s.Config(), s.now())
 	if err != nil {
 		s.log.Error("cohort for metrics failed", "error", err)
 		return 0, 0, false
@@ -1106,6 +1177,10 @@ func (s *Service) Sweep(ctx context.Context) (int, error) {
 		// Decisions older than the retention period go too, also those of
 		// users still active.
 		if _, err := s.store.DeleteDecisionsBefore(ctx, store.DecisionIDAt(cutoff)); err != nil {
+			return err
+		}
+		// And the records of batches past their idempotency window.
+		if _, err := s.store.DeleteBatchesBefore(ctx, s.now().Add(-IdempotencyWindow)); err != nil {
 			return err
 		}
 		s.effects.invalidate()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +22,13 @@ var (
 	// decisionsBucket holds the decision log under user pseudonym + "/" +
 	// decision ID, so one user's decisions are one contiguous range.
 	decisionsBucket = []byte("decisions")
+	// dataKeysBucket holds users' wrapped data keys (Sealed), one value
+	// each, written when the user is created and deleted first when the
+	// user is erased.
+	dataKeysBucket = []byte("datakeys")
+	// batchesBucket holds committed ingest batches by ID: the commit time
+	// (8 bytes, Unix nanoseconds, big endian), then the record.
+	batchesBucket = []byte("batches")
 	// schemaBucket records the value format: formatVersioned means every
 	// value in users and meta starts with its version (8 bytes, big
 	// endian). Files written before versions existed are converted at open.
@@ -40,8 +48,19 @@ const FileName = "engine.db"
 // requests share one transaction and one fsync (group commit), and a commit
 // returns only once that transaction is on disk, so an acknowledged request
 // survives kill -9.
+//
+// bbolt never overwrites a freed page until it reuses it, so the bytes of
+// an erased user (ciphertext under Sealed, and the wrapped data key) would
+// stay in the file. Bolt therefore compacts the file after erasures: a
+// commit that erases (a user's row or data key deleted) schedules a
+// compaction CompactDelay later, at most one per CompactDelay, which
+// copies the live pages to a new file and renames it over the old one.
 type Bolt struct {
+	// dbMu guards db: every transaction holds it shared, Compact
+	// exclusively while it swaps the file.
+	dbMu    sync.RWMutex
 	db      *bolt.DB
+	path    string
 	commits chan commitRequest
 	done    chan struct{}
 	// closing guards commits: Close takes it exclusively, so no Commit
@@ -50,7 +69,17 @@ type Bolt struct {
 	closed  bool
 	// rollback: see WithoutCommit.
 	rollback bool
+	noSync   bool
+	// erased signals the compactor that a commit erased something.
+	erased        chan struct{}
+	stopCompactor chan struct{}
+	compactorDone chan struct{}
+	compactDelay  time.Duration
 }
+
+// CompactDelay is how long after an erasure the embedded store compacts
+// its file (and the least time between two compactions).
+const CompactDelay = 10 * time.Second
 
 type commitRequest struct {
 	change Change
@@ -63,7 +92,12 @@ type commitRequest struct {
 type Option func(*Bolt)
 
 // WithoutSync commits without fsync: the pages are written, not flushed.
-func WithoutSync() Option { return func(s *Bolt) { s.db.NoSync = true } }
+func WithoutSync() Option { return func(s *Bolt) { s.noSync = true } }
+
+// WithCompactDelay sets the delay of the compaction after an erasure
+// (CompactDelay by default; negative: never compact on its own, for tests
+// that call Compact).
+func WithCompactDelay(d time.Duration) Option { return func(s *Bolt) { s.compactDelay = d } }
 
 // WithoutCommit applies every change in a transaction that is then rolled
 // back: nothing is written, and Commit still answers as if it had been
@@ -75,11 +109,12 @@ func OpenBolt(dir string, opts ...Option) (*Bolt, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	// As etcd runs bbolt: the freelist is not written on every commit (it
-	// is rebuilt by scanning the file at open), which saves pages per sync.
-	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{
-		Timeout: 5 * time.Second, NoFreelistSync: true,
-	})
+	path := filepath.Join(dir, FileName)
+	// A compaction interrupted before its rename left only a partial copy.
+	if err := os.Remove(path + compactingSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove an interrupted compaction: %w", err)
+	}
+	db, err := openBoltFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
@@ -87,18 +122,32 @@ func OpenBolt(dir string, opts ...Option) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("prepare database: %w", err)
 	}
-	st := &Bolt{db: db, commits: make(chan commitRequest, 256), done: make(chan struct{})}
+	st := &Bolt{db: db, path: path, commits: make(chan commitRequest, 256), done: make(chan struct{}),
+		erased: make(chan struct{}, 1), stopCompactor: make(chan struct{}), compactorDone: make(chan struct{}), compactDelay: CompactDelay}
 	for _, o := range opts {
 		o(st)
 	}
+	db.NoSync = st.noSync
 	go st.committer()
+	go st.compactor()
 	return st, nil
 }
+
+// openBoltFile opens a bbolt file as etcd runs it: the freelist is not
+// written on every commit (it is rebuilt by scanning the file at open),
+// which saves pages per sync.
+func openBoltFile(path string) (*bolt.DB, error) {
+	return bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true})
+}
+
+// compactingSuffix names the copy a compaction writes before renaming it
+// over the database.
+const compactingSuffix = ".compacting"
 
 // prepare creates the buckets and converts a file from before versions
 // (plain values) to versioned values, each at version 1.
 func prepare(tx *bolt.Tx) error {
-	for _, name := range [][]byte{usersBucket, metaBucket, schemaBucket, decisionsBucket} {
+	for _, name := range [][]byte{usersBucket, metaBucket, schemaBucket, decisionsBucket, dataKeysBucket, batchesBucket} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}
@@ -138,7 +187,7 @@ func split(stored []byte) (int64, []byte) {
 	return int64(binary.BigEndian.Uint64(stored)), stored[versionLen:]
 }
 
-// Close stops the committer and closes the database.
+// Close stops the committer and the compactor and closes the database.
 func (s *Bolt) Close() error {
 	s.closing.Lock()
 	if s.closed {
@@ -149,7 +198,118 @@ func (s *Bolt) Close() error {
 	close(s.commits)
 	s.closing.Unlock()
 	<-s.done
+	close(s.stopCompactor)
+	<-s.compactorDone
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
 	return s.db.Close()
+}
+
+// view runs fn in a read transaction of the current file.
+func (s *Bolt) view(fn func(*bolt.Tx) error) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	return s.db.View(fn)
+}
+
+// compactor compacts the file CompactDelay after an erasure, and then
+// waits at least CompactDelay before the next.
+func (s *Bolt) compactor() {
+	defer close(s.compactorDone)
+	if s.compactDelay < 0 {
+		<-s.stopCompactor
+		return
+	}
+	for {
+		select {
+		case <-s.stopCompactor:
+			return
+		case <-s.erased:
+		}
+		select {
+		case <-s.stopCompactor:
+			return
+		case <-time.After(s.compactDelay):
+		}
+		select { // erasures meanwhile are covered by this compaction
+		case <-s.erased:
+		default:
+		}
+		// A failed compaction leaves the old file in use; the next
+		// erasure tries again.
+		_ = s.Compact()
+	}
+}
+
+// Compact rewrites the file with only its live pages (bbolt.Compact into
+// a new file, fsynced, renamed over the old one), so the bytes of deleted
+// values, which bbolt's freed pages keep, are gone from it. Requests wait
+// while it runs.
+func (s *Bolt) Compact() error {
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	tmp := s.path + compactingSuffix
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("compact: %w", err)
+	}
+	dst, err := openBoltFile(tmp)
+	if err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	if err := bolt.Compact(dst, s.db, 64<<20); err != nil {
+		_ = dst.Close()
+		_ = os.Remove(tmp)
+		return fmt.Errorf("compact: %w", err)
+	}
+	if err := dst.Close(); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("compact: %w", err)
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("compact: close the database: %w", err)
+	}
+	renameErr := os.Rename(tmp, s.path)
+	if renameErr == nil {
+		renameErr = syncDir(filepath.Dir(s.path))
+	}
+	// Reopen whichever file is now in place (the old one if the rename failed).
+	db, err := openBoltFile(s.path)
+	if err != nil {
+		return fmt.Errorf("compact: reopen the database: %w", err)
+	}
+	db.NoSync = s.noSync
+	s.db = db
+	if renameErr != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("compact: %w", renameErr)
+	}
+	return nil
+}
+
+// CompactAll is Compact (a bbolt file is compacted whole).
+func (s *Bolt) CompactAll(context.Context) error { return s.Compact() }
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = d.Close() }()
+	return d.Sync()
+}
+
+// erases reports whether a change deletes a user's row or data key.
+func erases(c Change) bool {
+	if len(c.EraseDataKeys) > 0 || len(c.EraseDecisions) > 0 {
+		return true
+	}
+	for _, w := range c.Users {
+		if w.Value == nil && w.IfVersion != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // committer is the group commit: it takes the first waiting change at once
@@ -173,6 +333,7 @@ func (s *Bolt) committer() {
 			}
 		}
 		results := make([]error, len(group))
+		erased := false
 		apply := func(tx *bolt.Tx) error {
 			for i, r := range group {
 				if results[i] = checkVersions(tx, r.change); results[i] != nil {
@@ -183,6 +344,15 @@ func (s *Bolt) committer() {
 						continue // this change conflicts; the others still commit
 					}
 				}
+				erased = erased || erases(r.change)
+				// The data keys first: erasure destroys the key before the
+				// rows it decrypts.
+				if err := eraseDataKeys(tx, r.change.EraseDataKeys); err != nil {
+					return err
+				}
+				if err := applyWrites(tx, dataKeysBucket, r.change.DataKeys); err != nil {
+					return err
+				}
 				if err := applyWrites(tx, usersBucket, r.change.Users); err != nil {
 					return err
 				}
@@ -192,14 +362,25 @@ func (s *Bolt) committer() {
 				if err := applyDecisionWrites(tx, r.change); err != nil {
 					return err
 				}
+				if err := putBatches(tx, r.change.Batches); err != nil {
+					return err
+				}
 			}
 			return nil
 		}
 		var err error
+		s.dbMu.RLock()
 		if s.rollback {
 			err = s.applyAndRollback(apply)
 		} else {
 			err = s.db.Update(apply)
+		}
+		s.dbMu.RUnlock()
+		if err == nil && erased && !s.rollback {
+			select {
+			case s.erased <- struct{}{}:
+			default: // a compaction is already due
+			}
 		}
 		for i, r := range group {
 			if err != nil {
@@ -240,6 +421,18 @@ func (s *Bolt) Commit(_ context.Context, c Change) error {
 }
 
 func checkVersions(tx *bolt.Tx, c Change) error {
+	batches := tx.Bucket(batchesBucket)
+	for id := range c.Batches {
+		if batches.Get([]byte(id)) != nil {
+			return ErrConflict
+		}
+	}
+	keys := tx.Bucket(dataKeysBucket)
+	for key, want := range c.DataKeyChecks {
+		if _, current := split(keys.Get([]byte(key))); current == nil || !bytes.Equal(current, want) {
+			return ErrConflict
+		}
+	}
 	decisions := tx.Bucket(decisionsBucket)
 	for key, w := range c.Decisions {
 		if current, _ := split(decisions.Get(decisionKeyBytes(key))); current != w.IfVersion {
@@ -249,7 +442,7 @@ func checkVersions(tx *bolt.Tx, c Change) error {
 	for _, part := range []struct {
 		bucket []byte
 		writes map[string]Write
-	}{{usersBucket, c.Users}, {metaBucket, c.Meta}} {
+	}{{usersBucket, c.Users}, {metaBucket, c.Meta}, {dataKeysBucket, c.DataKeys}} {
 		b := tx.Bucket(part.bucket)
 		for key, w := range part.writes {
 			if current, _ := split(b.Get([]byte(key))); current != w.IfVersion {
@@ -275,6 +468,90 @@ func applyWrites(tx *bolt.Tx, bucket []byte, writes map[string]Write) error {
 		}
 	}
 	return nil
+}
+
+func putBatches(tx *bolt.Tx, batches map[string]Batch) error {
+	b := tx.Bucket(batchesBucket)
+	for id, batch := range batches {
+		v := make([]byte, 8, 8+len(batch.Value))
+		binary.BigEndian.PutUint64(v, uint64(batch.At.UnixNano()))
+		if err := b.Put([]byte(id), append(v, batch.Value...)); err != nil {
+			return fmt.Errorf("write batch: %w", err)
+		}
+	}
+	return nil
+}
+
+// Batch implements Store.
+func (s *Bolt) Batch(_ context.Context, id string) (Batch, error) {
+	var out Batch
+	err := s.view(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(batchesBucket).Get([]byte(id)); len(v) >= 8 {
+			out = Batch{At: time.Unix(0, int64(binary.BigEndian.Uint64(v))), Value: bytes.Clone(v[8:])}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DeleteBatchesBefore implements Store. The records are keyed by ID, so
+// it scans them all (a small value each; the sweep runs at most hourly).
+func (s *Bolt) DeleteBatchesBefore(_ context.Context, t time.Time) (int, error) {
+	cutoff := uint64(t.UnixNano())
+	var expired [][]byte
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(batchesBucket).ForEach(func(k, v []byte) error {
+			if len(v) < 8 || binary.BigEndian.Uint64(v) < cutoff {
+				expired = append(expired, bytes.Clone(k))
+			}
+			return nil
+		})
+	})
+	if err != nil || len(expired) == 0 {
+		return 0, err
+	}
+	// Directly, not through the committer: nothing else deletes a batch
+	// record, and a retry that finds it gone is past its window anyway.
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(batchesBucket)
+		for _, k := range expired {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("delete expired batches: %w", err)
+	}
+	return len(expired), nil
+}
+
+func eraseDataKeys(tx *bolt.Tx, users []string) error {
+	b := tx.Bucket(dataKeysBucket)
+	for _, user := range users {
+		if err := b.Delete([]byte(user)); err != nil {
+			return fmt.Errorf("erase data key: %w", err)
+		}
+	}
+	return nil
+}
+
+// DataKeys implements Backend.
+func (s *Bolt) DataKeys(_ context.Context, keys []string) (map[string]Item, error) {
+	return s.read(dataKeysBucket, keys)
+}
+
+// EachDataKey implements Backend.
+func (s *Bolt) EachDataKey(_ context.Context, fn func(key string, item Item) error) error {
+	return s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(dataKeysBucket).ForEach(func(k, v []byte) error {
+			version, value := split(v)
+			return fn(string(k), Item{Value: value, Version: version})
+		})
+	})
 }
 
 func decisionKeyBytes(k DecisionKey) []byte { return []byte(k.User + "/" + k.ID) }
@@ -316,10 +593,25 @@ func applyDecisionWrites(tx *bolt.Tx, c Change) error {
 // Decision implements Store.
 func (s *Bolt) Decision(_ context.Context, key DecisionKey) (Item, error) {
 	var out Item
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if stored := tx.Bucket(decisionsBucket).Get(decisionKeyBytes(key)); stored != nil {
 			version, value := split(stored)
 			out = Item{Value: append([]byte(nil), value...), Version: version}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// UserDecisions implements Store: one range of the log.
+func (s *Bolt) UserDecisions(_ context.Context, user string) ([]DecisionEntry, error) {
+	var out []DecisionEntry
+	prefix := []byte(user + "/")
+	err := s.view(func(tx *bolt.Tx) error {
+		cur := tx.Bucket(decisionsBucket).Cursor()
+		for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
+			version, value := split(v)
+			out = append(out, DecisionEntry{ID: string(k[len(prefix):]), Item: Item{Value: bytes.Clone(value), Version: version}})
 		}
 		return nil
 	})
@@ -344,7 +636,7 @@ func (s *Bolt) EachDecision(_ context.Context, sinceID string, fn func(DecisionK
 	var after []byte // the last key of the previous page
 	for {
 		var page []entry
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := s.view(func(tx *bolt.Tx) error {
 			cur := tx.Bucket(decisionsBucket).Cursor()
 			k, v := cur.First()
 			if after != nil {
@@ -387,7 +679,7 @@ func (s *Bolt) EachDecision(_ context.Context, sinceID string, fn func(DecisionK
 // next sweep retries.
 func (s *Bolt) DeleteDecisionsBefore(ctx context.Context, beforeID string) (int, error) {
 	writes := map[DecisionKey]Write{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(decisionsBucket).ForEach(func(k, v []byte) error {
 			if key := parseDecisionKey(k); key.ID < beforeID {
 				version, _ := split(v)
@@ -407,9 +699,14 @@ func (s *Bolt) DeleteDecisionsBefore(ctx context.Context, beforeID string) (int,
 
 // Users implements Store.
 func (s *Bolt) Users(_ context.Context, keys []string) (map[string]Item, error) {
+	return s.read(usersBucket, keys)
+}
+
+// read copies the given keys' values out of a bucket.
+func (s *Bolt) read(bucket []byte, keys []string) (map[string]Item, error) {
 	out := make(map[string]Item, len(keys))
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(usersBucket)
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
 		for _, key := range keys {
 			if stored := b.Get([]byte(key)); stored != nil {
 				version, value := split(stored)
@@ -423,7 +720,7 @@ func (s *Bolt) Users(_ context.Context, keys []string) (map[string]Item, error) 
 
 // EachUser implements Store. The value is only valid during fn.
 func (s *Bolt) EachUser(_ context.Context, fn func(key string, item Item) error) error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(usersBucket).ForEach(func(k, v []byte) error {
 			version, value := split(v)
 			return fn(string(k), Item{Value: value, Version: version})
@@ -434,14 +731,14 @@ func (s *Bolt) EachUser(_ context.Context, fn func(key string, item Item) error)
 // CountUsers implements Store.
 func (s *Bolt) CountUsers(context.Context) (int, error) {
 	var n int
-	err := s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(usersBucket).Stats().KeyN; return nil })
+	err := s.view(func(tx *bolt.Tx) error { n = tx.Bucket(usersBucket).Stats().KeyN; return nil })
 	return n, err
 }
 
 // Meta implements Store.
 func (s *Bolt) Meta(_ context.Context, key string) (Item, error) {
 	var out Item
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if stored := tx.Bucket(metaBucket).Get([]byte(key)); stored != nil {
 			version, value := split(stored)
 			out = Item{Value: append([]byte(nil), value...), Version: version}
@@ -469,6 +766,6 @@ func (s *Bolt) Exclusive(ctx context.Context, _ string, fn func(context.Context)
 // Size returns the database file size in bytes.
 func (s *Bolt) Size() (int64, error) {
 	var size int64
-	err := s.db.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil })
+	err := s.view(func(tx *bolt.Tx) error { size = tx.Size(); return nil })
 	return size, err
 }

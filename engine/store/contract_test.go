@@ -27,28 +27,89 @@ type backend struct {
 }
 
 // backends are the implementations the contract runs against: bbolt in a
-// temporary directory and PostgreSQL in a throwaway server.
+// temporary directory and PostgreSQL in a throwaway server, each plain and
+// encrypted (Sealed).
 func backends(t *testing.T) []backend {
-	dir := t.TempDir()
+	// One server for the test, started here (the test's goroutine) so that
+	// it outlives each subtest; without the binaries the subtests skip.
 	var conn string
-	return []backend{
-		{"bolt", func(t *testing.T) Store {
+	if postgres.Installed() {
+		conn = postgres.Start(t).ConnString
+	}
+	openBolt := func(dir string) func(t *testing.T) Backend {
+		return func(t *testing.T) Backend {
 			s, err := OpenBolt(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return s
-		}},
-		{"postgres", func(t *testing.T) Store {
-			if conn == "" {
-				conn = postgres.Start(t).ConnString
-			}
-			s, err := OpenPostgres(context.Background(), conn, "ns/program")
+		}
+	}
+	plain := func(open func(t *testing.T) Backend) func(t *testing.T) Store {
+		return func(t *testing.T) Store { return open(t) }
+	}
+	keys := testKeyring(t, "k1")
+	sealed := func(open func(t *testing.T) Backend) func(t *testing.T) Store {
+		return func(t *testing.T) Store {
+			inner := open(t)
+			s, err := NewSealed(context.Background(), inner, keys, testSecret)
 			if err != nil {
+				_ = inner.Close()
 				t.Fatal(err)
 			}
 			return s
-		}},
+		}
+	}
+	return []backend{
+		{"bolt", plain(openBolt(t.TempDir()))},
+		{"postgres", plain(openPostgresDatabase(&conn, ""))},
+		{"bolt-sealed", sealed(openBolt(t.TempDir()))},
+		{"postgres-sealed", sealed(openPostgresDatabase(&conn, "sealed"))},
+	}
+}
+
+// testSecret stands for the world's pseudonymisation key.
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
+
+// testKeyring is a keyring of KEKs named ids (each derived from its
+// name), the first primary.
+func testKeyring(t testing.TB, ids ...string) *Keyring {
+	t.Helper()
+	keys := map[string][]byte{}
+	for _, id := range ids {
+		keys[id] = []byte(fmt.Sprintf("%-32s", "kek "+id))
+	}
+	k, err := NewKeyring(ids[0], keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// openPostgresDatabase opens the program's store on one test server
+// (started at the first open), in a database of its own (created at its
+// first open) unless database is empty.
+func openPostgresDatabase(conn *string, database string) func(t *testing.T) Backend {
+	var dbConn string
+	return func(t *testing.T) Backend {
+		if *conn == "" {
+			*conn = postgres.Start(t).ConnString
+		}
+		if database == "" {
+			dbConn = *conn
+		}
+		if dbConn == "" {
+			server := &postgres.Server{ConnString: *conn}
+			var err error
+			if dbConn, err = server.CreateDatabase(context.Background(), database); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err := OpenPostgres(context.Background(), dbConn, "ns/program")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
 }
 
@@ -267,7 +328,7 @@ func TestPostgresMigrationsAndPrograms(t *testing.T) {
 		_ = rows.Scan(&v)
 		versions = append(versions, v)
 	}
-	if want := []int{1, 2, 3}; !slices.Equal(versions, want) {
+	if want := []int{1, 2, 3, 4, 5, 6, 7}; !slices.Equal(versions, want) {
 		t.Errorf("recorded migrations = %v, want %v", versions, want)
 	}
 	if err := stores[0].Commit(ctx, Change{Users: map[string]Write{"u": {Value: []byte("p0")}}}); err != nil {
@@ -280,12 +341,23 @@ func TestPostgresMigrationsAndPrograms(t *testing.T) {
 		t.Errorf("another replica of p0 sees %d users, want 1", n)
 	}
 
-	// A database migrated by a newer engine is refused with a clear error.
-	if _, err := stores[0].pool.Exec(ctx, `INSERT INTO attune_schema_migrations (version) VALUES (99)`); err != nil {
-		t.Fatal(err)
+	// Opening again applies nothing new.
+	again, err := OpenPostgres(ctx, conn, "ns/p0")
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
 	}
-	if _, err := OpenPostgres(ctx, conn, "ns/p0"); err == nil || !strings.Contains(err.Error(), "newer than this engine") {
-		t.Errorf("newer schema: err = %v", err)
+	_ = again.Close()
+	// A database migrated by a newer engine is refused with a clear error.
+	for _, newer := range []int{8, 99} {
+		if _, err := stores[0].pool.Exec(ctx, `INSERT INTO attune_schema_migrations (version) VALUES ($1)`, newer); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := OpenPostgres(ctx, conn, "ns/p0"); err == nil || !strings.Contains(err.Error(), "newer than this engine") {
+			t.Errorf("migration %d recorded: err = %v", newer, err)
+		}
+		if _, err := stores[0].pool.Exec(ctx, `DELETE FROM attune_schema_migrations WHERE version = $1`, newer); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// A bad connection string does not echo the password.
 	if _, err := OpenPostgres(ctx, "postgres://u:s3cret@127.0.0.1:notaport/db", "ns/p"); err == nil || strings.Contains(err.Error(), "s3cret") {
@@ -388,6 +460,9 @@ func TestDecisionLogContract(t *testing.T) {
 				}); err != nil {
 					t.Fatal(err)
 				}
+				// Grouped by user, in an order of users of the backend's
+				// (Sealed's is by row key, not by pseudonym).
+				slices.Sort(got)
 				return strings.Join(got, ",")
 			}
 			if got := list(""); got != "a:a1+outcome,a:a2,b:b1" {
@@ -395,6 +470,14 @@ func TestDecisionLogContract(t *testing.T) {
 			}
 			if got := list(DecisionIDAt(t0.Add(time.Minute))); got != "a:a2,b:b1" {
 				t.Errorf("decisions since t0+1m = %s", got)
+			}
+			// One user's decisions, in time order.
+			mine, err := s.UserDecisions(ctx, "a")
+			if err != nil || len(mine) != 2 || mine[0].ID != a1.ID || string(mine[0].Value) != "a1+outcome" || mine[0].Version != 2 || mine[1].ID != a2.ID {
+				t.Errorf("a's decisions = %+v, %v", mine, err)
+			}
+			if none, err := s.UserDecisions(ctx, "nobody"); err != nil || len(none) != 0 {
+				t.Errorf("an unknown user's decisions = %+v, %v", none, err)
 			}
 			// Erasure removes the user's decisions with the user, and only theirs.
 			if err := s.Commit(ctx, Change{Users: map[string]Write{"b": {IfVersion: 1}}, EraseDecisions: []string{"b"}}); err != nil {
@@ -425,8 +508,9 @@ func TestDecisionLogContract(t *testing.T) {
 }
 
 // TestEachDecisionSeesEveryEntryOnce: the log is read in pages (bbolt); a
-// log of several pages is read whole, in key order, each entry once, also
-// while the consumer writes to the store between entries.
+// log of several pages is read whole, grouped by user and in ID order
+// within a user, each entry once, also while the consumer writes to the
+// store between entries.
 func TestEachDecisionSeesEveryEntryOnce(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
@@ -442,14 +526,20 @@ func TestEachDecisionSeesEveryEntryOnce(t *testing.T) {
 			if err := s.Commit(ctx, Change{Decisions: writes}); err != nil {
 				t.Fatal(err)
 			}
-			var prev string
+			var prev DecisionKey
+			done := map[string]bool{} // users whose decisions have all been seen
 			seen := map[string]bool{}
 			err := s.EachDecision(ctx, "", func(k DecisionKey, it Item) error {
-				if cur := k.User + "/" + k.ID; cur <= prev {
-					return fmt.Errorf("%s after %s: not in key order", cur, prev)
-				} else {
-					prev = cur
+				switch {
+				case k.User != prev.User && done[k.User]:
+					return fmt.Errorf("%s/%s after %s/%s: the user's decisions are not together", k.User, k.ID, prev.User, prev.ID)
+				case k.User == prev.User && k.ID <= prev.ID:
+					return fmt.Errorf("%s/%s after %s: not in ID order", k.User, k.ID, prev.ID)
 				}
+				if k.User != prev.User {
+					done[prev.User] = true
+				}
+				prev = k
 				seen[string(it.Value)] = true
 				if len(seen)%500 == 0 { // a write between entries must not deadlock or disturb the scan
 					return s.Commit(ctx, Change{Users: map[string]Write{fmt.Sprintf("w%d", len(seen)): {Value: []byte("x")}}})

@@ -45,6 +45,38 @@ type Change struct {
 	// EraseDecisions deletes every logged decision of these users (erasure,
 	// with the user's own row in the same change).
 	EraseDecisions []string
+	// Batches record committed ingest batches by ID (an Idempotency-Key's
+	// digest), so a retry is answered from the record. Each is created
+	// once: the change conflicts when the ID exists.
+	Batches map[string]Batch
+
+	// The rest is Sealed's bookkeeping (backends store it; callers of a
+	// Sealed store never set it).
+
+	// DataKeys are users' wrapped data keys, conditional like users'.
+	DataKeys map[string]Write
+	// EraseDataKeys deletes these users' data keys whatever their version.
+	// Backends apply it before anything else in the change: erasure
+	// destroys the key first.
+	EraseDataKeys []string
+	// DataKeyChecks makes the change conditional on these data keys still
+	// holding exactly these values (ErrConflict otherwise): a value sealed
+	// under a key read earlier must not land after that key was erased,
+	// or erased and replaced, by another writer.
+	DataKeyChecks map[string][]byte
+}
+
+// Batch is the record of one committed ingest batch.
+type Batch struct {
+	// At is when it was committed; DeleteBatchesBefore sweeps by it.
+	At    time.Time
+	Value []byte
+}
+
+// DecisionEntry is one logged decision as read.
+type DecisionEntry struct {
+	ID string
+	Item
 }
 
 // DecisionKey names one logged decision: the user's pseudonym and the
@@ -61,6 +93,13 @@ var (
 	ErrConflict = errors.New("store: concurrent update, nothing written")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("store is closed")
+	// ErrUnavailable: the store could not be reached (a shared store that
+	// is down); nothing of the operation was written. Retry later.
+	ErrUnavailable = errors.New("the state store is unavailable; nothing was written")
+	// ErrOutcomeUnknown: the connection failed while the commit was in
+	// flight and the store could not be asked afterwards whether it
+	// committed: the change may or may not be stored.
+	ErrOutcomeUnknown = errors.New("the state store failed during the commit; whether it was stored is unknown")
 )
 
 // Store is the engine's durable state.
@@ -88,18 +127,38 @@ type Store interface {
 	// after sinceID (all when empty), grouped by user. The value is only
 	// valid during fn.
 	EachDecision(ctx context.Context, sinceID string, fn func(key DecisionKey, item Item) error) error
+	// UserDecisions reads every logged decision of one user, in ID
+	// (time) order.
+	UserDecisions(ctx context.Context, user string) ([]DecisionEntry, error)
 	// DeleteDecisionsBefore deletes every logged decision whose ID sorts
 	// before beforeID (the retention sweep) and returns how many.
 	DeleteDecisionsBefore(ctx context.Context, beforeID string) (int, error)
+	// Batch reads a committed batch's record (nil Value when absent).
+	Batch(ctx context.Context, id string) (Batch, error)
+	// DeleteBatchesBefore deletes the batch records committed before t
+	// and returns how many.
+	DeleteBatchesBefore(ctx context.Context, t time.Time) (int, error)
 	// Ping checks the store can serve requests now (readiness).
 	Ping(ctx context.Context) error
 	// Close releases the store.
 	Close() error
 }
 
+// Backend is a store that also keeps users' wrapped data keys (Change's
+// DataKeys): what Sealed encrypts over. Bolt and Postgres are backends.
+type Backend interface {
+	Store
+	// DataKeys reads the given users' data keys; absent ones are missing.
+	DataKeys(ctx context.Context, keys []string) (map[string]Item, error)
+	// EachDataKey calls fn for every stored data key. The value is only
+	// valid during fn, and fn must not call the store.
+	EachDataKey(ctx context.Context, fn func(key string, item Item) error) error
+}
+
 var (
-	_ Store = (*Bolt)(nil)
-	_ Store = (*Postgres)(nil)
+	_ Backend = (*Bolt)(nil)
+	_ Backend = (*Postgres)(nil)
+	_ Store   = (*Sealed)(nil)
 )
 
 // DecisionID is a decision's ID: its time as 16 hex digits of Unix

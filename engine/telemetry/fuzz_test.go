@@ -2,13 +2,12 @@ package telemetry
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
-	"io"
 	"reflect"
 	"testing"
 	"time"
-	"unicode/utf8"
+
+	"github.com/attune-io/attune/engine/strictjson"
 )
 
 // FuzzDecodeBatch feeds arbitrary bodies to the decoder and validator: they
@@ -41,8 +40,11 @@ func FuzzDecodeBatch(f *testing.F) {
 	})
 }
 
-// FuzzFastDecodeAgreesWithEncodingJSON: the go-json fast path may only
-// accept what encoding/json's strict decode accepts, with the same result.
+// FuzzFastDecodeAgreesWithEncodingJSON: decodeStrict accepts exactly what
+// encoding/json behind engine/strictjson's token walk accepts (which
+// refuses the duplicate and case-variant keys plain encoding/json takes),
+// with the same result. engine/strictjson's FuzzDecodersAgree holds its
+// two decoders to the same for every body type.
 func FuzzFastDecodeAgreesWithEncodingJSON(f *testing.F) {
 	for _, seed := range []string{
 		`[{"user":"u","kind":"text","at":"2026-11-28T09:00:00Z","text":"hi"}]`,
@@ -51,25 +53,17 @@ func FuzzFastDecodeAgreesWithEncodingJSON(f *testing.F) {
 		`[{"USER":"u","Kind":"rr","at":"2026-11-28T09:00:00Z","bpm":1e400}]`,
 		`[{"user":"u","user":"v","kind":"questionnaire","brs":[1,2,3,4,5,1],"mood":null}] x`,
 		`[{"user":"u","extra":1}]`,
+		`[{"user":"dup-a","user":"victim-1","kind":"heart_rate","at":"2026-11-28T09:00:00Z","bpm":70}]`,
+		`[{"User":"victim-1","KIND":"heart_rate","at":"2026-11-28T09:00:00Z","BPM":70}]`,
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var fast, std []Sample
 		fastErr := decodeStrict(body, &fast, "samples")
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		stdErr := dec.Decode(&std)
-		if stdErr == nil {
-			if _, err := dec.Token(); err != io.EOF {
-				stdErr = errors.New("trailing data")
-			}
-		}
-		if !utf8.Valid(body) {
-			stdErr = errors.New("invalid UTF-8")
-		}
+		stdErr := strictjson.Standard(body, &std)
 		if (fastErr == nil) != (stdErr == nil) {
-			t.Fatalf("decodeStrict err = %v, encoding/json err = %v", fastErr, stdErr)
+			t.Fatalf("decodeStrict err = %v, strictjson.Standard err = %v", fastErr, stdErr)
 		}
 		if fastErr == nil && !reflect.DeepEqual(fast, std) {
 			t.Fatalf("decoded differently:\n fast %+v\n std  %+v", fast, std)

@@ -2,65 +2,89 @@ package simulator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/attune-io/attune/engine/client"
+	"github.com/attune-io/attune/engine/contract"
 	"github.com/attune-io/attune/engine/telemetry"
 )
 
-// Driver makes the model's users talk to real engines over the engine's
-// HTTP API: consent, RR intervals, SART trials, chat messages, BRS answers
-// and intervention outcomes generated from each user's latent state, so the
-// whole estimation path is exercised. It reads the strength in force from
-// the engines, so the operator's tuning closes the loop.
+// Driver lets a population live through real engines, over their HTTP API
+// only (engine/client): each person consents on the engine that holds
+// them, sends the telemetry their hidden state produces, asks for a
+// decision at each natural break and answers it with an intervention
+// sample. People who leave are erased. Time runs on Scale: each tick
+// advances the population by the wall-clock time since the last one.
 type Driver struct {
-	Model   *Model
-	Engines []string // base URLs, e.g. http://127.0.0.1:8080
-	Token   string   // the engines' read-write token
-	// Intervention is reported as completed every few ticks.
-	Intervention string
-	HTTP         *http.Client
-	Now          func() time.Time
+	Population *Population
+	// Engines are base URLs (http://127.0.0.1:8080); people are spread
+	// over them by ID.
+	Engines []string
+	Token   string // the engines' read-write token
+	Scale   TimeScale
+	HTTP    *http.Client
+	// NoPhysiology is for worlds that forbid physiological telemetry
+	// (Workplace, Education): no RR intervals are sent.
+	NoPhysiology bool
+	// Concurrency bounds the requests in flight for decisions and state
+	// reads (default 8).
+	Concurrency int
 
-	rng      *rand.Rand
-	consents map[int]string            // model user ID → engine that holds the user
-	clients  map[string]*client.Client // by engine base URL
-	ticks    int
+	mu        sync.Mutex // guards the population and everything below
+	clients   map[string]*client.Client
+	homes     map[int]string // person ID → the engine that holds them
+	last      time.Time
+	strength  float64
+	latest    TickReport
+	estimates []EstimatePair
 }
 
 // TickReport says what one tick did.
 type TickReport struct {
-	Strength float64
-	TrueLoss float64
-	Users    int
-	Samples  int
+	// Elapsed is the simulated time since the start, Hour the hour of the
+	// simulated day.
+	Elapsed time.Duration
+	Hour    float64
+	// Strength is the program's strength the engines report, and
+	// EngineLoss the cohort loss the first of them publishes (NaN when it
+	// publishes none).
+	Strength   float64
+	EngineLoss float64
+	// TrueLoss is the true mean loss of the people awake.
+	TrueLoss         float64
+	Users, Awake     int
+	Samples          int
+	Decisions        int
+	Interventions    int
+	Unavailable      int
+	DecisionFailures int
 }
 
 func (d *Driver) init() {
-	if d.rng == nil {
-		d.rng = rand.New(rand.NewPCG(d.Model.P.Seed, 0xd1)) // #nosec: simulation only
-		d.consents = map[int]string{}
+	if d.clients == nil {
+		d.clients = map[string]*client.Client{}
+		d.homes = map[int]string{}
 	}
 	if d.HTTP == nil {
 		d.HTTP = &http.Client{Timeout: 10 * time.Second}
 	}
-	if d.Now == nil {
-		d.Now = time.Now
+	if d.Concurrency <= 0 {
+		d.Concurrency = 8
 	}
-	if d.Intervention == "" {
-		d.Intervention = "ResonanceBreathing"
-	}
-	if d.clients == nil {
-		d.clients = map[string]*client.Client{}
+	if d.Scale.Speedup == 0 {
+		d.Scale.Speedup = DefaultSpeedup
 	}
 }
 
-// client is the engine client of one engine's base URL. It sends every
-// request once: a tick that fails is the caller's to repeat.
+// client is the engine client of one engine. It sends every request once:
+// a tick that fails is the next tick's to make up.
 func (d *Driver) client(engine string) (*client.Client, error) {
 	if c, ok := d.clients[engine]; ok {
 		return c, nil
@@ -73,150 +97,307 @@ func (d *Driver) client(engine string) (*client.Client, error) {
 	return c, nil
 }
 
-func userID(id int) string { return fmt.Sprintf("sim-user-%06d", id) }
-
-// Strength reads the strength in force from the first engine that answers.
-func (d *Driver) Strength(ctx context.Context) (float64, error) {
-	d.init()
-	var lastErr error
-	for _, e := range d.Engines {
-		c, err := d.client(e)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		cohort, err := c.Cohort(ctx)
-		if err != nil {
-			lastErr = fmt.Errorf("GET %s/v1/cohort: %w", e, err)
-			continue
-		}
-		return cohort.Strength, nil
-	}
-	return 0, fmt.Errorf("no engine answered: %w", lastErr)
+// Latest is the report of the latest tick.
+func (d *Driver) Latest() TickReport {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.latest
 }
 
-// Tick advances the population one interval under the engines' strength and
-// sends the resulting telemetry.
+// Run ticks every interval until ctx ends, telling onTick (if not nil)
+// of each tick.
+func (d *Driver) Run(ctx context.Context, every time.Duration, onTick func(TickReport, error)) {
+	for ctx.Err() == nil {
+		r, err := d.Tick(ctx)
+		if onTick != nil && ctx.Err() == nil {
+			onTick(r, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(every):
+		}
+	}
+}
+
+// Tick advances the population by the wall-clock time since the last tick
+// (none on the first), syncs who is present with the engines, sends each
+// awake person's telemetry, and asks for the decisions of the natural
+// breaks that came. Errors of single engines or requests are joined; what
+// failed is made up later or lost, as a real client's would be.
 func (d *Driver) Tick(ctx context.Context) (TickReport, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.init()
-	strength, err := d.Strength(ctx)
-	if err != nil {
-		return TickReport{}, err
+	p := d.Population
+	now := time.Now()
+	from := d.last
+	var elapsed time.Duration
+	if !from.IsZero() {
+		elapsed = d.Scale.Simulated(now.Sub(from))
 	}
-	d.Model.Interval(strength)
-	d.ticks++
-	if err := d.syncUsers(ctx); err != nil {
-		return TickReport{}, err
-	}
-	batches := map[string][]telemetry.Sample{}
-	for i := range d.Model.Users {
-		u := &d.Model.Users[i]
-		engine := d.consents[u.ID]
-		batches[engine] = append(batches[engine], d.samples(u)...)
-	}
-	sent := 0
-	for engine, samples := range batches {
-		c, err := d.client(engine)
-		if err != nil {
-			return TickReport{}, err
-		}
-		for start := 0; start < len(samples); start += 500 {
-			chunk := samples[start:min(start+500, len(samples))]
-			if _, err := c.Ingest(ctx, chunk); err != nil {
-				return TickReport{}, fmt.Errorf("telemetry: POST %s/v1/telemetry: %w", engine, err)
-			}
-			sent += len(chunk)
-		}
-	}
-	return TickReport{Strength: strength, TrueLoss: d.Model.CohortLoss(), Users: len(d.Model.Users), Samples: sent}, nil
-}
+	d.last = now
+	p.Advance(elapsed)
 
-// syncUsers gives consent for newcomers and erases users who left (churn).
-func (d *Driver) syncUsers(ctx context.Context) error {
-	present := map[int]bool{}
-	for i, u := range d.Model.Users {
-		present[u.ID] = true
-		if _, ok := d.consents[u.ID]; ok {
+	var errs []error
+	if err := d.syncPeople(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	engineLoss := math.NaN()
+	if cohort, err := d.readCohort(ctx); err == nil {
+		d.strength = cohort.Strength
+		if cohort.Published && cohort.Loss != nil {
+			engineLoss = *cohort.Loss
+		}
+	} else {
+		errs = append(errs, err)
+	}
+	report := TickReport{Elapsed: p.Elapsed(), Hour: p.Hour(), Strength: d.strength, EngineLoss: engineLoss, Users: len(p.Agents)}
+	batches := map[string][]telemetry.Sample{}
+	h := p.Hour()
+	for _, a := range p.Agents {
+		engine, ok := d.homes[a.ID]
+		if !ok || a.Asleep(h) {
 			continue
 		}
-		engine := d.Engines[i%len(d.Engines)]
+		report.Awake++
+		batches[engine] = append(batches[engine], d.samples(a, from, now, elapsed)...)
+	}
+	sent, err := d.send(ctx, batches)
+	report.Samples = sent
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := d.decide(ctx, &report); err != nil {
+		errs = append(errs, err)
+	}
+	report.TrueLoss = p.TrueCohortLoss()
+	d.latest = report
+	return report, errors.Join(errs...)
+}
+
+// syncPeople gives consent for newcomers and erases people who left.
+func (d *Driver) syncPeople(ctx context.Context) error {
+	present := map[int]bool{}
+	var errs []error
+	// The simulated people consent to everything they send, and to
+	// research (the decision export the validation joins on).
+	var scopes []telemetry.Scope
+	for _, sc := range telemetry.Scopes {
+		if sc != telemetry.ScopePhysiology || !d.NoPhysiology {
+			scopes = append(scopes, sc)
+		}
+	}
+	for _, a := range d.Population.Agents {
+		present[a.ID] = true
+		if _, ok := d.homes[a.ID]; ok {
+			continue
+		}
+		engine := d.Engines[a.ID%len(d.Engines)]
 		c, err := d.client(engine)
 		if err != nil {
 			return err
 		}
-		if _, err := c.SetConsent(ctx, userID(u.ID), telemetry.ScopeBehaviour, telemetry.ScopePhysiology, telemetry.ScopeText); err != nil {
-			return fmt.Errorf("consent: %w", err)
+		if _, err := c.SetConsent(ctx, UserID(a.ID), scopes...); err != nil {
+			errs = append(errs, fmt.Errorf("consent: %w", redact(err)))
+			continue
 		}
-		d.consents[u.ID] = engine
+		d.homes[a.ID] = engine
 	}
-	for id, engine := range d.consents {
-		if !present[id] {
-			c, err := d.client(engine)
-			if err != nil {
-				return err
-			}
-			if err := c.Erase(ctx, userID(id)); err != nil {
-				return fmt.Errorf("erase: %w", err)
-			}
-			delete(d.consents, id)
+	for id, engine := range d.homes {
+		if present[id] {
+			continue
 		}
+		c, err := d.client(engine)
+		if err != nil {
+			return err
+		}
+		if err := c.Erase(ctx, UserID(id)); err != nil && !errors.Is(err, client.ErrUnknownUser) {
+			errs = append(errs, fmt.Errorf("erase: %w", redact(err)))
+			continue
+		}
+		delete(d.homes, id)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-var phrases = [3][]string{
-	{"I feel stressed and anxious, everything is going wrong", "so tired and upset today", "this is awful, I can't focus"},
-	{"okay day, a bit tired", "nothing special, just working", "it's fine I guess"},
-	{"I feel calm and happy today", "that session was great, thank you", "feeling relaxed and focused, wonderful"},
+// readCohort reads the cohort summary (and so the strength in force) of
+// the first engine that answers.
+func (d *Driver) readCohort(ctx context.Context) (contract.CohortSummary, error) {
+	var errs []error
+	for _, e := range d.Engines {
+		c, err := d.client(e)
+		if err != nil {
+			return contract.CohortSummary{}, err
+		}
+		cohort, err := c.Cohort(ctx)
+		if err == nil {
+			return cohort, nil
+		}
+		errs = append(errs, fmt.Errorf("GET %s/v1/cohort: %w", e, err))
+	}
+	return contract.CohortSummary{}, errors.Join(errs...)
 }
 
-// samples renders one user's telemetry for this tick from the latent state.
-func (d *Driver) samples(u *User) []telemetry.Sample {
-	at := d.Now().UTC()
-	id := userID(u.ID)
-	attention, emotion, resilience := u.State[0], u.State[1], u.State[2]
+// Rates of the telemetry a person awake sends, per simulated time.
+const (
+	sartBlocksPerMinute = 0.4 // blocks of sartBlockTrials trials
+	sartBlockTrials     = 20
+	chatsPerMinute      = 0.5
+	moodsPerHour        = 1.0
+	brsPerHour          = 1.0 / 6
+	maxRecording        = 3 * time.Minute // of RR intervals per tick
+)
 
-	// RR: alternating beats whose successive difference (≈ RMSSD) grows
-	// with emotional calm.
-	amplitude := 4 + 40*emotion
-	rr := make([]float64, 90)
-	for i := range rr {
-		sign := 1.0
-		if i%2 == 1 {
-			sign = -1
+// samples renders one person's telemetry for a tick that covered elapsed
+// simulated time and the wall-clock interval [from, to).
+func (d *Driver) samples(a *Agent, from, to time.Time, elapsed time.Duration) []telemetry.Sample {
+	r := a.rng
+	id := UserID(a.ID)
+	var out []telemetry.Sample
+	minutes := elapsed.Minutes()
+	if a.Wearable && !d.NoPhysiology && elapsed > 0 {
+		span := min(elapsed, maxRecording).Seconds()
+		if rr := a.heart.beats(r, span, a.State[Emotion]); len(rr) >= 3 {
+			if len(rr) > telemetry.MaxRRPerSample {
+				rr = rr[len(rr)-telemetry.MaxRRPerSample:]
+			}
+			var sum float64
+			for _, v := range rr {
+				sum += v
+			}
+			bpm := math.Round(60000 * float64(len(rr)) / sum)
+			out = append(out, telemetry.Sample{User: id, Kind: telemetry.KindRR, At: to, RRms: rr, BPM: &bpm})
 		}
-		rr[i] = math.Round(800 + sign*amplitude/2 + 3*d.rng.NormFloat64())
 	}
-	// SART: errors and reaction-time variability grow as attention falls.
-	trials := make([]telemetry.Trial, 30)
-	for i := range trials {
-		digit := 1 + d.rng.IntN(9)
-		var responded bool
-		if digit == 3 {
-			responded = d.rng.Float64() < 0.9*(1-attention)
-		} else {
-			responded = d.rng.Float64() >= 0.3*(1-attention)
+	for range min(3, poisson(r, sartBlocksPerMinute*minutes)) {
+		out = append(out, telemetry.Sample{User: id, Kind: telemetry.KindSART, At: to, Trials: sartTrials(r, sartBlockTrials, a.State[Attention])})
+	}
+	for range min(4, poisson(r, chatsPerMinute*minutes)) {
+		out = append(out, telemetry.Sample{User: id, Kind: telemetry.KindText, At: to, Text: chatLine(r, a.State[Emotion]), Source: "chat"})
+	}
+	var q telemetry.Sample
+	if a.brsDue || poisson(r, brsPerHour*elapsed.Hours()) > 0 {
+		q.BRS = brsAnswers(r, a.State[Resilience])
+		a.brsDue = false
+	}
+	if poisson(r, moodsPerHour*elapsed.Hours()) > 0 {
+		mood := moodAnswer(r, a.State[Emotion])
+		q.Mood = &mood
+	}
+	if q.BRS != nil || q.Mood != nil {
+		q.User, q.Kind, q.At = id, telemetry.KindQuestionnaire, to
+		out = append(out, q)
+	}
+	if a.Behaviour && !from.IsZero() {
+		if events := behaviourEvents(r, from, to, a.State[Attention]); len(events) > 0 {
+			out = append(out, telemetry.Sample{User: id, Kind: telemetry.KindBehaviour, At: to, Events: events})
 		}
-		rt := 0.0
-		if responded {
-			rt = math.Max(150, 400*(1+(0.05+0.3*(1-attention))*d.rng.NormFloat64()))
+	}
+	for _, rep := range a.reports {
+		s := telemetry.Sample{User: id, Kind: telemetry.KindIntervention, At: to, Intervention: rep.intervention, Decision: rep.decision, Completed: &rep.completed}
+		if rep.completed {
+			rating := rep.rating
+			s.Rating = &rating
 		}
-		trials[i] = telemetry.Trial{Digit: digit, Responded: responded, RTms: math.Round(rt)}
+		out = append(out, s)
 	}
-	mood := 1 + int(math.Round(4*emotion))
-	brsScore := 1 + 4*resilience
-	positive := int(math.Round(brsScore))
-	reversed := int(math.Round(6 - brsScore))
-	tone := min(2, int(emotion*3))
-	out := []telemetry.Sample{
-		{User: id, Kind: telemetry.KindRR, At: at, RRms: rr},
-		{User: id, Kind: telemetry.KindSART, At: at, Trials: trials},
-		{User: id, Kind: telemetry.KindText, At: at, Text: phrases[tone][d.rng.IntN(len(phrases[tone]))], Source: "chat"},
-		{User: id, Kind: telemetry.KindQuestionnaire, At: at, BRS: []int{positive, reversed, positive, reversed, positive, reversed}, Mood: &mood},
-	}
-	if d.ticks%5 == 0 {
-		completed, rating := true, 4
-		out = append(out, telemetry.Sample{User: id, Kind: telemetry.KindIntervention, At: at, Intervention: d.Intervention, Completed: &completed, Rating: &rating})
-	}
+	a.reports = nil
 	return out
+}
+
+// send ingests each engine's batch (NDJSON, split to the engine's limits)
+// and counts the samples committed.
+func (d *Driver) send(ctx context.Context, batches map[string][]telemetry.Sample) (int, error) {
+	var (
+		mu   sync.Mutex
+		sent int
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for engine, samples := range batches {
+		c, err := d.client(engine)
+		if err != nil {
+			return 0, err
+		}
+		wg.Go(func() {
+			res, err := c.IngestStream(ctx, slices.Values(samples))
+			mu.Lock()
+			defer mu.Unlock()
+			sent += res.Accepted
+			if err != nil {
+				errs = append(errs, fmt.Errorf("telemetry to %s: %w", engine, redact(err)))
+			}
+		})
+	}
+	wg.Wait()
+	return sent, errors.Join(errs...)
+}
+
+// decide asks the engines for the decisions of the natural breaks that
+// came, at most Concurrency at a time, and applies the answers in order.
+func (d *Driver) decide(ctx context.Context, report *TickReport) error {
+	points := d.Population.DecisionPoints()
+	type answer struct {
+		decision contract.Decision
+		err      error
+	}
+	answers := make([]answer, len(points))
+	sem := make(chan struct{}, d.Concurrency)
+	var wg sync.WaitGroup
+	for i, pt := range points {
+		engine, ok := d.homes[pt.Agent.ID]
+		if !ok {
+			answers[i].err = errors.New("no consent yet")
+			continue
+		}
+		c, err := d.client(engine)
+		if err != nil {
+			return err
+		}
+		available := pt.Available
+		req := contract.DecisionRequest{Available: &available, Context: pt.Context}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			dec, _, err := c.Decide(ctx, UserID(pt.Agent.ID), req, "")
+			answers[i] = answer{dec, err}
+		})
+	}
+	wg.Wait()
+	var errs []error
+	for i, pt := range points {
+		a := answers[i]
+		if a.err != nil {
+			report.DecisionFailures++
+			if len(errs) < 3 {
+				errs = append(errs, fmt.Errorf("decision: %w", redact(a.err)))
+			}
+			if errors.Is(a.err, client.ErrUnknownUser) {
+				delete(d.homes, pt.Agent.ID) // consent again next tick
+			}
+			continue
+		}
+		report.Decisions++
+		if !pt.Available {
+			report.Unavailable++
+		}
+		if a.decision.Treated() {
+			report.Interventions++
+		}
+		d.Population.Decided(pt.Agent, a.decision, d.strength)
+	}
+	if report.DecisionFailures > len(errs) {
+		errs = append(errs, fmt.Errorf("%d decision requests failed in all", report.DecisionFailures))
+	}
+	return errors.Join(errs...)
+}
+
+// redact drops the request URL from a transport error: it names the
+// person (the path holds their ID), and errors end up in logs.
+func redact(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/attune-io/attune/engine/api"
 	"github.com/attune-io/attune/engine/client"
 	"github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/engine/contract"
 	"github.com/attune-io/attune/engine/metrics"
 	"github.com/attune-io/attune/engine/service"
 	"github.com/attune-io/attune/engine/store"
@@ -20,8 +21,8 @@ import (
 const driverToken = "simulator-read-write-token"
 
 // startEngine serves a real engine (service and API over bbolt in a
-// temporary directory) on loopback.
-func startEngine(t *testing.T) string {
+// temporary directory) on loopback, its time constants on scale.
+func startEngine(t *testing.T, scale TimeScale) string {
 	t.Helper()
 	db, err := store.OpenBolt(t.TempDir())
 	if err != nil {
@@ -32,15 +33,16 @@ func startEngine(t *testing.T) string {
 		Program:       "plaza/sim",
 		Target:        config.Vector{Attention: 0.8, Emotion: 0.7, Resilience: 0.7},
 		Weights:       config.Vector{Attention: 1, Emotion: 1, Resilience: 1},
-		Interventions: []string{"BodyScan", "ResonanceBreathing"},
-		Strength:      config.Strength{Value: 0.35, Min: 0.1, Max: 0.9},
+		Interventions: []string{"FocusedAttention", "ResonanceBreathing", "MicroBreak"},
+		Strength:      config.Strength{Value: 0.45, Min: 0.1, Max: 0.9},
 		Context:       "Social",
 		Privacy:       config.Privacy{Retention: config.Duration{Duration: 24 * time.Hour}, MinCohortSize: 5},
 		Seed:          3,
 	}
+	scale.EngineTiming().ApplyTo(cfg)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	m := metrics.New(cfg.Program)
-	svc, err := service.New(cfg, service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Metrics: m, Logger: logger})
+	svc, err := service.New(cfg, service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Metrics: m, Logger: logger, EffectsMinInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,32 +51,41 @@ func startEngine(t *testing.T) string {
 	return srv.URL
 }
 
-// TestDriverFeedsRealEngines: the driver reads the strength from the
-// engines, spreads its users over them with consent, sends every user's
-// telemetry each tick (interventions every fifth) and erases the users who
-// churn away.
-func TestDriverFeedsRealEngines(t *testing.T) {
-	engines := []string{startEngine(t), startEngine(t)}
-	p := DefaultParams()
-	p.Users, p.Churn, p.Seed = 12, 0.25, 5
-	d := &Driver{Model: New(p), Engines: engines, Token: driverToken}
+// TestPopulationLivesThroughRealEngines: a small cohort, spread over two
+// real engines in accelerated time, consents, sends every kind of
+// telemetry the engines accept (a rejected batch fails the tick), asks for
+// decisions at its natural breaks and answers the interventions it gets
+// with linked intervention samples; the engines estimate every person's
+// state from that telemetry alone, settle outcomes, and people who leave
+// are erased.
+func TestPopulationLivesThroughRealEngines(t *testing.T) {
+	scale := TimeScale{Speedup: 600}
+	engines := []string{startEngine(t, scale), startEngine(t, scale)}
+	cfg := DefaultConfig()
+	cfg.Users, cfg.Seed, cfg.ChurnPerHour = 16, 5, 0.3
+	cfg.WearableShare, cfg.BehaviourShare = 1, 1
+	d := &Driver{Population: New(cfg), Engines: engines, Token: driverToken, Scale: scale}
 	ctx := context.Background()
 	first := map[int]bool{}
-	for _, u := range d.Model.Users {
-		first[u.ID] = true
+	for _, a := range d.Population.Agents {
+		first[a.ID] = true
 	}
-	for tick := 1; tick <= 5; tick++ {
+	var total TickReport
+	deadline := time.Now().Add(12 * time.Second)
+	for time.Now().Before(deadline) {
 		r, err := d.Tick(ctx)
 		if err != nil {
-			t.Fatalf("tick %d: %v", tick, err)
+			t.Fatalf("tick at %s simulated: %v", r.Elapsed, err)
 		}
-		perUser := 4
-		if tick == 5 {
-			perUser = 5
-		}
-		if r.Strength != 0.35 || r.Users != p.Users || r.Samples != perUser*p.Users {
-			t.Errorf("tick %d: %+v, want strength 0.35 and %d samples for %d users", tick, r, perUser*p.Users, p.Users)
-		}
+		total.Samples += r.Samples
+		total.Decisions += r.Decisions
+		total.Interventions += r.Interventions
+		time.Sleep(250 * time.Millisecond)
+	}
+	elapsed := d.Population.Elapsed()
+	t.Logf("%s simulated in 12s: %d samples, %d decisions, %d interventions", elapsed.Round(time.Minute), total.Samples, total.Decisions, total.Interventions)
+	if elapsed < 100*time.Minute || total.Decisions < 40 || total.Interventions < 5 {
+		t.Fatalf("%s simulated, %d decisions, %d interventions: the population barely lived", elapsed, total.Decisions, total.Interventions)
 	}
 
 	clients := map[string]*client.Client{}
@@ -85,25 +96,42 @@ func TestDriverFeedsRealEngines(t *testing.T) {
 		}
 		clients[e] = c
 	}
-	present, left := 0, 0
-	for i, u := range d.Model.Users {
-		st, err := clients[d.consents[u.ID]].State(ctx, userID(u.ID))
-		if err != nil || st.Samples == 0 {
-			t.Errorf("user %d (engine %d): state %+v %v", u.ID, i%len(engines), st, err)
+	linked, settled := 0, 0
+	for _, a := range d.Population.Agents {
+		st, err := clients[d.homes[a.ID]].State(ctx, UserID(a.ID))
+		if err != nil {
+			t.Fatalf("person %d: %v", a.ID, err)
 		}
-		present++
-		delete(first, u.ID)
+		if !st.Attention.Known || !st.Emotion.Known || !st.Resilience.Known {
+			t.Errorf("person %d: the engine estimated %+v from the telemetry, want every dimension known", a.ID, st)
+		}
+		delete(first, a.ID)
 	}
-	for id := range first { // churned away: erased from whichever engine held them
-		left++
+	for _, e := range engines {
+		err := clients[e].ExportDecisions(ctx, time.Time{}, func(x contract.ExportedDecision) error {
+			if x.Completed != nil {
+				linked++
+			}
+			if x.Outcome != nil {
+				settled++
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if linked == 0 || settled == 0 {
+		t.Errorf("the log holds %d decisions answered by an intervention sample and %d with an outcome; want some of each", linked, settled)
+	}
+	if len(first) == 0 {
+		t.Error("nobody left: the erasure path went untested")
+	}
+	for id := range first { // left: erased from whichever engine held them
 		for _, c := range clients {
-			if _, err := c.State(ctx, userID(id)); !errors.Is(err, client.ErrUnknownUser) {
-				t.Errorf("churned user %d: %v, want unknown", id, err)
+			if _, err := c.State(ctx, UserID(id)); !errors.Is(err, client.ErrUnknownUser) {
+				t.Errorf("person %d left: %v, want unknown", id, err)
 			}
 		}
 	}
-	if left == 0 {
-		t.Error("no user churned: the erasure path went untested")
-	}
-	t.Logf("%d users present, %d churned and erased", present, left)
 }

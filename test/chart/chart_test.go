@@ -118,12 +118,20 @@ func TestRenderedManifestsAreValid(t *testing.T) {
 
 	defaults := render(t)
 	k := kinds(defaults)
-	if k["CustomResourceDefinition"] != 2 || k["Deployment"] != 1 || k["ClusterRole"] != 1 || k["Role"] != 1 || k["ServiceMonitor"] != 0 || k["ConfigMap"] != 0 {
+	// Four ClusterRoles: the manager's (no Secret verbs), the Secret verbs
+	// the operator binds per world namespace, and the secure metrics' auth
+	// and reader roles; two admission policies.
+	if k["CustomResourceDefinition"] != 2 || k["Deployment"] != 1 || k["ClusterRole"] != 4 || k["ClusterRoleBinding"] != 2 || k["Role"] != 1 ||
+		k["ValidatingAdmissionPolicy"] != 2 || k["ValidatingAdmissionPolicyBinding"] != 2 || k["ServiceMonitor"] != 0 || k["ConfigMap"] != 0 {
 		t.Errorf("default render: %v", k)
 	}
 	nondefault := render(t, "-f", "values-nondefault.yaml", "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
 	k = kinds(nondefault)
-	if k["CustomResourceDefinition"] != 0 || k["Role"] != 3 || k["RoleBinding"] != 3 || k["ServiceMonitor"] != 1 || k["ConfigMap"] != 1 {
+	// Namespaced mode: one ClusterRole (and the two secure-metrics ones),
+	// the Secret verbs in each Role, and no policy on role bindings (the
+	// operator creates none).
+	if k["CustomResourceDefinition"] != 0 || k["ClusterRole"] != 3 || k["Role"] != 3 || k["RoleBinding"] != 3 ||
+		k["ValidatingAdmissionPolicy"] != 1 || k["ServiceMonitor"] != 1 || k["ConfigMap"] != 1 {
 		t.Errorf("non-default render: %v", k)
 	}
 	// Without the ServiceMonitor CRD in the cluster, no ServiceMonitor.
@@ -185,10 +193,13 @@ func TestBadValuesAreRefused(t *testing.T) {
 		args []string
 		want string
 	}{
-		"wrong type":    {[]string{"--set", "replicaCount=two"}, "replicaCount"},
-		"unknown key":   {[]string{"--set", "replicas=2"}, "replicas"},
-		"bad namespace": {[]string{"--set", "watchNamespaces[0]=Not_A_Namespace"}, "watchNamespaces"},
-		"bad log level": {[]string{"--set", "logLevel=verbose"}, "logLevel"},
+		"wrong type":                      {[]string{"--set", "replicaCount=two"}, "replicaCount"},
+		"unknown key":                     {[]string{"--set", "replicas=2"}, "replicas"},
+		"bad namespace":                   {[]string{"--set", "watchNamespaces[0]=Not_A_Namespace"}, "watchNamespaces"},
+		"bad log level":                   {[]string{"--set", "logLevel=verbose"}, "logLevel"},
+		"prometheus URL without a scheme": {[]string{"--set", "allowedPrometheusURLs[0]=prometheus.example.com"}, "allowedPrometheusURLs"},
+		"prometheus URL with a user":      {[]string{"--set", "allowedPrometheusURLs[0]=https://u:p@prometheus.example.com"}, "allowedPrometheusURLs"},
+		"cluster domain with a slash":     {[]string{"--set", "clusterDomain=cluster.local/x"}, "clusterDomain"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -49,6 +49,9 @@ func program(ns, name string, replicas int32) *wellbeingv1alpha1.MeditationProgr
 	if replicas > 1 {
 		p.Spec.Engine.Store = wellbeingv1alpha1.EngineStore{Type: wellbeingv1alpha1.StorePostgreSQL,
 			Postgres: &wellbeingv1alpha1.PostgresStore{SecretRef: wellbeingv1alpha1.SecretReference{Name: postgresSecret}}}
+	} else {
+		// The local cluster has no StorageClass for the default claim.
+		p.Spec.Engine.Store.Embedded = &wellbeingv1alpha1.EmbeddedStore{Ephemeral: true}
 	}
 	return p
 }

@@ -45,7 +45,7 @@ func helmCmd(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-func applyFile(t *testing.T, path string) {
+func applyFile(t *testing.T, path string, mutate ...func(*unstructured.Unstructured)) {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -54,6 +54,9 @@ func applyFile(t *testing.T, path string) {
 	obj := &unstructured.Unstructured{}
 	if err := yaml.Unmarshal(data, &obj.Object); err != nil {
 		t.Fatal(err)
+	}
+	for _, m := range mutate {
+		m(obj)
 	}
 	if err := stack.Client.Create(context.Background(), obj); err != nil {
 		t.Fatalf("apply %s: %v", path, err)
@@ -112,7 +115,10 @@ func TestHelmInstallRBACUpgradeUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := controllers.SetupWithManager(mgr, controllers.Options{OperatorNamespace: "attune-system"}); err != nil {
+	// As the chart's Deployment runs it: Secrets only through the
+	// world-secrets ClusterRole it binds in each world namespace.
+	if err := controllers.SetupWithManager(mgr, controllers.Options{OperatorNamespace: "attune-system",
+		SecretAccess: &controllers.SecretAccess{ClusterRole: "attune-world-secrets", ServiceAccount: "attune", Namespace: "attune-system"}}); err != nil {
 		t.Fatal(err)
 	}
 	mgrCtx, cancelManager := context.WithCancel(ctx)
@@ -130,7 +136,13 @@ func TestHelmInstallRBACUpgradeUninstall(t *testing.T) {
 	defer stopManager()
 
 	applyFile(t, filepath.Join(root, "config", "samples", "wellbeing_v1alpha1_virtualworld.yaml"))
-	applyFile(t, filepath.Join(root, "config", "samples", "wellbeing_v1alpha1_meditationprogram.yaml"))
+	// The sample keeps its users on a claim, as a real cluster should;
+	// this one has no StorageClass, so the store goes on an emptyDir.
+	applyFile(t, filepath.Join(root, "config", "samples", "wellbeing_v1alpha1_meditationprogram.yaml"), func(o *unstructured.Unstructured) {
+		if err := unstructured.SetNestedField(o.Object, true, "spec", "engine", "store", "embedded", "ephemeral"); err != nil {
+			t.Fatal(err)
+		}
+	})
 	eventually(t, 90*time.Second, "samples reconciled by the chart's ServiceAccount", func() error {
 		w := &wellbeingv1alpha1.VirtualWorld{}
 		if err := stack.Client.Get(ctx, client.ObjectKey{Name: "harbor-social"}, w); err != nil {

@@ -144,7 +144,7 @@ func Status(err error) (int, string, error) {
 
 // Consent gives user every consent scope through replica i.
 func (r *Replicas) Consent(i int, user string) error {
-	_, err := r.Clients[i].SetConsent(context.Background(), user, telemetry.ScopeBehaviour, telemetry.ScopePhysiology, telemetry.ScopeText)
+	_, err := r.Clients[i].SetConsent(context.Background(), user, telemetry.ScopeBehaviour, telemetry.ScopePhysiology, telemetry.ScopeText, telemetry.ScopeQuestionnaire)
 	if err != nil {
 		return fmt.Errorf("consent %s via replica %d: %w", user, i, err)
 	}

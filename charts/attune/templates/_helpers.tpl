@@ -22,3 +22,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "attune.serviceAccountName" -}}
 {{- default (include "attune.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
+
+{{- /* The ClusterRole with the operator's Secret verbs (cluster mode). */ -}}
+{{- define "attune.worldSecretsRole" -}}
+{{- printf "%s-world-secrets" (include "attune.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "attune.serviceAccountUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "attune.serviceAccountName" .) -}}
+{{- end -}}

@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	engineconfig "github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/engine/contract"
 )
 
 // Supervisor plays the kubelet's container runtime for engine pods on a
@@ -25,6 +29,10 @@ type Supervisor struct {
 	Log      io.Writer
 	// Selector picks engine pods (default app.kubernetes.io/name=attune-engine).
 	Selector client.MatchingLabels
+	// Propagation delays the changes of the objects a pod mounts on their
+	// way to its files, each pod by its own delay (default: none, within
+	// a second; KubeletPropagation as on a real node).
+	Propagation Propagation
 
 	mu    sync.Mutex
 	procs map[types.UID]*Process
@@ -78,16 +86,37 @@ func (s *Supervisor) Sync(ctx context.Context) error {
 		if p != nil && !p.Exited() {
 			continue
 		}
+		if p != nil {
+			p.stopModel() // the engine exited: restart the pod's containers together
+		}
 		src, port, err := sourceOf(pod)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		dir := filepath.Join(s.StateDir, pod.Namespace, pod.Name)
-		p, err = Start(ctx, s.Client, s.Binary, dir, pod.Status.PodIP, port, src)
+		model, err := s.startModel(ctx, pod, src)
 		if err != nil {
+			errs = append(errs, fmt.Errorf("start model sidecar for pod %s/%s: %w", pod.Namespace, pod.Name, err))
+			continue
+		}
+		if model != nil {
+			src.ModelHost = pod.Status.PodIP
+		}
+		if src.DataClaim != "" {
+			src.DataDir = ClaimDir(s.StateDir, pod.Namespace, src.DataClaim)
+		}
+		dir := filepath.Join(s.StateDir, pod.Namespace, pod.Name)
+		p, err = Start(ctx, s.Client, s.Binary, dir, pod.Status.PodIP, port, src, WithDelay(s.Propagation.DelayFor(pod.Namespace+"/"+pod.Name)))
+		if err != nil {
+			if model != nil {
+				model.Stop()
+			}
 			errs = append(errs, fmt.Errorf("start engine for pod %s/%s: %w", pod.Namespace, pod.Name, err))
 			continue
+		}
+		p.Model = model
+		if model != nil && s.Log != nil {
+			fmt.Fprintf(s.Log, "[engines] started model sidecar (%s) for pod %s/%s on %s\n", model.Runtime, pod.Namespace, pod.Name, model.URL)
 		}
 		if s.Log != nil {
 			fmt.Fprintf(s.Log, "[engines] started engine for pod %s/%s on %s\n", pod.Namespace, pod.Name, p.URL())
@@ -113,6 +142,32 @@ func (s *Supervisor) Sync(ctx context.Context) error {
 	return nil
 }
 
+// startModel starts the pod's model sidecar, if it declares one, as the
+// stock server of its runtime would run from the rendered container
+// (modelServerOf); the classes come from the engine configuration.
+func (s *Supervisor) startModel(ctx context.Context, pod *corev1.Pod, src Source) (*ModelServer, error) {
+	if !slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == ModelContainerName }) {
+		return nil, nil
+	}
+	cm := &corev1.ConfigMap{}
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: src.ConfigMap}, cm); err != nil {
+		return nil, fmt.Errorf("get config map: %w", err)
+	}
+	cfg, err := engineconfig.Parse([]byte(cm.Data[engineconfig.FileName]))
+	if err != nil {
+		return nil, fmt.Errorf("config map %s: %w", src.ConfigMap, err)
+	}
+	var labels []string
+	if cfg.Model != nil {
+		labels = cfg.Model.Labels
+	}
+	spec, _, err := modelServerOf(pod, labels)
+	if err != nil {
+		return nil, err
+	}
+	return startModelServer(spec, pod.Status.PodIP)
+}
+
 // Running returns the URLs of the running engine processes.
 func (s *Supervisor) Running() []string {
 	s.mu.Lock()
@@ -126,6 +181,19 @@ func (s *Supervisor) Running() []string {
 	return out
 }
 
+// ModelServer returns the model sidecar of the engine at url (nil when
+// that engine's pod declares none).
+func (s *Supervisor) ModelServer(url string) *ModelServer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.procs {
+		if p.URL() == url && !p.Exited() {
+			return p.Model
+		}
+	}
+	return nil
+}
+
 // StopAll stops every process.
 func (s *Supervisor) StopAll() {
 	s.mu.Lock()
@@ -134,6 +202,12 @@ func (s *Supervisor) StopAll() {
 		p.Stop()
 		delete(s.procs, uid)
 	}
+}
+
+// ClaimDir is the directory that stands for a PersistentVolumeClaim under
+// stateDir.
+func ClaimDir(stateDir, namespace, claim string) string {
+	return filepath.Join(stateDir, namespace, "claims", claim)
 }
 
 // sourceOf reads which ConfigMap and Secrets the pod mounts and its port.
@@ -147,12 +221,16 @@ func sourceOf(pod *corev1.Pod) (Source, int, error) {
 			src.TokenSecret = v.Secret.SecretName
 		case v.Name == "pseudonymization-key" && v.Secret != nil:
 			src.KeySecret = v.Secret.SecretName
-			src.KeySecretKey = "key"
+			src.KeySecretKey = contract.PseudonymizationKeyKey
 			if len(v.Secret.Items) > 0 {
 				src.KeySecretKey = v.Secret.Items[0].Key
 			}
 		case v.Name == "postgres" && v.Secret != nil:
 			src.StoreSecret = v.Secret.SecretName
+		case v.Name == "key-encryption-key" && v.Secret != nil:
+			src.KEKSecret = v.Secret.SecretName
+		case v.Name == "data" && v.PersistentVolumeClaim != nil:
+			src.DataClaim = v.PersistentVolumeClaim.ClaimName
 		}
 	}
 	port := 0

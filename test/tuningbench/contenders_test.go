@@ -1,4 +1,4 @@
-package simulator
+package tuningbench
 
 import (
 	"math"
@@ -50,6 +50,25 @@ func (t *tunerContender) next(m tuning.Measurement, now time.Time) float64 {
 	d, t.history = tuning.Step(t.history, t.s, tuning.Params{Min: lo, Max: hi, MaxStep: maxStep}, m, now, 2*time.Hour)
 	t.s = d.Strength
 	return t.s
+}
+
+// maxStepOracle is a reference, not a contender: it knows where the
+// optimum lies in the next interval and moves toward it by at most maxStep,
+// holding on an invalid measurement like every contender. On a curve that
+// stays put and responds at once, no contender bound by maxStep (the tuner,
+// SPSA) can have less regret; Nelder–Mead and CMA-ES, which may jump, can.
+type maxStepOracle struct {
+	sc scenario
+	t  int // the interval just measured
+	s  float64
+}
+
+func (o *maxStepOracle) next(m tuning.Measurement, _ time.Time) float64 {
+	o.t++
+	if m.Err == nil && o.t < len(o.sc.argmin) {
+		o.s += math.Max(-maxStep, math.Min(maxStep, o.sc.argmin[o.t]-o.s))
+	}
+	return o.s
 }
 
 type fixedContender struct{ s float64 }

@@ -1,4 +1,4 @@
-package simulator
+package tuningbench
 
 import (
 	"errors"
@@ -15,9 +15,13 @@ import (
 // real input (tuning.Measurement, with a cohort size that is now and then
 // below the minimum, so the measurement is invalid and every contender
 // holds). All share the operator's bounds [lo, hi], maxStep and initial
-// strength (tuning_bench_test.go); each seed draws its own optimum.
+// strength; each seed draws its own optimum.
 
 const (
+	lo, hi  = 0.1, 0.9 // the program's strength bounds, the same for every contender
+	maxStep = 0.05     // the tuner's and SPSA's largest move per interval
+	initial = 0.5      // every contender's first strength
+
 	scenarioIntervals = 120
 	minCohort         = 20   // the world's minCohortSize
 	dropRate          = 0.05 // share of intervals whose cohort is below the minimum
@@ -36,6 +40,9 @@ type scenario struct {
 	// lag the cohort feels the effective strength E_t = E_{t−1} +
 	// (S_t − E_{t−1})·(1 − e^{−1/lag}), and the interval's loss is L(E_t, t).
 	lag float64
+	// minLoss[t] is min over S in [lo, hi] of L(S, t) and argmin[t] where
+	// it is reached, computed once.
+	minLoss, argmin []float64
 }
 
 // family builds the scenario of one seed.
@@ -50,8 +57,30 @@ func quadratic(c, k, opt float64) func(float64) float64 {
 
 func uniform(rng *rand.Rand, a, b float64) float64 { return a + (b-a)*rng.Float64() }
 
+// populationUsers is the size of the population family's cohort.
+const populationUsers = 200
+
 // families are the scenario families, each run over scenarioSeeds seeds.
 var families = []family{
+	{"population", "a cohort of 200 users with individual optima o_i ~ N(S*, 0.1), S* ~ U[0.3, 0.7], each losing 0.1 per unit of strength short of o_i and 0.2 per unit beyond: L = 0.02 + mean_i of that hinge, U-shaped but not quadratic (linear flanks, minimum at the cohort's 1/3 quantile); σ = 0.002",
+		func(rng *rand.Rand) scenario {
+			centre := uniform(rng, 0.3, 0.7)
+			optima := make([]float64, populationUsers)
+			for i := range optima {
+				optima[i] = centre + 0.1*rng.NormFloat64()
+			}
+			return scenario{noise: baseNoise, loss: func(s float64, _ int) float64 {
+				var sum float64
+				for _, o := range optima {
+					if s < o {
+						sum += 0.1 * (o - s)
+					} else {
+						sum += 0.2 * (s - o)
+					}
+				}
+				return 0.02 + sum/populationUsers
+			}}
+		}},
 	{"asymmetric", "L = 0.02 + k_near·(S−S*)² on one side of S*, k_far·(S−S*)² on the other (0.15 and 1.5, the steep side drawn), S* ~ U[0.25, 0.75]; σ = 0.002",
 		func(rng *rand.Rand) scenario {
 			opt := uniform(rng, 0.25, 0.75)
@@ -93,7 +122,7 @@ var families = []family{
 			opt := uniform(rng, 0.2, 0.8)
 			return scenario{noise: 0.02, loss: func(s float64, _ int) float64 { return quadratic(0.05, 0.3, opt)(s) }}
 		}},
-	{"at-bound", "L = 0.02 + 0.3·(S−S*)² with S* ~ U[0.85, 1.1] (even seeds) or U[−0.1, 0.15] (odd): the best strength in bounds is at or next to a bound; σ = 0.002",
+	{"at-bound", "L = 0.02 + 0.3·(S−S*)² with S* ~ U[0.85, 1.1] or, with probability ½, its mirror 1 − S* ∈ [−0.1, 0.15]: the best strength in bounds is at or next to a bound; σ = 0.002",
 		func(rng *rand.Rand) scenario {
 			opt := uniform(rng, 0.85, 1.1)
 			if rng.IntN(2) == 1 {
@@ -117,21 +146,29 @@ var families = []family{
 		}},
 }
 
-const scenarioSeeds = 8
+const scenarioSeeds = 64
 
 func (f family) scenario(seed uint64) scenario {
 	sc := f.build(rand.New(rand.NewPCG(seed, 0x5ce7a))) // #nosec: simulation only
 	sc.family, sc.seed = f.name, seed
+	sc.minLoss = make([]float64, scenarioIntervals)
+	sc.argmin = make([]float64, scenarioIntervals)
+	for t := range sc.minLoss {
+		sc.argmin[t], sc.minLoss[t] = minimum(sc.loss, t)
+	}
 	return sc
 }
 
-// minLoss is min over S in [lo, hi] of L(S, t), on a 0.001 grid.
-func (sc scenario) minLoss(t int) float64 {
-	best := math.Inf(1)
+// minimum is argmin and min over S in [lo, hi] of L(S, t), on a 0.001 grid.
+func minimum(loss func(s float64, t int) float64, t int) (at, least float64) {
+	least = math.Inf(1)
 	for i := 0; i <= 800; i++ {
-		best = math.Min(best, sc.loss(lo+(hi-lo)*float64(i)/800, t))
+		s := lo + (hi-lo)*float64(i)/800
+		if l := loss(s, t); l < least {
+			at, least = s, l
+		}
 	}
-	return best
+	return at, least
 }
 
 var errSmallCohort = errors.New("cohort below the minimum size")
@@ -139,6 +176,7 @@ var errSmallCohort = errors.New("cohort below the minimum size")
 // runResult is one contender's run of one scenario.
 type runResult struct {
 	regret    float64
+	losses    []float64 // the loss the cohort incurred in each interval
 	strengths []float64 // the strength in force in each interval
 	valid     []bool    // whether the measurement after each interval was valid
 }
@@ -161,7 +199,8 @@ func runScenario(sc scenario, c contender) runResult {
 			felt = effective
 		}
 		l := sc.loss(felt, t)
-		out.regret += l - sc.minLoss(t)
+		out.regret += l - sc.minLoss[t]
+		out.losses = append(out.losses, l)
 		at = at.Add(time.Hour)
 		// The noise and the cohort size are drawn for every contender alike
 		// (common random numbers): the same rng sequence in every run.
