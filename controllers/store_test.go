@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -191,10 +192,18 @@ func TestEmbeddedStoreOnAClaim(t *testing.T) {
 		{func(v *wellbeingv1alpha1.StoreVolume) { v.StorageClassName = ptr.To("slow-hdd") }, "spec.engine.store.embedded.volume.storageClassName is immutable"},
 		{func(v *wellbeingv1alpha1.StoreVolume) { v.StorageClassName = nil }, "spec.engine.store.embedded.volume.storageClassName is immutable"},
 	} {
-		edited := &wellbeingv1alpha1.MeditationProgram{}
-		get(t, client.ObjectKeyFromObject(p), edited)
-		change.edit(edited.Spec.Engine.Store.Embedded.Volume)
-		if err := k8s.Update(ctx, edited); err == nil || !strings.Contains(err.Error(), change.want) {
+		// The operator writes the program's status meanwhile: a conflict
+		// is retried on a fresh copy, only the admission error counts.
+		var err error
+		for range 5 {
+			edited := &wellbeingv1alpha1.MeditationProgram{}
+			get(t, client.ObjectKeyFromObject(p), edited)
+			change.edit(edited.Spec.Engine.Store.Embedded.Volume)
+			if err = k8s.Update(ctx, edited); !apierrors.IsConflict(err) {
+				break
+			}
+		}
+		if err == nil || !strings.Contains(err.Error(), change.want) {
 			t.Errorf("update error = %v, want %q", err, change.want)
 		}
 	}
