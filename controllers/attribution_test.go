@@ -245,8 +245,15 @@ func TestStrengthPendingUntilEveryReplicaSettled(t *testing.T) {
 	}
 
 	// The slow pod stops receiving changes: three intervals after the
-	// next move it is named, the other pod is not.
+	// next move it is named, the other pod is not. The move is forced (a
+	// lower maximum clamps the strength at once), since the tuner may
+	// rightly hold where it is.
 	restart(1, time.Hour)
+	held, _ := observe()
+	updateSpec(t, program, func(p *wellbeingv1alpha1.MeditationProgram) {
+		p.Spec.Strength.Max = held.strength - 0.1
+		p.Spec.Strength.Initial = min(p.Spec.Strength.Initial, p.Spec.Strength.Max)
+	})
 	waitUpTo(t, 90*time.Second, "the lagging pod named", func() error {
 		o, _ := observe()
 		if o.reason != wellbeingv1alpha1.ReasonStrengthPending || !strings.Contains(o.message, slowPod+" (strength ") {
