@@ -96,16 +96,25 @@ func TestPopulationLivesThroughRealEngines(t *testing.T) {
 		}
 		clients[e] = c
 	}
-	linked, settled := 0, 0
+	// A person asleep or busy for most of the two hours may send too
+	// little for one dimension (no SART or behaviour, say); the cohort as
+	// a whole must be estimated, and everyone on something.
+	linked, settled, partial := 0, 0, 0
 	for _, a := range d.Population.Agents {
 		st, err := clients[d.homes[a.ID]].State(ctx, UserID(a.ID))
 		if err != nil {
 			t.Fatalf("person %d: %v", a.ID, err)
 		}
+		if !st.Attention.Known && !st.Emotion.Known && !st.Resilience.Known {
+			t.Errorf("person %d: the engine estimated nothing from the telemetry: %+v", a.ID, st)
+		}
 		if !st.Attention.Known || !st.Emotion.Known || !st.Resilience.Known {
-			t.Errorf("person %d: the engine estimated %+v from the telemetry, want every dimension known", a.ID, st)
+			partial++
 		}
 		delete(first, a.ID)
+	}
+	if n := len(d.Population.Agents); partial*10 > n {
+		t.Errorf("%d of %d people lack an estimate of some dimension, want at most 10%%", partial, n)
 	}
 	for _, e := range engines {
 		err := clients[e].ExportDecisions(ctx, time.Time{}, func(x contract.ExportedDecision) error {
