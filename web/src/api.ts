@@ -96,17 +96,9 @@ export class Engine {
     await this.send("POST", "/v1/telemetry", [sample]);
   }
 
-  /**
-   * The user's own export (GET /v1/users/{id}/export), or null when this
-   * engine has no such endpoint (it answers 404 naming the path).
-   */
-  async export(): Promise<unknown | null> {
-    try {
-      return await (await this.send("GET", this.userPath("/export"))).json();
-    } catch (e) {
-      if (e instanceof EngineError && e.status === 404 && e.field === "path") return null;
-      throw e;
-    }
+  /** The user's own export (GET /v1/users/{id}/export), as the engine documents it. */
+  async export(): Promise<unknown> {
+    return await (await this.send("GET", this.userPath("/export"))).json();
   }
 
   /** Erases everything the engine holds about the user. */

@@ -201,7 +201,6 @@ class App {
       case "data":
         return dataScreen({
           engine: this.engine,
-          launch: this.launch,
           onErased: async () => {
             this.consent = null;
             this.setState(await this.engine.state().catch(() => null));

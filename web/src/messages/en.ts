@@ -280,8 +280,6 @@ export const en = {
     intro: "Download what the engine holds about you, or erase all of it.",
     export: "Download my data (JSON)",
     exported: "Your data was downloaded.",
-    assembled:
-      "This engine has no export endpoint yet, so the file holds what this client can read: your current state, your consent as the engine last confirmed it, and the history kept on this device.",
     erase: "Erase all my data",
     eraseTitle: "Erase everything?",
     eraseBody:
