@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -50,17 +47,7 @@ func TestEngineReloadsClientTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, path, "", 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("engine stopped with %v", err)
-		}
-	}()
+	startEngine(t, path, 50*time.Millisecond, nil)
 	base := "http://" + addr
 	waitFor(t, func() bool { code, _ := get(t, base+"/v1/cohort", "ro-secret"); return code == 200 })
 	if code, _ := get(t, base+"/v1/cohort", "dashboard-secret"); code != http.StatusUnauthorized {

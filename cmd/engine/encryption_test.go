@@ -77,11 +77,9 @@ func TestEngineRotatesItsKeyEncryptionKey(t *testing.T) {
 	setKeyring(keyring)
 	base := "http://" + addr
 	start := func(logs io.Writer) (stop func() error) {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- run(ctx, path, "", 50*time.Millisecond, slog.New(slog.NewTextHandler(logs, nil))) }()
+		stop = startEngine(t, path, 50*time.Millisecond, logs)
 		waitFor(t, func() bool { code, _ := get(t, base+"/v1/cohort", "ro-secret"); return code == 200 })
-		return func() error { cancel(); return <-done }
+		return stop
 	}
 
 	logs := &lockedBuffer{}

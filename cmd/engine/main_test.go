@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,6 +73,31 @@ func TestInvalidConfigurationNamesTheField(t *testing.T) {
 	}
 }
 
+// startEngine runs the engine (run, as main does) on the configuration at
+// path, logging to logs (nil: discarded). stop ends it and returns run's
+// error; the test's cleanup stops it too and fails on an error.
+func startEngine(t *testing.T, path string, reload time.Duration, logs io.Writer) (stop func() error) {
+	t.Helper()
+	if logs == nil {
+		logs = io.Discard
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, path, "", reload, slog.New(slog.NewTextHandler(logs, nil))) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("engine stopped with %v", err)
+		}
+	})
+	return stop
+}
+
 func get(t *testing.T, url, token string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
@@ -87,17 +113,7 @@ func get(t *testing.T, url, token string) (int, string) {
 
 func TestEngineServesAndReloadsWithoutRestart(t *testing.T) {
 	dir, path, addr := writeFiles(t, 0.5, 11)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, path, "", 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("engine stopped with %v", err)
-		}
-	}()
+	startEngine(t, path, 50*time.Millisecond, nil)
 	base := "http://" + addr
 	waitFor(t, func() bool { code, _ := get(t, base+"/v1/cohort", "ro-secret"); return code == 200 })
 

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -47,15 +45,7 @@ func TestEngineWithModelServer(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, config.FileName), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, path, "", time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("engine stopped with %v", err)
-		}
-	}()
+	startEngine(t, path, time.Hour, nil)
 	base := "http://" + addr
 	waitFor(t, func() bool { code, _ := get(t, base+"/readyz", ""); return code == 200 })
 	if _, body := get(t, base+"/readyz", ""); !strings.Contains(body, `"textModel":"ready"`) {

@@ -397,9 +397,8 @@ func (s *Server) postTelemetry(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	key, err := idempotencyKey(r)
-	if err != nil {
-		s.reject(w, http.StatusBadRequest, "invalid", "Idempotency-Key: "+err.Error(), "Idempotency-Key")
+	key, ok := s.idempotencyKey(w, r)
+	if !ok {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
@@ -471,18 +470,23 @@ func (s *Server) getCohort(w http.ResponseWriter, r *http.Request) {
 const MaxIdempotencyKeyBytes = 255
 
 // idempotencyKey reads the optional Idempotency-Key header: printable
-// ASCII, at most MaxIdempotencyKeyBytes.
-func idempotencyKey(r *http.Request) (string, error) {
+// ASCII, at most MaxIdempotencyKeyBytes; a bad one is answered 400 here (ok false).
+func (s *Server) idempotencyKey(w http.ResponseWriter, r *http.Request) (string, bool) {
 	key := r.Header.Get("Idempotency-Key")
+	why := ""
 	if len(key) > MaxIdempotencyKeyBytes {
-		return "", fmt.Errorf("longer than %d bytes", MaxIdempotencyKeyBytes)
+		why = fmt.Sprintf("longer than %d bytes", MaxIdempotencyKeyBytes)
 	}
 	for i := range len(key) {
 		if key[i] < 0x21 || key[i] > 0x7e {
-			return "", errors.New("must be printable ASCII without spaces")
+			why = "must be printable ASCII without spaces"
 		}
 	}
-	return key, nil
+	if why != "" {
+		s.reject(w, http.StatusBadRequest, "invalid", "Idempotency-Key: "+why, "Idempotency-Key")
+		return "", false
+	}
+	return key, true
 }
 
 func (s *Server) postDecision(w http.ResponseWriter, r *http.Request) {
@@ -490,9 +494,8 @@ func (s *Server) postDecision(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	key, err := idempotencyKey(r)
-	if err != nil {
-		s.reject(w, http.StatusBadRequest, "invalid", "Idempotency-Key: "+err.Error(), "Idempotency-Key")
+	key, ok := s.idempotencyKey(w, r)
+	if !ok {
 		return
 	}
 	var req service.DecisionRequest

@@ -320,16 +320,11 @@ func (s *Service) begin(ctx context.Context, keys []string) (*userTxn, error) {
 	keys = slices.Compact(keys)
 	t := &userTxn{svc: s, keys: keys, recs: make(map[string]*Record, len(keys)), versions: make(map[string]int64, len(keys))}
 	if s.shared() {
-		items, err := s.store.Users(ctx, keys)
+		err := s.eachStoredRecord(ctx, keys, func(key string, rec *Record, version int64) {
+			t.recs[key], t.versions[key] = rec, version
+		})
 		if err != nil {
 			return nil, err
-		}
-		for key, item := range items {
-			rec, err := decodeRecord(item.Value)
-			if err != nil {
-				return nil, err
-			}
-			t.recs[key], t.versions[key] = rec, item.Version
 		}
 		return t, nil
 	}
@@ -806,18 +801,8 @@ func (s *Service) mayLearn(t *userTxn) bool {
 func (s *Service) consents(ctx context.Context, keys []string) (map[string]Consent, error) {
 	out := make(map[string]Consent, len(keys))
 	if s.shared() {
-		items, err := s.store.Users(ctx, keys)
-		if err != nil {
-			return nil, err
-		}
-		for key, item := range items {
-			rec, err := decodeRecord(item.Value)
-			if err != nil {
-				return nil, err
-			}
-			out[key] = effectiveConsent(rec)
-		}
-		return out, nil
+		err := s.eachStoredRecord(ctx, keys, func(key string, rec *Record, _ int64) { out[key] = effectiveConsent(rec) })
+		return out, err
 	}
 	for _, key := range keys {
 		s.mu.RLock()
@@ -833,6 +818,24 @@ func (s *Service) consents(ctx context.Context, keys []string) (map[string]Conse
 		e.mu.Unlock()
 	}
 	return out, nil
+}
+
+// eachStoredRecord reads the given users from the shared store, one
+// round trip, and calls f with each stored one's decoded record and
+// version (missing users are skipped).
+func (s *Service) eachStoredRecord(ctx context.Context, keys []string, f func(key string, rec *Record, version int64)) error {
+	items, err := s.store.Users(ctx, keys)
+	if err != nil {
+		return err
+	}
+	for key, item := range items {
+		rec, err := decodeRecord(item.Value)
+		if err != nil {
+			return err
+		}
+		f(key, rec, item.Version)
+	}
+	return nil
 }
 
 // scoreConsentedTexts scores, in one call to the scorer, the text samples
