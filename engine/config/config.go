@@ -80,6 +80,12 @@ type Config struct {
 	Store Store `json:"store,omitzero"`
 	// ListenAddress is host:port of the HTTP API.
 	ListenAddress string `json:"listenAddress"`
+	// TLS, when set, makes the engine serve HTTPS only, with the
+	// certificate and key in these files (the program's serving
+	// certificate, a mounted Secret), re-read when they change without a
+	// restart. The operator always sets it; without it (an engine run by
+	// hand, a local test) the engine serves plain HTTP and logs so at start.
+	TLS *TLS `json:"tls,omitempty"`
 	// Model, when set, is the Open Inference Protocol text-emotion server.
 	Model *Model `json:"model,omitempty"`
 	// Seed makes recommendations reproducible; 0 seeds from the clock.
@@ -97,6 +103,24 @@ type Config struct {
 	// CORS lets pages of other origins call the API from a browser. Off
 	// unless origins are listed.
 	CORS CORS `json:"cors,omitzero"`
+}
+
+// TLS names the engine's serving certificate files.
+type TLS struct {
+	// CertFile is the PEM certificate chain, leaf first (tls.crt).
+	CertFile string `json:"certFile"`
+	// KeyFile is the PEM private key (tls.key).
+	KeyFile string `json:"keyFile"`
+}
+
+func (t *TLS) validate() error {
+	if !filepath.IsAbs(t.CertFile) {
+		return &FieldError{"tls.certFile", fmt.Sprintf("must be an absolute path, got %q", t.CertFile)}
+	}
+	if !filepath.IsAbs(t.KeyFile) {
+		return &FieldError{"tls.keyFile", fmt.Sprintf("must be an absolute path, got %q", t.KeyFile)}
+	}
+	return nil
 }
 
 // App is the static web client the engine serves at /app/ (docs/engine-api.md).
@@ -561,6 +585,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Model != nil {
 		if err := c.Model.validate(); err != nil {
+			return err
+		}
+	}
+	if c.TLS != nil {
+		if err := c.TLS.validate(); err != nil {
 			return err
 		}
 	}
