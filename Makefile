@@ -90,9 +90,20 @@ run: manifests ## Run the manager against the cluster in ~/.kube/config (install
 
 ##@ Benchmarks
 
+# SIZE is the number of programs of bench-operator (5 worlds); each run keeps
+# its figures and CPU/heap profiles in .attune/bench and sets its cost per
+# program against the other sizes kept there.
+SIZE ?= 500
+
 .PHONY: bench-operator
-bench-operator: envtest-assets ## 500 programs across 5 worlds on envtest: time to Reconciled vs a plain client, idle writes.
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) ATTUNE_BENCH=1 go test -count=1 -run '^$$' -bench BenchmarkOperatorReconcile -benchtime=1x -timeout 30m ./test/bench/
+bench-operator: envtest-assets ## SIZE programs (500) across 5 worlds on envtest: time to Reconciled vs the required-writes floor, heap/RSS, idle writes; cost per program vs other sizes run.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) ATTUNE_BENCH=1 ATTUNE_BENCH_PROGRAMS=$(SIZE) ATTUNE_BENCH_OUT=$(CURDIR)/.attune/bench ATTUNE_BENCH_PROFILE=$(CURDIR)/.attune/bench \
+		go test -count=1 -run '^$$' -bench BenchmarkOperatorReconcile -benchtime=1x -timeout 120m ./test/bench/
+
+.PHONY: bench-operator-tuning
+bench-operator-tuning: envtest-assets ## SIZE programs tuning every 60 s against a fake HTTPS engine: the operator's steady CPU, engine reads/s, writes/s.
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) ATTUNE_BENCH=1 ATTUNE_BENCH_PROGRAMS=$(SIZE) \
+		go test -count=1 -run '^$$' -bench BenchmarkOperatorTuningLoad -benchtime=1x -timeout 60m ./test/bench/
 
 ##@ Tools
 
@@ -107,19 +118,37 @@ $(CONTROLLER_GEN): hack/tools/go.mod
 	cd hack/tools && go build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
 
 .PHONY: bench-engine
-bench-engine: ## Engine: ingest samples/s vs bare JSON decode; state and decision p50/p99 at 10k users; bytes/user; effect estimate over 1M logged decisions vs a bare scan; encryption at rest vs none (ingest, state p99); 100 texts in one model-server request vs one at a time.
+bench-engine: ## Engine: ingest samples/s vs bare JSON decode; state and decision p50/p99 at 10k users (and bench-engine-scale at USERS); bytes/user; effect estimate over 1M logged decisions vs a bare scan; encryption at rest vs none (ingest, state p99); 100 texts in one model-server request vs one at a time.
 	go test -count=1 -run '^$$' -bench 'Ingest|DecodeBaseline|StateRecommendation|Decision' -benchtime 3s -cpu 1 ./engine/service/
 	go test -count=1 -run '^$$' -bench 'Effects1M|Effects1MSealed|ScanDecisions1M' -benchtime 3x -cpu 1 ./engine/service/
 	go test -count=1 -run '^$$' -bench 'EncryptionCost' -benchtime 500x -cpu 1 ./engine/service/
 	go test -count=1 -run '^$$' -bench . -benchtime 3x ./engine/effects/
 	go test -count=1 -run '^$$' -bench 'BenchmarkScore(Batch100|OneAtATime100)$$' -benchtime 2s ./engine/textemotion/
+	$(MAKE) bench-engine-scale
+
+# USERS is the number of stored users of bench-engine-scale (the issue's
+# 1,000,000 needs about 8 GiB of memory on bbolt; USERS=100000 fits a laptop).
+USERS ?= 1000000
+
+.PHONY: bench-engine-scale
+bench-engine-scale: ## Engine at USERS stored users (bbolt, bbolt without fsync, PostgreSQL): cohort read and scrape from the snapshot vs the full scan (ratio), refresh time, state/decision p50/p99, bytes/user on disk, heap/user, RSS; prior conflicts with 3 replicas, hot row vs merged arms.
+	ATTUNE_BENCH_USERS=$(USERS) go test -count=1 -run '^$$' -bench 'BenchmarkScale(Bolt|BoltNoSync|Postgres)$$' -benchtime 1x -timeout 60m ./engine/service/
+	go test -count=1 -run '^$$' -bench 'BenchmarkPriorConflicts3Replicas' -benchtime 5x ./engine/service/
 
 .PHONY: bench-scaleout
 bench-scaleout: ## Engines over HTTP: bbolt ×1 vs PostgreSQL ×1 and ×3 (ingest samples/s, state p50/p99), one run.
 	go test -count=1 -run '^$$' -bench BenchmarkScaleOut -benchtime 1x -timeout 20m ./test/scaleout/
 
+.PHONY: bench-group-commit
+bench-group-commit: ## One engine (bbolt, encrypted) over HTTP with 8 and 64 concurrent ingest clients: durable (group commit) and one fsync per commit vs bbolt NoSync (ratios), one run.
+	go test -count=1 -run '^$$' -bench BenchmarkDurableIngest -benchtime 1x -timeout 10m ./cmd/engine/
+
+.PHONY: bench-tls
+bench-tls: ## Ingest over HTTP without a token check (baseline) vs HTTP + token, HTTPS + token (connections reused) and HTTPS with a handshake per request, one run.
+	go test -count=1 -run '^$$' -bench BenchmarkIngestTLS -benchtime 1x ./cmd/engine/
+
 .PHONY: bench-tuning
-bench-tuning: ## Tuner vs fixed strength, random search, SPSA, Nelder-Mead and CMA-ES on 8 scenario families: regret per family.
+bench-tuning: ## Tuner vs fixed strength, random search, SPSA, Nelder-Mead and CMA-ES on 9 scenario families: regret per family.
 	go test -count=1 -run '^$$' -bench BenchmarkTuningScenarios -benchtime 1x ./test/tuningbench/
 
 .PHONY: validate

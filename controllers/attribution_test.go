@@ -80,7 +80,7 @@ func enrol(t *testing.T, f *loopFixture, perEngine int) {
 	t.Helper()
 	ctx := context.Background()
 	for i, url := range f.urls() {
-		c, err := engineclient.New(url, engineclient.WithToken(f.token))
+		c, err := engineclient.New(url, append(engineTrust(t, f.program), engineclient.WithToken(f.token))...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +120,7 @@ func keepFeeding(t *testing.T, f *loopFixture, perEngine int) {
 			case <-tick.C:
 			}
 			for i, url := range f.urls() {
-				c, err := engineclient.New(url, engineclient.WithToken(f.token))
+				c, err := engineclient.New(url, append(engineTrust(t, f.program), engineclient.WithToken(f.token))...)
 				if err != nil {
 					continue
 				}
@@ -282,7 +282,7 @@ func TestPrometheusReaderReportsWhatEnginesRan(t *testing.T) {
 	program.Spec.Tuning.Settle = &metav1.Duration{Duration: settle}
 	f := startLoop(t, "gauges", program, 2)
 	enrol(t, f, 20)
-	address := startPrometheus(t, f.ports, filepath.Join(f.dirs[0], "token", "read-only-token"))
+	address := startPrometheus(t, program, f.ports, filepath.Join(f.dirs[0], "token", "read-only-token"))
 	get(t, client.ObjectKeyFromObject(program), program)
 	p := program.DeepCopy()
 	p.Spec.Tuning.Source = wellbeingv1alpha1.LossSource{Type: wellbeingv1alpha1.LossSourcePrometheus, Prometheus: &wellbeingv1alpha1.PrometheusSource{Address: address}}

@@ -13,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -61,9 +62,18 @@ type loopFixture struct {
 	dirs    []string
 	ports   []int
 	token   string
+	// propagation delays the engines' view of ConfigMap and Secret changes.
+	propagation engineruntime.Propagation
 }
 
 func startLoop(t *testing.T, world string, program *wellbeingv1alpha1.MeditationProgram, replicas int) *loopFixture {
+	t.Helper()
+	return startLoopWith(t, world, program, replicas, engineruntime.Propagation{})
+}
+
+// startLoopWith is startLoop with the engines' ConfigMap and Secret
+// changes reaching their files as late as propagation says, per pod.
+func startLoopWith(t *testing.T, world string, program *wellbeingv1alpha1.MeditationProgram, replicas int, propagation engineruntime.Propagation) *loopFixture {
 	t.Helper()
 	ctx := context.Background()
 	buildEngine(t)
@@ -79,9 +89,12 @@ func startLoop(t *testing.T, world string, program *wellbeingv1alpha1.Meditation
 		if err := k8s.Get(ctx, client.ObjectKey{Namespace: world, Name: cmName}, &corev1.ConfigMap{}); err != nil {
 			return err
 		}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: world, Name: program.Name + "-engine-tls"}, &corev1.Secret{}); err != nil {
+			return err
+		}
 		return k8s.Get(ctx, client.ObjectKey{Namespace: world, Name: tokenName}, &corev1.Secret{})
 	})
-	f := &loopFixture{t: t, program: program}
+	f := &loopFixture{t: t, program: program, propagation: propagation}
 	secret := &corev1.Secret{}
 	get(t, client.ObjectKey{Namespace: world, Name: tokenName}, secret)
 	f.token = string(secret.Data[controllers.TokenKey])
@@ -103,7 +116,10 @@ func (f *loopFixture) source() engineruntime.Source {
 	return engineruntime.Source{
 		Namespace: f.program.Namespace, ConfigMap: f.program.Name + "-engine-config", TokenSecret: f.program.Name + "-engine-token",
 		KeySecret: controllers.PseudonymizationKeySecretName, KeySecretKey: controllers.PseudonymizationKeySecretKey,
-		StoreSecret: storeSecretName(f.program),
+		StoreSecret: storeSecretName(f.program), TLSSecret: f.program.Name + "-engine-tls",
+		// As the Deployment mounts them (withAccessVolumes): the PodMonitor's
+		// metrics token is in the clients file (monitoring_test.go).
+		ClientsSecret: controllers.ClientsFileSecretName(f.program), UserTokenKeySecret: controllers.UserTokenKeySecretName(f.program),
 	}
 }
 
@@ -116,7 +132,9 @@ func storeSecretName(p *wellbeingv1alpha1.MeditationProgram) string {
 
 func (f *loopFixture) startEngine(i int) {
 	f.t.Helper()
-	p, err := engineruntime.Start(context.Background(), k8s, buildEngine(f.t), f.dirs[i], "127.0.0.1", f.ports[i], f.source())
+	pod := fmt.Sprintf("%s/%s-engine-%d", f.program.Namespace, f.program.Name, i)
+	p, err := engineruntime.Start(context.Background(), k8s, buildEngine(f.t), f.dirs[i], "127.0.0.1", f.ports[i], f.source(),
+		engineruntime.WithDelay(f.propagation.DelayFor(pod)))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -139,7 +157,7 @@ func (f *loopFixture) stopEngines() {
 func (f *loopFixture) urls() []string {
 	var out []string
 	for _, p := range f.ports {
-		out = append(out, fmt.Sprintf("http://127.0.0.1:%d", p))
+		out = append(out, fmt.Sprintf("https://127.0.0.1:%d", p))
 	}
 	return out
 }
@@ -205,61 +223,91 @@ func population(p *wellbeingv1alpha1.MeditationProgram, users int, seed uint64) 
 }
 
 // TestClosedLoopTunesTowardTheOptimum runs real engine processes and a
-// simulated population that lives through their decisions, whose best
-// fixed strength is about 0.4 (make validate measures it), starting the
-// program at 0.9, where the sessions' dose burdens most people. The
-// program is Manual until the cohort has lived at 0.9 for a while (a
-// fresh cohort has felt no dose yet, so its loss still rises), then Auto:
-// the operator must move the strength down in steps of at most maxStep,
-// hold it with LossObserved=False when the engines stop, and resume when
-// they return.
+// simulated population that lives through their decisions, starting the
+// program at the upper bound 0.9, where the sessions' dose burdens most
+// people. The program is Manual until the cohort has lived at 0.9 for a
+// while (a fresh cohort has felt no dose yet, so its loss still rises),
+// then Auto: the operator must move the strength, in steps of at most
+// maxStep, to within convergenceTolerance of the population's reference
+// strength (the ground truth the simulator knows), hold it with
+// LossObserved=False when the engines stop, and resume when they return.
+//
+// Time budget: maxStep is 0.1 (the CRD allows up to 0.5), so that the
+// optimum is four steps from the bound rather than ten and the test stays
+// near two minutes; and the population's day starts at 09:00, so that
+// the tuning runs in the waking day (at night nobody sends telemetry and
+// the operator only holds). ATTUNE_CLOSED_LOOP_PROPAGATION=1 runs the
+// engines with a kubelet's ConfigMap propagation delay, scaled to the
+// test's interval (docs/tuning.md, "Propagation delay").
 func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 	if testing.Short() {
 		t.Skip("closed loop takes about two minutes")
 	}
-	// Known defect (issue 13, left open): started at the upper bound 0.9,
-	// the reworked tuner's pinned-at-a-bound rule can hold there for 20
-	// intervals through real engines, where the population's daily rhythm
-	// moves the loss as much as a step does. On CI it passed once and
-	// failed once. Set ATTUNE_TUNER_THROUGH_ENGINES=1 to run it.
-	if os.Getenv("ATTUNE_TUNER_THROUGH_ENGINES") == "" {
-		t.Skip("known defect: the tuner can stay pinned at the upper bound through real engines (issue 13); ATTUNE_TUNER_THROUGH_ENGINES=1 runs it")
-	}
 	setupWorld(t, "loop", wellbeingv1alpha1.ContextSocial)
 	program := tunedProgram("loop", "tuned")
 	program.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
-	f := startLoop(t, "loop", program, 1)
+	program.Spec.Tuning.MaxStep = 0.1
+	var propagation engineruntime.Propagation
+	if os.Getenv("ATTUNE_CLOSED_LOOP_PROPAGATION") != "" {
+		propagation = scaledKubeletPropagation(program)
+	}
+	f := startLoopWith(t, "loop", program, 1, propagation)
 
-	driver := &simulator.Driver{Population: simulator.New(population(program, 120, 7)), Engines: f.urls(), Token: f.token}
+	cohort := population(program, 120, 7)
+	cohort.StartHour = 9
+	// The reference: the strength whose dose helps this cohort most per
+	// session, from an identical copy of it (the driver's own is not safe
+	// to read while it runs).
+	reference := simulator.New(cohort).ReferenceStrength(programInterventions(program), program.Spec.Strength.Min, program.Spec.Strength.Max)
+	driver := &simulator.Driver{Population: simulator.New(cohort), Engines: f.urls(), Token: f.token, ClientOptions: engineTrust(t, program)}
 	stopDriver := drive(t, driver, 500*time.Millisecond)
 	// A closure: the driver is replaced after the outage, and the deferred
 	// call must stop the one running then.
 	defer func() { stopDriver() }()
 	time.Sleep(20 * time.Second) // 2h40m simulated at 0.9
 	updateSpec(t, program, func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Tuning.Mode = wellbeingv1alpha1.TuningAuto })
+	auto := time.Now()
 
-	// Tuning: at least five valid measurements, each move ≤ maxStep, and
-	// the strength below 0.8, from 0.9 (the optimum is about 0.4).
+	// Tuning: the mean of the last three strengths in force (the tuner
+	// dithers around its target by half a maxStep) within
+	// convergenceTolerance of the reference, after at least three credited
+	// measurements.
 	var last *wellbeingv1alpha1.MeditationProgram
-	// The population's daily rhythm moves its loss about as much as one
-	// maxStep does, so the tuner needs a few probing intervals.
-	waitUpTo(t, 210*time.Second, "strength moves toward the optimum", func() error {
+	measured := map[time.Time]string{} // each measurement's LossObserved reason
+	waitUpTo(t, convergenceBudget(propagation), fmt.Sprintf("strength within %.2f of the population's reference %.3f", convergenceTolerance, reference), func() error {
 		p := &wellbeingv1alpha1.MeditationProgram{}
 		get(t, client.ObjectKeyFromObject(program), p)
 		last = p
-		if len(p.Status.History) < 6 || p.Status.Strength == nil || *p.Status.Strength > 0.8 {
-			return fmt.Errorf("history %d, strength %v, LossObserved %v", len(p.Status.History), ptr.Deref(p.Status.Strength, -1), condition(p, wellbeingv1alpha1.ConditionLossObserved))
+		if p.Status.LastTuneTime != nil {
+			if c := meta.FindStatusCondition(p.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved); c != nil {
+				measured[p.Status.LastTuneTime.Time] = c.Reason
+			}
+		}
+		recent := recentStrengths(p, 3)
+		if len(p.Status.History) < 3 || math.Abs(mean(recent)-reference) > convergenceTolerance {
+			return fmt.Errorf("history %d, recent strengths %.3f, LossObserved %v", len(p.Status.History), recent, condition(p, wellbeingv1alpha1.ConditionLossObserved))
 		}
 		return nil
 	})
+	reasons := map[string]int{}
+	for _, r := range measured {
+		reasons[r]++
+	}
+	var path []string
+	for _, h := range last.Status.History {
+		path = append(path, fmt.Sprintf("%.3f:%.4f", h.Strength, h.Loss))
+	}
+	t.Logf("converged to within %.2f of the reference %.3f in %s (%d measurements: %v; propagation %v); credited strength:loss %v, now %.3f",
+		convergenceTolerance, reference, time.Since(auto).Round(time.Second), len(measured), reasons, propagation, path, ptr.Deref(last.Status.Strength, -1))
 	strengths := []float64{}
 	for _, h := range last.Status.History {
 		strengths = append(strengths, h.Strength)
 	}
 	strengths = append(strengths, *last.Status.Strength)
+	maxStep := program.Spec.Tuning.MaxStep
 	for i := 1; i < len(strengths); i++ {
-		if math.Abs(strengths[i]-strengths[i-1]) > 0.05+1e-9 {
-			t.Errorf("step %d: %.3f → %.3f exceeds maxStep 0.05 (history %v)", i, strengths[i-1], strengths[i], strengths)
+		if math.Abs(strengths[i]-strengths[i-1]) > maxStep+1e-9 {
+			t.Errorf("step %d: %.3f → %.3f exceeds maxStep %.2f (history %v)", i, strengths[i-1], strengths[i], maxStep, strengths)
 		}
 	}
 	if err := conditionIs(last.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved, metav1.ConditionTrue, wellbeingv1alpha1.ReasonObserved); err != nil {
@@ -324,7 +372,7 @@ func TestClosedLoopOnSharedStore(t *testing.T) {
 	cfg := population(program, 45, 11)
 	cfg.ChurnPerHour = 0
 	people := simulator.New(cfg)
-	driver := &simulator.Driver{Population: people, Engines: f.urls(), Token: f.token}
+	driver := &simulator.Driver{Population: people, Engines: f.urls(), Token: f.token, ClientOptions: engineTrust(t, program)}
 	stopDriver := drive(t, driver, 500*time.Millisecond)
 	defer stopDriver()
 
@@ -342,6 +390,69 @@ func TestClosedLoopOnSharedStore(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// convergenceTolerance is how close to the population's reference the
+// closed loop must bring the strength. Measured through real engines
+// (docs/tuning.md, "Through real engines"): the cohort loss the engines
+// publish is flat from 0.3 to 0.5 (0.0697 and 0.0678, the difference
+// 0.0019 ± 0.0026 interval by interval) and rises beyond (0.0787 at 0.7,
+// 0.0961 at 0.9), one interval's measurement being off by 0.001–0.002
+// plus a level that moves with the time of day by up to 0.0017 an
+// interval. A strength 0.15 from the reference 0.45 costs less than one
+// interval's noise, so no tuner can tell it from the optimum in a few
+// intervals.
+const convergenceTolerance = 0.15
+
+// convergenceBudget is the time the closed loop gets to converge: 120 s
+// (twelve intervals; without a propagation delay it takes 40–70 s),
+// doubled under a propagation delay, where each move waits for the
+// engines to run it.
+func convergenceBudget(p engineruntime.Propagation) time.Duration {
+	if p.Max > 0 {
+		return 240 * time.Second
+	}
+	return 120 * time.Second
+}
+
+// scaledKubeletPropagation is a kubelet's propagation delay (60–90 s
+// against the default interval of a minute) on the program's interval.
+func scaledKubeletPropagation(p *wellbeingv1alpha1.MeditationProgram) engineruntime.Propagation {
+	scale := float64(p.Spec.Tuning.Interval.Duration) / float64(tuning.DefaultInterval)
+	k := engineruntime.KubeletPropagation
+	return engineruntime.Propagation{Min: time.Duration(float64(k.Min) * scale), Max: time.Duration(float64(k.Max) * scale)}
+}
+
+func programInterventions(p *wellbeingv1alpha1.MeditationProgram) []string {
+	var out []string
+	for _, i := range p.Spec.Interventions {
+		out = append(out, string(i))
+	}
+	return out
+}
+
+// recentStrengths are the last n strengths in force: the credited
+// history's, then the one in force now.
+func recentStrengths(p *wellbeingv1alpha1.MeditationProgram, n int) []float64 {
+	var out []float64
+	for _, h := range p.Status.History {
+		out = append(out, h.Strength)
+	}
+	if p.Status.Strength != nil {
+		out = append(out, *p.Status.Strength)
+	}
+	return out[max(0, len(out)-n):]
+}
+
+func mean(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	var sum float64
+	for _, x := range xs {
+		sum += x
+	}
+	return sum / float64(len(xs))
 }
 
 func condition(p *wellbeingv1alpha1.MeditationProgram, condType string) string {

@@ -72,7 +72,7 @@ func TestDefaultStoreSurvivesAReplacedPod(t *testing.T) {
 	src := engineruntime.Source{
 		Namespace: "haven", ConfigMap: "keeper-engine-config", TokenSecret: "keeper-engine-token",
 		KeySecret: controllers.PseudonymizationKeySecretName, KeySecretKey: controllers.PseudonymizationKeySecretKey,
-		KEKSecret: controllers.KeyEncryptionKeySecretName, DataClaim: claim.Name,
+		KEKSecret: controllers.KeyEncryptionKeySecretName, DataClaim: claim.Name, TLSSecret: "keeper-engine-tls",
 		DataDir: engineruntime.ClaimDir(state, "haven", claim.Name),
 	}
 	token := &corev1.Secret{}
@@ -90,7 +90,7 @@ func TestDefaultStoreSurvivesAReplacedPod(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(e.Stop)
-		c, err := engineclient.New(e.URL(), engineclient.WithToken(string(token.Data[controllers.TokenKey])))
+		c, err := engineclient.New(e.URL(), append(engineTrust(t, p), engineclient.WithToken(string(token.Data[controllers.TokenKey])))...)
 		if err != nil {
 			t.Fatal(err)
 		}

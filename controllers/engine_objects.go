@@ -40,8 +40,13 @@ func renderEngineConfig(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1al
 		ReadOnlyTokenFile:       path.Join(tokenMountPath, ReadOnlyTokenKey),
 		PseudonymizationKeyFile: path.Join(keyMountPath, PseudonymizationKeySecretKey),
 		KeyEncryptionKeyDir:     kekMountPath,
+		ClientTokensFile:        path.Join(clientsMountPath, ClientsFileKey), // always: see withAccessVolumes
+		UserTokenKeyFile:        path.Join(userTokenKeyMountPath, UserTokenKeyKey),
 		DataDir:                 dataMountPath,
 		ListenAddress:           fmt.Sprintf(":%d", engineHTTPPort),
+		// HTTPS only, with the program's serving certificate (a mounted
+		// Secret the engine re-reads: renewals need no restart).
+		TLS: &engineconfig.TLS{CertFile: path.Join(tlsMountPath, corev1.TLSCertKey), KeyFile: path.Join(tlsMountPath, corev1.TLSPrivateKeyKey)},
 	}
 	for _, iv := range p.Spec.Interventions {
 		cfg.Interventions = append(cfg.Interventions, string(iv))
@@ -185,7 +190,9 @@ func withGPU(base corev1.ResourceRequirements, name corev1.ResourceName, count i
 
 func httpProbe(path, port string, period int32) *corev1.Probe {
 	return &corev1.Probe{
-		ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(port)}},
+		// HTTPS: the engines serve nothing else (a kubelet does not verify
+		// a probe's certificate).
+		ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(port), Scheme: corev1.URISchemeHTTPS}},
 		PeriodSeconds:    period,
 		TimeoutSeconds:   2,
 		FailureThreshold: 3,
@@ -218,6 +225,7 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 			{Name: "token", MountPath: tokenMountPath, ReadOnly: true},
 			{Name: "pseudonymization-key", MountPath: keyMountPath, ReadOnly: true},
 			{Name: "key-encryption-key", MountPath: kekMountPath, ReadOnly: true},
+			{Name: "tls", MountPath: tlsMountPath, ReadOnly: true},
 			{Name: "data", MountPath: dataMountPath},
 			{Name: "tmp", MountPath: tmpMountPath},
 		},
@@ -250,9 +258,13 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 		// The whole keyring, not items: a rotation adds keys, and a
 		// directory mount follows the Secret's changes.
 		{Name: "key-encryption-key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: worldKEKSecret(w)}}},
+		// The serving certificate, a directory mount (never subPath) so
+		// that a renewed Secret reaches the running engines.
+		{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: engineTLSSecretName(p)}}},
 		{Name: "data", VolumeSource: data},
 		{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	}
+	volumes, containers[0].VolumeMounts = withAccessVolumes(p, volumes, containers[0].VolumeMounts)
 	volumes = append(volumes, modelVolumes...)
 
 	if usesPostgres(p) {
@@ -345,7 +357,10 @@ func engineService(p *wellbeingv1alpha1.MeditationProgram) *corev1.Service {
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeClusterIP,
 			Selector: EngineSelectorLabels(p),
-			Ports:    []corev1.ServicePort{{Name: engineHTTPPortStr, Port: engineHTTPPort, TargetPort: intstr.FromString(engineHTTPPortStr), Protocol: corev1.ProtocolTCP}},
+			// The port keeps its name "http" (clients and policies name
+			// it); appProtocol says it speaks HTTPS (KEP-3726's
+			// convention, read by ingress controllers and meshes).
+			Ports: []corev1.ServicePort{{Name: engineHTTPPortStr, Port: engineHTTPPort, TargetPort: intstr.FromString(engineHTTPPortStr), Protocol: corev1.ProtocolTCP, AppProtocol: ptr.To("https")}},
 		},
 	}
 }
@@ -383,6 +398,7 @@ func EngineChildren(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alpha1
 		engineDeployment(p, w, image, hash),
 		engineService(p),
 	}
+	children = append(children, accessChildren(p, w)...)
 	if desiredReplicas(p) > 1 {
 		children = append(children, enginePDB(p))
 	}

@@ -118,7 +118,14 @@ func (r *EngineLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.Medita
 		return LossMeasurement{}, unavailable("read engine token: %v", err)
 	}
 	token := strings.TrimSpace(string(secret.Data[contract.ReadOnlyTokenKey]))
-	answers := r.fetchAll(ctx, endpoints, token)
+	trust, err := EngineTrust(ctx, r.Client, p)
+	if err != nil {
+		return LossMeasurement{}, err
+	}
+	answers := r.fetchAll(ctx, endpoints, token, trust)
+	if err := untrusted(answers); err != nil {
+		return LossMeasurement{}, err
+	}
 	if usesPostgres(p) {
 		return readShared(answers, minCohort)
 	}
@@ -175,13 +182,13 @@ func (r *EngineLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.Medita
 }
 
 // fetchAll reads every engine's cohort at once.
-func (r *EngineLossReader) fetchAll(ctx context.Context, endpoints []engineEndpoint, token string) []engineAnswer {
+func (r *EngineLossReader) fetchAll(ctx context.Context, endpoints []engineEndpoint, token string, trust []engineclient.Option) []engineAnswer {
 	answers := make([]engineAnswer, len(endpoints))
 	var wg sync.WaitGroup
 	for i, e := range endpoints {
 		answers[i].engineEndpoint = e
 		wg.Go(func() {
-			answers[i].cohort, answers[i].err = r.fetch(ctx, e.addr, token)
+			answers[i].cohort, answers[i].err = r.fetch(ctx, e.addr, token, trust)
 		})
 	}
 	wg.Wait()
@@ -263,14 +270,15 @@ func engineAddress(pod *corev1.Pod) (string, bool) {
 // fetch reads one engine's GET /v1/cohort through the engine client, once:
 // the operator reads again at the next interval rather than retrying
 // within this one. Effects in the answer are the published ones only.
-func (r *EngineLossReader) fetch(ctx context.Context, addr, token string) (contract.CohortSummary, error) {
+func (r *EngineLossReader) fetch(ctx context.Context, addr, token string, trust []engineclient.Option) (contract.CohortSummary, error) {
 	timeout := r.Timeout
 	if timeout <= 0 {
 		timeout = 3 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := engineclient.New("http://"+addr, engineclient.WithHTTPClient(r.httpClient()), engineclient.WithToken(token), engineclient.WithRetry(engineclient.NoRetry))
+	opts := append([]engineclient.Option{engineclient.WithHTTPClient(r.httpClient()), engineclient.WithToken(token), engineclient.WithRetry(engineclient.NoRetry)}, trust...)
+	c, err := engineclient.New("https://"+addr, opts...)
 	if err != nil {
 		return contract.CohortSummary{}, fmt.Errorf("%s: %w", addr, err)
 	}

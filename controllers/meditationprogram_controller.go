@@ -11,7 +11,9 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -59,9 +61,19 @@ type MeditationProgramReconciler struct {
 	APIReader client.Reader
 	// Prometheus says which Prometheus addresses programs may name.
 	Prometheus PrometheusAccess
+	// OperatorNamespace is admitted by each program's NetworkPolicy: the
+	// operator reads the engines' loss (empty: not admitted).
+	OperatorNamespace string
 	// OwnedSecrets watches the token Secrets per world namespace (the
 	// operator does not watch Secrets cluster-wide); nil: no watch.
 	OwnedSecrets source.Source
+	// PodMonitors says which namespaces' programs get a PodMonitor and a
+	// metrics token (monitoring.go); nil: none (--pod-monitors off).
+	PodMonitors   func(namespace string) bool
+	podMonitorAPI podMonitorAPI
+	// MonitoringNamespaces are admitted to every engine's API port, as
+	// each world's spec.isolation.monitoringNamespaces are (monitoring.go).
+	MonitoringNamespaces []string
 }
 
 // programReconcile carries one reconcile's working state between steps.
@@ -80,6 +92,9 @@ type programReconcile struct {
 	// storeSecretHash digests the PostgreSQL Secret (empty: embedded store
 	// or no usable Secret); storeProblem says what is wrong with it.
 	storeSecretHash, storeProblem string
+	// certificateProblem says why the serving certificate is not issued
+	// (yet): the engines cannot start without it.
+	certificateProblem string
 	// effectEvents are emitted once the status is written.
 	effectEvents []effectEvent
 }
@@ -122,12 +137,17 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		{"effects", r.reconcileEffects},
 		{"service account", r.reconcileServiceAccount},
 		{"token secret", r.reconcileTokenSecret},
+		{"access", r.reconcileAccess},
+		{"serving certificate", r.reconcileServingCertificate},
 		{"store", r.reconcileStore},
 		{"config map", r.reconcileConfigMap},
 		{"data volume", r.reconcileDataVolume},
 		{"deployment", r.reconcileDeployment},
 		{"service", r.reconcileService},
 		{"disruption budget", r.reconcileDisruptionBudget},
+		{"autoscaler", r.reconcileAutoscaler},
+		{"network policy", r.reconcileNetworkPolicy},
+		{"pod monitor", r.reconcilePodMonitor},
 	}
 	var stepErr error
 	for _, step := range steps {
@@ -418,6 +438,8 @@ func (r *MeditationProgramReconciler) computeStatus(rc *programReconcile, stepEr
 		switch {
 		case rc.storeProblem != "":
 			reason, message = wellbeingv1alpha1.ReasonStoreSecretInvalid, message+": "+rc.storeProblem
+		case rc.certificateProblem != "":
+			reason, message = wellbeingv1alpha1.ReasonCertificatePending, message+": "+rc.certificateProblem
 		case rc.unavailableReason != "":
 			reason, message = rc.unavailableReason, message+": "+rc.unavailableMessage
 		}
@@ -480,10 +502,18 @@ func (r *MeditationProgramReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}, ignoreCreates).
 		Owns(&corev1.ServiceAccount{}, ignoreCreates).
 		Owns(&policyv1.PodDisruptionBudget{}, ignoreCreates).
+		Owns(&networkingv1.NetworkPolicy{}, ignoreCreates).
 		Owns(&corev1.PersistentVolumeClaim{}, ignoreCreates).
+		// The autoscaler's status changes at every sync: only its spec
+		// (drift) and deletion matter.
+		Owns(&autoscalingv2.HorizontalPodAutoscaler{}, builder.WithPredicates(
+			predicate.GenerationChangedPredicate{}, predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }})).
 		// Engine pods are not owned by the program (their ReplicaSet owns
 		// them), but their scheduling state explains missing engines.
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(programOfPod)).
+		// The world's CA bundle appearing or changing (a new or rotated CA)
+		// re-issues or updates the serving certificates (certificates.go).
+		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.programsOfBundle)).
 		// A world appearing, changing or moving re-evaluates its programs.
 		Watches(&wellbeingv1alpha1.VirtualWorld{}, handler.EnqueueRequestsFromMapFunc(r.programsOfWorld),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).

@@ -23,8 +23,9 @@ import (
 )
 
 // startPrometheus runs Debian's prometheus binary on loopback, scraping the
-// given engines every second with their read-only token.
-func startPrometheus(t *testing.T, targets []int, tokenFile string) string {
+// given engines of p every second over HTTPS (trusting the world's CA
+// bundle, for the program's Service name) with their read-only token.
+func startPrometheus(t *testing.T, p *wellbeingv1alpha1.MeditationProgram, targets []int, tokenFile string) string {
 	t.Helper()
 	binary, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -35,6 +36,10 @@ func startPrometheus(t *testing.T, targets []int, tokenFile string) string {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, caBundle(t, p.Namespace), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var list []string
 	for _, p := range targets {
 		list = append(list, fmt.Sprintf("'127.0.0.1:%d'", p))
@@ -44,11 +49,15 @@ func startPrometheus(t *testing.T, targets []int, tokenFile string) string {
   evaluation_interval: 1s
 scrape_configs:
   - job_name: attune-engines
+    scheme: https
+    tls_config:
+      ca_file: %s
+      server_name: %s
     authorization:
       credentials_file: %s
     static_configs:
       - targets: [%s]
-`, tokenFile, strings.Join(list, ", "))
+`, caFile, controllers.EngineServerName(p), tokenFile, strings.Join(list, ", "))
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +94,7 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	// the default queries must not add them up.
 	sharedStore(program, "scraped-postgres", 2)
 	f := startLoop(t, "observatory", program, 2)
-	address := startPrometheus(t, f.ports, filepath.Join(f.dirs[0], "token", "read-only-token"))
+	address := startPrometheus(t, program, f.ports, filepath.Join(f.dirs[0], "token", "read-only-token"))
 
 	f.simulate(40, 3)
 
@@ -194,7 +203,7 @@ func (f *loopFixture) simulate(users int, seed uint64) {
 	f.t.Helper()
 	cfg := population(f.program, users, seed)
 	cfg.ChurnPerHour = 0
-	driver := &simulator.Driver{Population: simulator.New(cfg), Engines: f.urls(), Token: f.token}
+	driver := &simulator.Driver{Population: simulator.New(cfg), Engines: f.urls(), Token: f.token, ClientOptions: engineTrust(f.t, f.program)}
 	for range 3 {
 		if _, err := driver.Tick(context.Background()); err != nil {
 			f.t.Fatal(err)

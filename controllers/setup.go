@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -28,6 +29,12 @@ type Options struct {
 	SecretAccess *SecretAccess
 	// Prometheus says which Prometheus addresses programs may name.
 	Prometheus PrometheusAccess
+	// PodMonitors says which namespaces' programs get a PodMonitor
+	// (AllNamespaces with --pod-monitors; nil: none).
+	PodMonitors func(namespace string) bool
+	// MonitoringNamespaces are admitted by every engine's NetworkPolicy
+	// (--monitoring-namespaces).
+	MonitoringNamespaces []string
 }
 
 // CacheOptions limits the operator's cache to the objects it manages and
@@ -40,17 +47,18 @@ func CacheOptions() cache.Options {
 	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})}
 	enginePods := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{LabelName: EngineAppName})}
 	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
-		&corev1.Namespace{}:             managed,
-		&rbacv1.RoleBinding{}:           managed,
-		&corev1.ConfigMap{}:             managed,
-		&corev1.ServiceAccount{}:        managed,
-		&corev1.Service{}:               managed,
-		&corev1.ResourceQuota{}:         managed,
-		&corev1.PersistentVolumeClaim{}: managed,
-		&appsv1.Deployment{}:            managed,
-		&policyv1.PodDisruptionBudget{}: managed,
-		&networkingv1.NetworkPolicy{}:   managed,
-		&corev1.Pod{}:                   enginePods,
+		&corev1.Namespace{}:                      managed,
+		&rbacv1.RoleBinding{}:                    managed,
+		&corev1.ConfigMap{}:                      managed,
+		&corev1.ServiceAccount{}:                 managed,
+		&corev1.Service{}:                        managed,
+		&corev1.ResourceQuota{}:                  managed,
+		&corev1.PersistentVolumeClaim{}:          managed,
+		&appsv1.Deployment{}:                     managed,
+		&policyv1.PodDisruptionBudget{}:          managed,
+		&autoscalingv2.HorizontalPodAutoscaler{}: managed,
+		&networkingv1.NetworkPolicy{}:            managed,
+		&corev1.Pod{}:                            enginePods,
 	}}
 }
 
@@ -97,8 +105,9 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	}
 	program := &MeditationProgramReconciler{
 		Client: c, Scheme: mgr.GetScheme(), Prometheus: o.Prometheus, OwnedSecrets: secrets.source("MeditationProgram"), Recorder: mgr.GetEventRecorder("attune-meditationprogram"),
-		Clock: o.Clock, EngineImage: o.EngineImage, MaxConcurrentReconciles: o.MaxConcurrentReconciles,
-		APIReader: mgr.GetAPIReader(),
+		Clock: o.Clock, OperatorNamespace: o.OperatorNamespace, EngineImage: o.EngineImage, MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+		APIReader: mgr.GetAPIReader(), PodMonitors: o.PodMonitors,
+		MonitoringNamespaces: o.MonitoringNamespaces,
 	}
 	if err := program.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up MeditationProgram controller: %w", err)

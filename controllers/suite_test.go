@@ -57,7 +57,12 @@ func runSuite(m *testing.M) int {
 	_ = wellbeingv1alpha1.AddToScheme(scheme)
 
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		// cert-manager's Certificate CRD, as released (test/crds/cert-manager),
+		// so that the Certificates the operator renders meet its schema.
+		CRDDirectoryPaths: []string{filepath.Join("..", "config", "crd", "bases"), filepath.Join("..", "test", "crds", "cert-manager"),
+			// and the Prometheus operator's PodMonitor CRD
+			// (test/crds/prometheus-operator), for monitoring_test.go.
+			filepath.Join("..", "test", "crds", "prometheus-operator")},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()
@@ -81,7 +86,8 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		return 1
 	}
-	if err := controllers.SetupWithManager(mgr, controllers.Options{OperatorNamespace: operatorNamespace, EngineImage: "example.test/engine:v1", Prometheus: loopbackPrometheus}); err != nil {
+	if err := controllers.SetupWithManager(mgr, controllers.Options{OperatorNamespace: operatorNamespace, Clock: operatorClock, EngineImage: "example.test/engine:v1", Prometheus: loopbackPrometheus,
+		PodMonitors: scrapedNamespace}); err != nil {
 		fmt.Fprintln(os.Stderr, "setup:", err)
 		return 1
 	}

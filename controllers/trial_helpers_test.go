@@ -3,6 +3,8 @@ package controllers_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -64,6 +66,9 @@ type trialEngine struct {
 	svc     *service.Service
 	rw, ro  string
 	config  string // the ConfigMap's config.json in force
+	// http trusts the world's CA bundle for the program's Service name,
+	// as the operator does.
+	http *http.Client
 }
 
 // programEngineConfig waits for the program's engine ConfigMap and
@@ -103,8 +108,23 @@ func startTrialEngine(t *testing.T, p *wellbeingv1alpha1.MeditationProgram, db s
 		t.Fatal(err)
 	}
 	m.RegisterCohort(svc)
-	srv := httptest.NewServer(api.New(svc, m, api.Tokens{ReadWrite: e.rw, ReadOnly: e.ro}, logger))
+	// HTTPS with the program's serving certificate, as a real engine.
+	serving := &corev1.Secret{}
+	eventually(t, "serving certificate", func() error {
+		return k8s.Get(context.Background(), client.ObjectKey{Namespace: p.Namespace, Name: p.Name + "-engine-tls"}, serving)
+	})
+	cert, err := tls.X509KeyPair(serving.Data[corev1.TLSCertKey], serving.Data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(api.New(svc, m, api.Tokens{ReadWrite: e.rw, ReadOnly: e.ro}, logger))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caBundle(t, p.Namespace))
+	e.http = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: controllers.EngineServerName(p), MinVersion: tls.VersionTLS12}}}
+	t.Cleanup(e.http.CloseIdleConnections)
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
 	e.url, e.svc = srv.URL, svc
 	e.port, _ = strconv.Atoi(port)
@@ -163,7 +183,7 @@ func (e *trialEngine) call(method, path string, readOnly bool, body, out any) {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.http.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -75,6 +75,8 @@ type worldReconcile struct {
 	status    *wellbeingv1alpha1.VirtualWorldStatus
 	namespace *corev1.Namespace
 	conds     conditionSetter
+	// requeueAfter is when the world is due again (the CA's renewal; 0: none).
+	requeueAfter time.Duration
 }
 
 // +kubebuilder:rbac:groups=wellbeing.attune.io,resources=virtualworlds,verbs=get;list;watch
@@ -119,6 +121,7 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		{"secret access", r.reconcileSecretAccess},
 		{"pseudonymization key", r.reconcileKeySecret},
 		{"key-encryption key", r.reconcileKEKSecret},
+		{"certificate authority", r.reconcileCertificateAuthority},
 		{"gpu quota", r.reconcileQuota},
 		{"network policy", r.reconcileNetworkPolicy},
 		{"program totals", r.reconcileProgramTotals},
@@ -152,7 +155,10 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		logger.Info("namespace conflict", "namespace", world.Spec.Namespace)
 		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{}, stepErr
+	if stepErr != nil {
+		return ctrl.Result{}, stepErr
+	}
+	return ctrl.Result{RequeueAfter: rc.requeueAfter}, nil
 }
 
 // errNamespaceConflict means the namespace exists and belongs to someone else.
@@ -273,8 +279,9 @@ func (r *VirtualWorldReconciler) reconcileQuota(ctx context.Context, a *childApp
 	return nil
 }
 
-// reconcileNetworkPolicy admits ingress only from the world's own namespace
-// and the operator's namespace when isolation is on.
+// reconcileNetworkPolicy admits ingress to the world's pods other than
+// the engines only from the world's own namespace and the operator's
+// namespace when isolation is on.
 func (r *VirtualWorldReconciler) reconcileNetworkPolicy(ctx context.Context, a *childApplier, rc *worldReconcile) error {
 	policy := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: NetworkPolicyName, Namespace: rc.world.Spec.Namespace, Labels: worldLabels(rc.world)}}
 	if !ptr.Deref(rc.world.Spec.Isolation.NetworkPolicy, true) {
@@ -285,7 +292,11 @@ func (r *VirtualWorldReconciler) reconcileNetworkPolicy(ctx context.Context, a *
 		admitted = append(admitted, r.OperatorNamespace)
 	}
 	policy.Spec = networkingv1.NetworkPolicySpec{
-		PodSelector: metav1.LabelSelector{},
+		// Every pod but the engines: the baseline for the world's own
+		// pods. Policies add up, so engine pods are left to their
+		// program's policy alone (network_policy.go), which admits its
+		// clients on the API port only, and limits egress.
+		PodSelector: worldBaselinePodSelector(),
 		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 		Ingress: []networkingv1.NetworkPolicyIngressRule{{
 			From: []networkingv1.NetworkPolicyPeer{{
@@ -372,6 +383,7 @@ func (r *VirtualWorldReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&wellbeingv1alpha1.VirtualWorld{}).
 		Owns(&corev1.Namespace{}).
 		Owns(&corev1.ResourceQuota{}).
+		Owns(&corev1.ConfigMap{}). // the CA bundle
 		Owns(&networkingv1.NetworkPolicy{}).
 		// A program's creation, deletion or GPU total changes its world's
 		// status. The world is enqueued a moment later so that a burst of

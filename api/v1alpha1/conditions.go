@@ -60,6 +60,14 @@ const (
 	ReasonNamespaceConflict  = "NamespaceConflict"
 	ReasonMetricsUnavailable = "MetricsUnavailable"
 	ReasonCohortTooSmall     = "CohortTooSmall"
+	// ReasonEngineCertificateUntrusted (LossObserved False): no engine
+	// answered, and at least one presented a certificate that the world's
+	// CA bundle does not verify for the program's Service name.
+	ReasonEngineCertificateUntrusted = "EngineCertificateUntrusted"
+	// ReasonCertificatePending (EngineAvailable False): the engines'
+	// serving certificate is not issued yet (cert-manager mode) or
+	// cannot be (cert-manager not installed, CA Secret invalid).
+	ReasonCertificatePending = "CertificatePending"
 	ReasonStale              = "Stale"
 	ReasonObserved           = "Observed"
 	ReasonTuningDisabled     = "TuningDisabled"

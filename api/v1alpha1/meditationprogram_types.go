@@ -119,6 +119,13 @@ type MeditationProgramSpec struct {
 	// +optional
 	// +kubebuilder:default=false
 	Suspend bool `json:"suspend,omitempty"`
+
+	// access says who may call the engines and for what: clients with
+	// their own tokens and scopes, the namespaces they connect from, and
+	// the engines' egress (docs/access.md). Default: no clients; the
+	// program token alone, from the world's namespace.
+	// +optional
+	Access ProgramAccess `json:"access,omitempty"`
 }
 
 // ConsentPolicy is the program's consent policy (docs/data-protection.md).
@@ -383,10 +390,12 @@ type PrometheusSource struct {
 
 // EngineSpec shapes the engine Deployment.
 // +kubebuilder:validation:XValidation:rule="!has(self.replicas) || self.replicas <= 1 || (has(self.store) && has(self.store.type) && self.store.type == 'PostgreSQL')",message="spec.engine.replicas above 1 needs a shared store: with the embedded store each replica would keep its own, partial copy of a user's state. Set spec.engine.store.type to PostgreSQL and spec.engine.store.postgres.secretRef",fieldPath=.replicas
+// +kubebuilder:validation:XValidation:rule="!has(self.autoscaling) || (has(self.store) && has(self.store.type) && self.store.type == 'PostgreSQL')",message="spec.engine.autoscaling needs a shared store: with the embedded store each replica would keep its own, partial copy of a user's state. Set spec.engine.store.type to PostgreSQL and spec.engine.store.postgres.secretRef, or remove spec.engine.autoscaling",fieldPath=.autoscaling
 type EngineSpec struct {
 	// replicas is the number of engine pods. A pointer because 0 is a valid,
 	// deliberate value distinct from unset (default 1). The scale
-	// subresource writes it.
+	// subresource writes it; with spec.engine.autoscaling the
+	// HorizontalPodAutoscaler does, and a manifest should leave it out.
 	// +optional
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
@@ -446,6 +455,91 @@ type EngineSpec struct {
 	// GPU.
 	// +optional
 	Model *ModelSidecar `json:"model,omitempty"`
+
+	// autoscaling, when set, renders a HorizontalPodAutoscaler named after
+	// the program that scales its scale subresource (spec.engine.replicas)
+	// between minReplicas and maxReplicas; the operator then sets no
+	// replica count of its own and follows the one the autoscaler writes.
+	// Needs the PostgreSQL store. A pointer because absence means a fixed
+	// spec.engine.replicas (removing it deletes the autoscaler).
+	// +optional
+	Autoscaling *EngineAutoscaling `json:"autoscaling,omitempty"`
+}
+
+// EngineAutoscaling bounds and drives the engines' HorizontalPodAutoscaler
+// (docs/scale-out.md, "Autoscaling").
+// +kubebuilder:validation:XValidation:rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",message="spec.engine.autoscaling.minReplicas must not exceed spec.engine.autoscaling.maxReplicas",fieldPath=.minReplicas
+type EngineAutoscaling struct {
+	// minReplicas is the fewest engine pods the autoscaler keeps, 1 to
+	// 1000. Default 1.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	MinReplicas *int32 `json:"minReplicas,omitempty"`
+
+	// maxReplicas is the most engine pods the autoscaler may ask for, 1 to
+	// 1000, at least minReplicas. For a program whose pods request GPUs
+	// the operator lowers it further to what the world's GPU quota leaves
+	// this program (reported in status.autoscaling).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	MaxReplicas int32 `json:"maxReplicas"`
+
+	// metrics the autoscaler follows; it scales to the largest replica
+	// count any of them asks for. Default: CPU utilisation of 70%.
+	// +optional
+	// +kubebuilder:default={}
+	Metrics AutoscalingMetrics `json:"metrics,omitempty"`
+}
+
+// AutoscalingMetrics are the engines' load signals.
+type AutoscalingMetrics struct {
+	// cpuUtilization is the target mean CPU use of the engine container, in
+	// percent of its CPU request (spec.engine.resources, default 100m), 1
+	// to 100. Default 70. It reads metrics.k8s.io (metrics-server).
+	// +optional
+	// +kubebuilder:default=70
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	CPUUtilization *int32 `json:"cpuUtilization,omitempty"`
+
+	// ingestRate, when set, also scales on the telemetry samples each
+	// engine pod stores per second, a Pods metric read from
+	// custom.metrics.k8s.io (a Prometheus adapter turning the engines'
+	// attune_engine_samples_ingested_total into a rate). Absent: CPU only.
+	// +optional
+	IngestRate *IngestRateMetric `json:"ingestRate,omitempty"`
+}
+
+// IngestRateMetric is the per-pod ingest-rate target.
+type IngestRateMetric struct {
+	// metricName is the Pods metric's name as the custom metrics API serves
+	// it. Default attune_engine_samples_ingested_per_second, the name the
+	// adapter rule in docs/scale-out.md gives the rate.
+	// +optional
+	// +kubebuilder:default="attune_engine_samples_ingested_per_second"
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-zA-Z_:][a-zA-Z0-9_:]*$`
+	MetricName string `json:"metricName,omitempty"`
+
+	// averageValue is the target samples per second per engine pod, a
+	// positive quantity such as 200 or 1500m.
+	// +kubebuilder:validation:XValidation:rule="quantity(self).isGreaterThan(quantity('0'))",message="spec.engine.autoscaling.metrics.ingestRate.averageValue must be positive"
+	AverageValue resource.Quantity `json:"averageValue"`
+}
+
+// AutoscalingStatus is what the operator gave the HorizontalPodAutoscaler.
+type AutoscalingStatus struct {
+	// minReplicas in force.
+	MinReplicas int32 `json:"minReplicas"`
+	// maxReplicas in force: spec.engine.autoscaling.maxReplicas, or fewer
+	// when the world's GPU quota leaves this program fewer GPUs.
+	MaxReplicas int32 `json:"maxReplicas"`
+	// message says where maxReplicas comes from, naming the quota when it
+	// lowered it.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // GPUSpec is the GPU request of each engine pod.
@@ -856,6 +950,11 @@ type MeditationProgramStatus struct {
 	// +optional
 	GPUs int32 `json:"gpus,omitempty"`
 
+	// autoscaling is the HorizontalPodAutoscaler's bounds in force (absent
+	// without spec.engine.autoscaling).
+	// +optional
+	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+
 	// textModel is the text-emotion model in use: "VADER (CPU)" without
 	// spec.engine.model, "<runtime> <modelName> (GPU)" or "(CPU)" for a
 	// sidecar, "<modelName> at <host>" for a shared endpoint.
@@ -893,6 +992,20 @@ type MeditationProgramStatus struct {
 	// consecutiveErrors counts failed measurements since the last valid one.
 	// +optional
 	ConsecutiveErrors int32 `json:"consecutiveErrors,omitempty"`
+
+	// tls names the engines' serving certificate and the CA bundle that
+	// verifies them (docs/tls.md).
+	// +optional
+	TLS *ProgramTLSStatus `json:"tls,omitempty"`
+
+	// clients are the tokens issued for spec.access.clients, sorted by
+	// name: each one's Secret, token generation and, during a rotation's
+	// grace period, when the previous token expires.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	Clients []ClientStatus `json:"clients,omitempty"`
 }
 
 // MeditationProgram declares an attention-meditation program for one world;

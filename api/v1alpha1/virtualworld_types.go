@@ -78,6 +78,12 @@ type VirtualWorldSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	Isolation Isolation `json:"isolation,omitempty"`
+
+	// tls says who signs the engines' serving certificates (the engines
+	// serve HTTPS only). Default: the operator's own CA for the world
+	// (docs/tls.md).
+	// +optional
+	TLS *WorldTLS `json:"tls,omitempty"`
 }
 
 // GPUQuota caps the GPUs requested in a world's namespace.
@@ -157,6 +163,16 @@ type Isolation struct {
 	// +optional
 	// +kubebuilder:default=true
 	NetworkPolicy *bool `json:"networkPolicy,omitempty"`
+
+	// monitoringNamespaces may reach every engine of the world on its API
+	// port (GET /metrics with a metrics-scoped client token), whatever its
+	// program's clients. Default: none.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	MonitoringNamespaces []string `json:"monitoringNamespaces,omitempty"`
 }
 
 // VirtualWorldStatus is the observed state of a world.

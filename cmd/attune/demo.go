@@ -185,11 +185,21 @@ func demo(args []string) error {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "harbor-social", Name: "evening-calm-engine-token"}, token); err != nil {
 		return err
 	}
-	driver := &simulator.Driver{Population: people, Engines: stack.Supervisor.Running(), Token: string(token.Data[controllers.TokenKey]), Scale: scale}
+	// The engines serve HTTPS with certificates of the world's CA; the
+	// simulated world server trusts the bundle the operator publishes.
+	trust, err := controllers.EngineTrust(ctx, c, program)
+	if err != nil {
+		return err
+	}
+	driver := &simulator.Driver{Population: people, Engines: stack.Supervisor.Running(), Token: string(token.Data[controllers.TokenKey]), Scale: scale, ClientOptions: trust}
 	say("driving %d simulated people against %v in %.0f× accelerated time (a wall-clock second is %s of theirs; engines: cooldown %s, outcome window %s, evidence decay %s); the strength whose dose helps them most is %.3f",
 		popCfg.Users, driver.Engines, scale.Speedup, scale.Simulated(time.Second), timing.Cooldown, timing.OutcomeWindow, timing.StateDecay, reference)
 
-	printWebClient(ctx, say, root, driver.Engines, driver.Token) // webclient.go: a person's view
+	webTrust, err := webClientTLS(ctx, c, program)
+	if err != nil {
+		return err
+	}
+	printWebClient(ctx, say, root, driver.Engines, driver.Token, webTrust) // webclient.go: a person's view
 
 	driveCtx, stopDriving := context.WithCancel(ctx)
 	driving := make(chan struct{})

@@ -1,6 +1,6 @@
 // Command attune is the developer CLI:
 //
-//	attune simulate --engines http://127.0.0.1:8080 --token-file token [flags]
+//	attune simulate --engines https://127.0.0.1:8080 --token-file token --ca-file ca.crt --server-name NAME [flags]
 //	attune simulate --timing [--speedup 480]
 //	attune demo --k8s-bin DIR [--duration 80s] [--users 120] [--keep]
 //
@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	engineclient "github.com/attune-io/attune/engine/client"
 	"github.com/attune-io/attune/internal/simulator"
 )
 
@@ -48,6 +49,8 @@ func simulate(args []string) error {
 	timing := fs.Bool("timing", false, "Print the spec.dose and spec.estimation the engines' program needs at this speedup, and exit.")
 	interventions := fs.String("interventions", "FocusedAttention,ResonanceBreathing,MicroBreak", "The program's interventions (for the summary's effects).")
 	noPhysiology := fs.Bool("no-physiology", false, "Send no RR intervals (Workplace and Education worlds refuse them).")
+	caFile := fs.String("ca-file", "", "PEM CA bundle that verifies HTTPS engines (the world's attune-ca-bundle ConfigMap, key ca.crt).")
+	serverName := fs.String("server-name", "", "Name to verify the engines' certificate for when --engines are addresses it does not carry (e.g. <program>-engine.<namespace>.svc through a port-forward).")
 	fs.IntVar(&cfg.Users, "users", cfg.Users, "Cohort size.")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "Random seed.")
 	fs.Float64Var(&cfg.StartHour, "start-hour", cfg.StartHour, "Hour of the simulated day at the start.")
@@ -73,6 +76,12 @@ func simulate(args []string) error {
 		*token = strings.TrimSpace(string(b))
 	}
 	d := &simulator.Driver{Population: simulator.New(cfg), Engines: strings.Split(*engines, ","), Token: *token, Scale: scale, NoPhysiology: *noPhysiology}
+	if *caFile != "" {
+		d.ClientOptions = append(d.ClientOptions, engineclient.WithCAFile(*caFile))
+	}
+	if *serverName != "" {
+		d.ClientOptions = append(d.ClientOptions, engineclient.WithServerName(*serverName))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Printf("%-6s %-6s %-9s %-10s %-11s %-6s %-8s %-9s %s\n", "tick", "hour", "strength", "true loss", "engine loss", "awake", "samples", "decisions", "interventions")

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -28,6 +29,7 @@ import (
 	"github.com/attune-io/attune/engine/service"
 	"github.com/attune-io/attune/engine/store"
 	"github.com/attune-io/attune/engine/textemotion"
+	"github.com/attune-io/attune/engine/tlsfiles"
 	"github.com/attune-io/attune/internal/version"
 )
 
@@ -75,12 +77,22 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 	defer func() { _ = db.Close() }()
 
 	m := metrics.New(cfg.Program)
+	var serving *tlsfiles.Pair
+	if cfg.TLS != nil {
+		if serving, err = tlsfiles.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		m.RegisterTLS()
+		m.TLSCertificateExpiry.Set(float64(serving.Leaf().NotAfter.Unix()))
+	} else {
+		log.Warn("tls is not set: serving plain HTTP; tokens and health data travel unencrypted")
+	}
 	svc, err := service.New(cfg, service.Options{Store: db, Key: key, Scorer: scorer(cfg, m), Metrics: m, Logger: log})
 	if err != nil {
 		return err
 	}
 	m.RegisterCohort(svc)
-	server := api.New(svc, m, tokens, log)
+	server := api.New(svc, m, tokens, log, backupOptions(db)...)
 
 	go config.Watch(ctx, configPath, reloadEvery, raw, func(next *config.Config, _ []byte) {
 		if listenOverride != "" {
@@ -88,6 +100,9 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 		}
 		if next.ListenAddress != cfg.ListenAddress || next.DataDir != cfg.DataDir || !reflect.DeepEqual(next.Store, cfg.Store) {
 			log.Warn("listenAddress, dataDir and store changes take effect at the next restart")
+		}
+		if !reflect.DeepEqual(next.TLS, cfg.TLS) {
+			log.Warn("tls changes (turning it on or off, other file paths) take effect at the next restart; the files in force are still re-read when they change")
 		}
 		if t, err := readTokens(next); err == nil {
 			server.SetTokens(t)
@@ -104,6 +119,16 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 	go reloadTokens(ctx, server, svc.Config, reloadEvery, log)
 	sweepEvery := min(max(cfg.Privacy.Retention.Duration/24, time.Second), time.Hour)
 	go svc.RunSweeper(ctx, sweepEvery)
+	if serving != nil {
+		go serving.Watch(ctx, reloadEvery, func(leaf *x509.Certificate) {
+			m.TLSReloads.Inc()
+			m.TLSCertificateExpiry.Set(float64(leaf.NotAfter.Unix()))
+			log.Info("serving certificate reloaded", "serial", leaf.SerialNumber.Text(16), "notAfter", leaf.NotAfter)
+		}, func(err error) {
+			m.TLSReloadFails.Inc()
+			log.Error("serving certificate change refused; keeping the current certificate", "error", err)
+		})
+	}
 	if sealed != nil {
 		go maintainEncryption(ctx, sealed, cfg.KeyEncryptionKeyDir, reloadEvery, sweepEvery, log)
 	}
@@ -112,10 +137,21 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 	if err != nil {
 		return fmt.Errorf("listenAddress: %w", err)
 	}
-	httpServer := &http.Server{Handler: server, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	httpServer := &http.Server{Handler: server, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
+		// net/http's own messages (TLS handshake errors among them) in the
+		// engine's structured log.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errCh := make(chan error, 1)
-	go func() { errCh <- httpServer.Serve(listener) }()
-	log.Info("engine serving", "version", version.Version, "address", listener.Addr().String(), "program", cfg.Program, "context", cfg.Context, "store", db.Scope())
+	if serving != nil {
+		// ServeTLS with no file names takes the certificate from
+		// TLSConfig.GetCertificate (and adds HTTP/2 to NextProtos).
+		httpServer.TLSConfig = serving.ServerConfig()
+		go func() { errCh <- httpServer.ServeTLS(listener, "", "") }()
+	} else {
+		go func() { errCh <- httpServer.Serve(listener) }()
+	}
+	log.Info("engine serving", "version", version.Version, "address", listener.Addr().String(), "tls", serving != nil,
+		"program", cfg.Program, "context", cfg.Context, "store", db.Scope())
 	select {
 	case err := <-errCh:
 		return err
@@ -139,6 +175,9 @@ func openStore(ctx context.Context, cfg *config.Config, secret []byte, log *slog
 		b, err := store.OpenBolt(cfg.DataDir)
 		if err != nil {
 			return nil, nil, fmt.Errorf("dataDir: %w", err)
+		}
+		if b.Reapplied > 0 {
+			log.Warn("erasures re-applied from the erasure journal: the store predates them (a restored backup)", "users", b.Reapplied)
 		}
 		backend = b
 	} else {

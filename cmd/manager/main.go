@@ -39,6 +39,8 @@ func main() {
 		serviceAccount   string
 		prometheusURLs   string
 		clusterDomain    string
+		podMonitors      bool
+		monitoringNS     string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS to callers the API server authenticates and authorises for GET /metrics (the metrics-reader ClusterRole); false serves plain HTTP to anyone.")
@@ -54,12 +56,14 @@ func main() {
 	flag.StringVar(&prometheusURLs, "allowed-prometheus-urls", "", "Comma-separated URL prefixes outside the cluster that spec.tuning.source.prometheus.address may name; Services (*.svc, *.svc.<cluster-domain>) are always allowed. Default: none.")
 	flag.StringVar(&clusterDomain, "cluster-domain", controllers.DefaultClusterDomain, "The cluster's DNS domain, for telling in-cluster Prometheus addresses apart.")
 	opts := zap.Options{}
+	flag.BoolVar(&podMonitors, "pod-monitors", false, "Render a PodMonitor (monitoring.coreos.com/v1) and a metrics-only token per program so that the Prometheus operator scrapes the engines; only where the PodMonitor CRD is installed.")
+	flag.StringVar(&monitoringNS, "monitoring-namespaces", "", "Comma-separated namespaces (the Prometheus servers') admitted to every engine's API port by its NetworkPolicy, besides each world's spec.isolation.monitoringNamespaces.")
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 
 	if err := run(options{metricsAddr, secureMetrics, probeAddr, leaderElect, leaderElectionNS, watchNamespaces, operatorNS, engineImage, concurrency,
-		secretsRole, serviceAccount, prometheusURLs, clusterDomain}); err != nil {
+		secretsRole, serviceAccount, prometheusURLs, clusterDomain, podMonitors, monitoringNS}); err != nil {
 		ctrl.Log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
@@ -79,6 +83,8 @@ type options struct {
 	serviceAccount   string
 	prometheusURLs   string
 	clusterDomain    string
+	podMonitors      bool
+	monitoringNS     string
 }
 
 func run(o options) error {
@@ -123,6 +129,10 @@ func run(o options) error {
 		}
 		secretAccess = &controllers.SecretAccess{ClusterRole: o.secretsRole, ServiceAccount: o.serviceAccount, Namespace: o.operatorNS}
 	}
+	monitoringNamespaces, err := controllers.ParseMonitoringNamespaces(o.monitoringNS)
+	if err != nil {
+		return fmt.Errorf("--monitoring-namespaces: %w", err)
+	}
 	if err := controllers.SetupWithManager(mgr, controllers.Options{
 		OperatorNamespace:       o.operatorNS,
 		EngineImage:             o.engineImage,
@@ -130,6 +140,8 @@ func run(o options) error {
 		Clock:                   clock.RealClock{},
 		SecretAccess:            secretAccess,
 		Prometheus:              prometheus,
+		PodMonitors:             podMonitorsFor(o.podMonitors),
+		MonitoringNamespaces:    monitoringNamespaces,
 	}); err != nil {
 		return err
 	}
@@ -159,4 +171,12 @@ func metricsServerOptions(addr string, secure bool) metricsserver.Options {
 		opts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
 	}
 	return opts
+}
+
+// podMonitorsFor is the reconcilers' PodMonitors option of --pod-monitors.
+func podMonitorsFor(on bool) func(string) bool {
+	if on {
+		return controllers.AllNamespaces
+	}
+	return nil
 }

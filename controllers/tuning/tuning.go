@@ -47,14 +47,22 @@
 //     below −1 standard error), the tuner stays at the bound, stepping half
 //     a step inward for one interval once every 16 (pinned). Where the best
 //     strength lies at or beyond a bound this saves the dither's cost and
-//     still notices a curve that moves back inside.
+//     still notices a curve that moves back inside. The slope near the
+//     bound is read with a term for a level moving in time when that term
+//     is significant (1% level); while the level moves, the tuner stays
+//     pinned only if the bound's side is better by 2 standard errors, and
+//     otherwise leaves it to the dither: a cohort's loss that rises at
+//     every strength with the time of day, as the simulated population's
+//     does through real engines, made the one inward measurement look
+//     worse and held the tuner at the bound for 16 intervals.
 //  7. Otherwise move toward the target by at most maxStep, aiming alternately
 //     at target + maxStep/2 and target − maxStep/2, two intervals on each
 //     side: a probing perturbation so the fit keeps seeing spread around the
 //     operating point (the "dither" of classic extremum-seeking control).
 //  8. With fewer than three distinct strengths observed it probes only: one
 //     step up (half a step inward when at a bound), then downhill along the
-//     secant of the two points seen, then fits.
+//     secant of the two points seen (read by a line with a time term when
+//     the level is seen moving, 1% level), then fits.
 //
 // A move never exceeds maxStep and the result never leaves [min, max].
 //
@@ -119,10 +127,15 @@ const leanPerSE = 0.5
 // Pinned at a bound: a half step inward for one interval once every
 // pinEvery intervals at the bound; the tuner leaves the bound when the
 // observations within maxStep of it show the inward side better by more
-// than pinLeave standard errors of their slope.
+// than pinLeave standard errors of their slope, or, while the level of the
+// loss moves in time, the bound's side better by less than pinSure.
 const (
 	pinEvery = 16
 	pinLeave = 1.0
+	// pinSure: while the loss moves in time (the near-bound fit's level
+	// term is significant), the bound's side must be better by this many
+	// standard errors for the tuner to stay pinned.
+	pinSure = 2.0
 )
 
 // Decide picks the next strength from the observations (oldest first; the
@@ -256,7 +269,14 @@ func recentlyAtBound(history []Observation, p Params) bool {
 // it) unless the observations within maxStep of the bound show the inward
 // side better: the tuner stays at the bound, where the dither would only
 // cost, and steps half a step inward for one interval once every pinEvery
-// intervals, so a change of the curve is still seen.
+// intervals, so a change of the curve is still seen. The slope is read
+// with a term for a level moving in time when that term is significant
+// (fitNearBound): a cohort's loss that rises or falls at every strength
+// (the time of day, a cohort still settling) must not pass for the bound
+// being better. While the level moves, staying needs the bound's side
+// better by pinSure standard errors: otherwise it would rest on as little
+// as one inward measurement the moving level distorts, for pinEvery
+// intervals, and the dither measures both sides instead.
 func pinned(history []Observation, current float64, p Params) (Decision, bool) {
 	half := p.MaxStep / 2
 	var bound, inward float64
@@ -268,18 +288,16 @@ func pinned(history []Observation, current float64, p Params) (Decision, bool) {
 	default:
 		return Decision{}, false
 	}
-	var near []Observation
-	for _, o := range history {
-		if math.Abs(o.Strength-bound) <= p.MaxStep+1e-9 {
-			near = append(near, o)
-		}
-	}
-	if distinctStrengths(near, p.MaxStep/4) < 2 {
+	line, moving, ok := fitNearBound(history, bound, p.MaxStep)
+	if !ok {
 		return Decision{}, false
 	}
-	line, ok := fit(near, 1, longMemory)
-	if !ok || line.coef[1]*inward < -pinLeave*line.se[1] {
-		return Decision{}, false // the inward side is better: leave
+	sure := line.coef[1] * inward / line.se[1] // the bound's side better by this many standard errors
+	if !(sure >= -pinLeave) || (moving && sure < pinSure) {
+		// The inward side is better, or the loss moves in time and the
+		// bound is not clearly better: leave it to the dither, which
+		// measures both sides of the target.
+		return Decision{}, false
 	}
 	atBound := 0 // the observations at the bound since the last away from it
 	for i := len(history) - 1; i >= 0 && history[i].Strength == bound; i-- {
@@ -291,6 +309,33 @@ func pinned(history []Observation, current float64, p Params) (Decision, bool) {
 		d.Reason = fmt.Sprintf("the loss falls toward the bound %.3f: half a step inward to check it still does", bound)
 	}
 	return d, true
+}
+
+// fitNearBound is the straight line (long memory) through the
+// observations within maxStep of the bound, with a term for a level moving
+// steadily in time when that term is significant (moving). ok is false
+// when they span fewer than two strengths.
+func fitNearBound(history []Observation, bound, maxStep float64) (line polyFit, moving, ok bool) {
+	var near []Observation
+	var ages []float64
+	for i, o := range history {
+		if math.Abs(o.Strength-bound) <= maxStep+1e-9 {
+			near = append(near, o)
+			ages = append(ages, float64(len(history)-1-i))
+		}
+	}
+	if distinctStrengths(near, maxStep/4) < 2 {
+		return polyFit{}, false, false
+	}
+	line, ok = fitAged(near, ages, 1, false, longMemory)
+	if !ok || !(line.se[1] > 0) {
+		return polyFit{}, false, false
+	}
+	// At the 1% level: a bound the loss is steady at stays pinned.
+	if trend, ok := fitAged(near, ages, 1, true, longMemory); ok && trend.se[1] > 0 && math.Abs(trend.coef[2]) > trend.quantile(0.995)*trend.se[2] {
+		return trend, true, true
+	}
+	return line, false, true
 }
 
 // Regime-change detection: the observations since a change are all
@@ -387,7 +432,14 @@ func recentCentre(history []Observation, lambda float64) float64 {
 // beyond), so the third distinct point is also the more promising one.
 func probe(history []Observation, current float64, p Params) Decision {
 	direction := 1.0
-	if other, ok := otherStrength(history, current, p.MaxStep/4); ok {
+	if slope, ok := levelTrendSlope(history); ok {
+		// The secant of the two strengths seen, read by a line with a term
+		// for a level moving in time: a loss rising at every strength must
+		// not send the tuner back to where it measured earlier.
+		if slope > 0 {
+			direction = -1
+		}
+	} else if other, ok := otherStrength(history, current, p.MaxStep/4); ok {
 		currentLoss, otherLoss := lossAt(history, current, p.MaxStep/4), lossAt(history, other.Strength, p.MaxStep/4)
 		if (otherLoss < currentLoss) == (other.Strength < current) {
 			direction = -1
@@ -404,6 +456,18 @@ func probe(history []Observation, current float64, p Params) Decision {
 		next = clamp(current-direction*step, p.Min, p.Max)
 	}
 	return Decision{Strength: next, Target: current, Reason: "probing around the current strength to learn the loss curve"}
+}
+
+// levelTrendSlope is, where the loss moves in time at every strength
+// (the time term of a straight line with one, short memory, significant
+// at the 1% level), that line's slope in the strength; ok is false
+// otherwise, the secant of the mean losses then being the better guide.
+func levelTrendSlope(history []Observation) (float64, bool) {
+	trend, ok := fitTrend(history, 1, shortMemory)
+	if !ok || !(math.Abs(trend.coef[2]) > trend.quantile(0.995)*trend.se[2]) {
+		return 0, false
+	}
+	return trend.coef[1], true
 }
 
 // otherStrength returns the most recent observation at a strength other
@@ -448,8 +512,12 @@ type polyFit struct {
 // zero to differ from it at the 5% level (two-sided): Student's t quantile
 // for the fit's effective degrees of freedom, so a fit of a few
 // observations (or of a short memory) needs far more than 2.
-func (f polyFit) significant() float64 {
-	return distuv.StudentsT{Mu: 0, Sigma: 1, Nu: f.dof}.Quantile(0.975)
+func (f polyFit) significant() float64 { return f.quantile(0.975) }
+
+// quantile is Student's t quantile for the fit's effective degrees of
+// freedom.
+func (f polyFit) quantile(p float64) float64 {
+	return distuv.StudentsT{Mu: 0, Sigma: 1, Nu: f.dof}.Quantile(p)
 }
 
 func (f polyFit) at(s float64) float64 {
@@ -501,6 +569,16 @@ func fitTrend(history []Observation, degree int, lambda float64) (polyFit, bool)
 }
 
 func fitTerms(history []Observation, degree int, trend bool, lambda float64) (polyFit, bool) {
+	ages := make([]float64, len(history))
+	for i := range ages {
+		ages[i] = float64(len(history) - 1 - i)
+	}
+	return fitAged(history, ages, degree, trend, lambda)
+}
+
+// fitAged is fitTerms with each observation's age (in intervals) given: a
+// subset of the history keeps the ages it had there.
+func fitAged(history []Observation, ages []float64, degree int, trend bool, lambda float64) (polyFit, bool) {
 	n, cols := len(history), degree+1
 	if trend {
 		cols++
@@ -512,7 +590,7 @@ func fitTerms(history []Observation, degree int, trend bool, lambda float64) (po
 	y := mat.NewVecDense(n, nil)    // √wᵢ·yᵢ
 	w := make([]float64, n)
 	for i, o := range history {
-		age := float64(n - 1 - i)
+		age := ages[i]
 		w[i] = math.Pow(lambda, age)
 		sqrtW := math.Sqrt(w[i])
 		pow := 1.0

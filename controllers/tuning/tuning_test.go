@@ -311,3 +311,33 @@ func TestSafetyRulesHoldOnMovingCurves(t *testing.T) {
 	}
 	run(t, jump, 0.5, 120, 5)
 }
+
+// TestLeavesTheUpperBoundWhileTheLevelMoves reproduces the closed loop
+// through real engines (docs/tuning.md, "Through real engines"): started
+// at the upper bound, the optimum at 0.4, the cohort following the
+// strength with a lag of one interval, and the level of the loss at every
+// strength rising or falling with the time of day by 0.0015 per interval
+// (a step's effect at the bound is 0.0045). Within 20 intervals the tuner
+// must have left the bound for good, whichever way the level moves.
+func TestLeavesTheUpperBoundWhileTheLevelMoves(t *testing.T) {
+	for _, trend := range []float64{0.0015, -0.0015} {
+		for seed := range uint64(8) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			var history []Observation
+			s, felt := params.Max, params.Max
+			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			var strengths []float64
+			for i := range 20 {
+				felt += (s - felt) * (1 - math.Exp(-1))
+				l := 0.08 + 0.125*(felt-0.4)*(felt-0.4) + trend*float64(i) + 0.002*rng.NormFloat64()
+				var d Decision
+				d, history = Step(history, s, params, Measurement{Loss: l, CohortSize: 100, At: now}, now, time.Minute)
+				s = d.Strength
+				strengths = append(strengths, s)
+			}
+			if got := meanOfLast(strengths, 5); got > 0.85 {
+				t.Errorf("level trend %+.4f, seed %d: the last five strengths average %.3f, want below 0.85 (strengths %.3f)", trend, seed, got, strengths)
+			}
+		}
+	}
+}

@@ -52,6 +52,7 @@ type Server struct {
 	tokens   atomic.Pointer[Tokens]
 	mux      *http.ServeMux
 	inFlight *clientLimiter
+	backup   BackupSource // backup.go; nil: no backups here
 }
 
 // Option configures a Server.
@@ -84,6 +85,7 @@ func New(svc *service.Service, m *metrics.Metrics, tokens Tokens, log *slog.Logg
 	s.route("GET /v1/decisions", auth.ScopeResearch, s.getDecisions)
 	s.route("DELETE /v1/users/{id}", auth.ScopeErase, s.deleteUser)
 	s.route("GET /v1/cohort", auth.ScopeCohort, s.getCohort)
+	s.routeBackup() // backup.go
 	// auth.go: user tokens, minted by a client with ingest or decide.
 	s.routeAny("POST /v1/users/{id}/tokens", auth.MintScopes, s.postUserToken)
 	s.routeWebClient() // app.go: /app/ and GET /v1/privacy

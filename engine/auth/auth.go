@@ -44,6 +44,15 @@ const (
 // AllScopes are every scope, in the order the docs list them.
 var AllScopes = []Scope{ScopeIngest, ScopeDecide, ScopeReadState, ScopeConsent, ScopeErase, ScopeExport, ScopeCohort, ScopeMetrics, ScopeResearch}
 
+// ScopeBackup: GET /v1/admin/backup, a copy of the whole embedded store
+// (every user's ciphertext and wrapped data key). Only the read-write
+// token (the operator's, in the program's engine token Secret) holds it:
+// it is not in AllScopes, so no world client can be granted it.
+const ScopeBackup Scope = "backup"
+
+// ReadWriteScopes are the scopes of the read-write token (tokenFile).
+var ReadWriteScopes = append(slices.Clip(AllScopes), ScopeBackup)
+
 // ReadOnlyScopes are the scopes of the read-only token (readOnlyTokenFile).
 var ReadOnlyScopes = []Scope{ScopeCohort, ScopeMetrics}
 
@@ -160,7 +169,7 @@ func (t *Tokens) Authenticate(token string) (Principal, bool) {
 		}
 	}
 	if t.ReadWrite != "" {
-		check(sha256.Sum256([]byte(t.ReadWrite)), Principal{Name: "read-write", Scopes: AllScopes})
+		check(sha256.Sum256([]byte(t.ReadWrite)), Principal{Name: "read-write", Scopes: ReadWriteScopes})
 	}
 	if t.ReadOnly != "" {
 		check(sha256.Sum256([]byte(t.ReadOnly)), Principal{Name: "read-only", Scopes: ReadOnlyScopes})

@@ -56,7 +56,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/attune-io/attune/engine/contract"
@@ -167,7 +169,11 @@ func WithCABundle(pem []byte) Option {
 }
 
 // WithCAFile is WithCABundle with the PEM read from path (a mounted
-// ca.crt) when New runs.
+// ca.crt) when New runs, and read again when the file changes (checked
+// before each request), so a rotated CA bundle in a mounted ConfigMap or
+// Secret is trusted without a new client. New connections use the new
+// bundle; connections already verified stay until they close. An
+// unreadable or empty replacement keeps the bundle in use.
 func WithCAFile(path string) Option {
 	return func(s *settings) error {
 		s.caFiles = append(s.caFiles, path)
@@ -274,10 +280,17 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 			return nil, fmt.Errorf("TLS options need an *http.Transport, the client has a %T", rt)
 		}
 		t := base.Clone()
-		if t.TLSClientConfig, err = s.tlsClientConfig(); err != nil {
+		files, err := s.readCAFiles()
+		if err != nil {
+			return nil, err
+		}
+		if t.TLSClientConfig, err = s.tlsClientConfig(files); err != nil {
 			return nil, err
 		}
 		hc.Transport = t
+		if len(s.caFiles) > 0 {
+			hc.Transport = newCAFileTransport(s, base, t, files)
+		}
 	} else if hc.Transport == nil {
 		// A transport of its own: tuning it never touches the process's.
 		hc.Transport = http.DefaultTransport.(*http.Transport).Clone()
@@ -286,18 +299,38 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
-func (s *settings) tlsClientConfig() (*tls.Config, error) {
-	cfg := s.tlsConfig
-	if cfg == nil {
-		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	bundles := s.caPEM
-	for _, path := range s.caFiles {
+// caFile is one WithCAFile bundle as last read.
+type caFile struct {
+	info os.FileInfo
+	pem  []byte
+}
+
+// readCAFiles reads the WithCAFile bundles, each with the file's state
+// before the read (so a change during the read is seen at the next check).
+func (s *settings) readCAFiles() ([]caFile, error) {
+	files := make([]caFile, len(s.caFiles))
+	for i, path := range s.caFiles {
+		info, err := os.Stat(path)
+		if err != nil {
+			return nil, fmt.Errorf("CA bundle: %w", err)
+		}
 		pem, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("CA bundle: %w", err)
 		}
-		bundles = append(bundles, pem)
+		files[i] = caFile{info: info, pem: pem}
+	}
+	return files, nil
+}
+
+func (s *settings) tlsClientConfig(files []caFile) (*tls.Config, error) {
+	cfg := s.tlsConfig.Clone() // nil stays nil
+	if cfg == nil {
+		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	bundles := slices.Clone(s.caPEM)
+	for _, f := range files {
+		bundles = append(bundles, f.pem)
 	}
 	if len(bundles) > 0 {
 		pool := x509.NewCertPool()
@@ -312,6 +345,66 @@ func (s *settings) tlsClientConfig() (*tls.Config, error) {
 		cfg.ServerName = s.serverName
 	}
 	return cfg, nil
+}
+
+// caFileTransport follows the WithCAFile bundles: before each request it
+// looks at the files (os.Stat: another file, size or modification time,
+// as FileToken does, which sees the kubelet's symlink swap of a mounted
+// ConfigMap) and, when one changed, reads them again and sends from then
+// on through a new transport trusting the new bundles; the old one's idle
+// connections are closed, and its requests in flight finish. A bundle
+// that cannot be read or holds no certificate keeps the current
+// transport, and is tried again at the next request, so a rotation
+// caught half-written is picked up once it is whole.
+type caFileTransport struct {
+	settings *settings
+	base     *http.Transport
+
+	mu      sync.Mutex
+	current *http.Transport
+	files   []caFile
+}
+
+func newCAFileTransport(s *settings, base, current *http.Transport, files []caFile) *caFileTransport {
+	return &caFileTransport{settings: s, base: base, current: current, files: files}
+}
+
+func (c *caFileTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return c.transport().RoundTrip(r)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// transport in use.
+func (c *caFileTransport) CloseIdleConnections() { c.transport().CloseIdleConnections() }
+
+func (c *caFileTransport) transport() *http.Transport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changed := false
+	for i, path := range c.settings.caFiles {
+		info, err := os.Stat(path)
+		if err == nil && !unchanged(c.files[i].info, info) {
+			changed = true
+			break
+		}
+	}
+	if !changed {
+		return c.current
+	}
+	files, err := c.settings.readCAFiles()
+	if err != nil {
+		return c.current
+	}
+	cfg, err := c.settings.tlsClientConfig(files)
+	if err != nil {
+		return c.current
+	}
+	next := c.base.Clone()
+	next.TLSClientConfig = cfg
+	old := c.current
+	c.current, c.files = next, files
+	old.CloseIdleConnections()
+	return next
 }
 
 // request is one API call, sent once or more.

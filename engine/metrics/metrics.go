@@ -23,11 +23,19 @@ type Metrics struct {
 	UsersExpired      prometheus.Counter
 	Strength          prometheus.Gauge
 	Decisions         *prometheus.CounterVec
+	// CommitConflicts counts commits that lost a race to another writer
+	// (a serialization failure on a shared store) and were retried.
+	CommitConflicts prometheus.Counter
 
 	// Text-model server calls (one per ingest batch with texts).
 	TextModelDuration    *prometheus.HistogramVec
 	TextModelBatchTexts  prometheus.Histogram
 	TextModelCircuitOpen prometheus.Gauge
+
+	// Serving certificate (only with TLS configured).
+	TLSReloads           prometheus.Counter
+	TLSReloadFails       prometheus.Counter
+	TLSCertificateExpiry prometheus.Gauge
 }
 
 // CohortSource reports the published cohort aggregate for the collector.
@@ -79,6 +87,15 @@ func New(program string) *Metrics {
 		TextModelCircuitOpen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "attune_engine_text_model_circuit_open", Help: "1 while the text-model circuit breaker is open or half-open (texts scored by VADER).", ConstLabels: constLabels,
 		}),
+		TLSReloads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "attune_engine_tls_reloads_total", Help: "Serving certificates put in force without restart after their files changed.", ConstLabels: constLabels,
+		}),
+		TLSReloadFails: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "attune_engine_tls_reload_failures_total", Help: "Replaced serving certificate files refused (unreadable, not PEM or a mismatched key); the last good pair keeps serving.", ConstLabels: constLabels,
+		}),
+		TLSCertificateExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "attune_engine_tls_certificate_expiry_timestamp_seconds", Help: "NotAfter of the serving certificate in force, in seconds since the Unix epoch (absent without TLS).", ConstLabels: constLabels,
+		}),
 		UsersErased: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "attune_engine_users_erased_total", Help: "Users erased on request (GDPR Art. 17).", ConstLabels: constLabels,
 		}),
@@ -91,11 +108,21 @@ func New(program string) *Metrics {
 		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "attune_engine_decisions_total", Help: "Decisions taken, by action (intervention or none) and the reason a decision was not randomised (empty when it was).", ConstLabels: constLabels,
 		}, []string{"action", "reason"}),
+		CommitConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "attune_engine_commit_conflicts_total", Help: "Commits that lost a race to another writer of the same rows (another request or replica) and were retried from a fresh read.", ConstLabels: constLabels,
+		}),
 	}
 	m.Registry.MustRegister(m.SamplesIngested, m.RequestsRejected, m.RequestDuration, m.ConfigReloads, m.ConfigReloadFails,
-		m.TextFallbacks, m.TextModelDuration, m.TextModelBatchTexts, m.TextModelCircuitOpen, m.UsersErased, m.UsersExpired, m.Strength, m.Decisions,
+		m.TextFallbacks, m.TextModelDuration, m.TextModelBatchTexts, m.TextModelCircuitOpen, m.UsersErased, m.UsersExpired, m.Strength, m.Decisions, m.CommitConflicts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// RegisterTLS adds the serving-certificate instruments, for an engine
+// serving HTTPS; without TLS they are absent rather than zero, so an
+// expiry alert does not fire on a plain-HTTP engine.
+func (m *Metrics) RegisterTLS() {
+	m.Registry.MustRegister(m.TLSReloads, m.TLSReloadFails, m.TLSCertificateExpiry)
 }
 
 // RegisterCohort adds the cohort gauges, read from source at scrape time.

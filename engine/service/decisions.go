@@ -172,9 +172,10 @@ func (s *Service) Decide(ctx context.Context, userID string, req DecisionRequest
 		}
 		rec.LastSeen = now
 		var popToStore *policy.Population
-		if learnt {
+		if learnt && s.writesPrior() {
 			popToStore = &pop
 		}
+		t.learnt = learnt
 		return t.commitDecisions(ctx, map[string]*Record{key: rec}, writes, popToStore, popVersion)
 	})
 	if err != nil {
@@ -511,12 +512,7 @@ func EstimateEffects(ctx context.Context, st store.Store) ([]effects.Effect, err
 	return all, nil
 }
 
-// publishedEffects are the effects that meet the world's cohort floor.
-func (s *Service) publishedEffects(ctx context.Context) ([]effects.Effect, error) {
-	all, err := s.Effects(ctx)
-	if err != nil {
-		return nil, err
-	}
-	floor := s.Config().Privacy.MinCohortSize
-	return slices.DeleteFunc(slices.Clone(all), func(e effects.Effect) bool { return !effects.Publishable(e, floor) }), nil
+// publishableEffects are the effects of all that meet the world's cohort floor.
+func publishableEffects(all []effects.Effect, floor int) []effects.Effect {
+	return slices.DeleteFunc(slices.Clone(all), func(e effects.Effect) bool { return !effects.Publishable(e, floor) })
 }

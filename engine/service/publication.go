@@ -117,9 +117,17 @@ func changedMembers(last, current map[string]int64) int {
 // changed, or when at least minCohortSize members changed; otherwise the
 // last publication.
 func (s *Service) published(ctx context.Context, cfg *config.Config, now time.Time) (loss.Aggregate, time.Time, error) {
-	agg, members, err := s.aggregate(ctx, cfg, now)
-	if err != nil || !agg.Published {
-		return agg, now, err
+	p, err := s.fullPass(ctx, cfg, now)
+	if err != nil {
+		return loss.Aggregate{}, now, err
+	}
+	return s.publish(ctx, cfg, now, p.agg, p.members)
+}
+
+// publish is published for the cohort agg of members, found by a pass.
+func (s *Service) publish(ctx context.Context, cfg *config.Config, now time.Time, agg loss.Aggregate, members map[string]int64) (loss.Aggregate, time.Time, error) {
+	if !agg.Published {
+		return agg, now, nil
 	}
 	current := make(map[string]int64, len(members))
 	for key, samples := range members {

@@ -115,6 +115,11 @@ type Options struct {
 	// negative value for none), so frequent cohort reads and scrapes do
 	// not rescan it.
 	EffectsMinInterval time.Duration
+	// AggregateInterval fixes the time between two refreshes of the
+	// aggregate snapshot (aggregates.go); 0 (the default) lets it follow
+	// the refresh's cost, and tests set a negative value for a fresh pass
+	// on every read.
+	AggregateInterval time.Duration
 }
 
 // Service is the engine core. With an embedded store (replica scope) it
@@ -146,6 +151,18 @@ type Service struct {
 	// effectsMinInterval.
 	effects            effectsCache
 	effectsMinInterval time.Duration
+	// aggregates is the aggregate snapshot (aggregates.go);
+	// aggregateGeneration counts commits, so a snapshot knows whether it
+	// saw them.
+	aggregates          aggregateCache
+	aggregateGeneration atomic.Uint64
+	aggregateInterval   time.Duration
+	// legacyPopulationRow makes a shared store's ingest write the prior
+	// itself, the single hot row this replaced: the baseline of the
+	// conflict benchmark, never set otherwise.
+	legacyPopulationRow bool
+	// conflicts counts commits that lost a race (ErrConflict) and were retried.
+	conflicts atomic.Uint64
 }
 
 // runningConfig is the configuration in force with its generation and
@@ -185,8 +202,15 @@ func (s *Service) recentPopulation(ctx context.Context) (policy.Population, erro
 		return pop, err
 	}
 	s.sharedPop.Store(&timedPopulation{pop: pop, at: time.Now()})
+	s.refreshPriorIfDue(ctx)
 	return pop, nil
 }
+
+// writesPrior reports whether an operation that learns writes the
+// population prior: in replica scope (this process owns it), and on a
+// shared store only in the legacy baseline; otherwise the refresh
+// computes it from the users' own arms (aggregates.go).
+func (s *Service) writesPrior() bool { return !s.shared() || s.legacyPopulationRow }
 
 const populationKey = "population"
 
@@ -211,7 +235,7 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 	if o.EffectsMinInterval == 0 {
 		o.EffectsMinInterval = defaultEffectsMinInterval
 	}
-	s := &Service{store: o.Store, key: o.Key, scorer: o.Scorer, effectsMinInterval: o.EffectsMinInterval,
+	s := &Service{store: o.Store, key: o.Key, scorer: o.Scorer, effectsMinInterval: o.EffectsMinInterval, aggregateInterval: o.AggregateInterval,
 		metrics: o.Metrics, now: o.Now, log: o.Logger, users: map[string]*userEntry{}}
 	s.cfg.Store(&runningConfig{cfg: cfg, generation: cfg.Strength.Generation(), since: s.now()})
 	if !s.shared() {
@@ -310,6 +334,9 @@ type userTxn struct {
 	eraseDecisions []string
 	// batches records an ingest batch's answer with its commit.
 	batches map[string]store.Batch
+	// learnt says the commit folds outcomes into the users' arms (and so
+	// into the population prior).
+	learnt bool
 }
 
 // begin reads the users for one attempt of an operation. Keys are locked
@@ -419,6 +446,10 @@ func (t *userTxn) commit(ctx context.Context, updated map[string]*Record, pop *p
 	if err := t.svc.store.Commit(ctx, change); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	t.svc.aggregateGeneration.Add(1)
+	if t.learnt && t.svc.shared() && !t.svc.legacyPopulationRow {
+		t.svc.afterLearning(ctx)
+	}
 	if len(change.Decisions) > 0 || len(change.EraseDecisions) > 0 {
 		t.svc.effects.invalidate()
 	}
@@ -451,8 +482,14 @@ func (t *userTxn) commitDecisions(ctx context.Context, updated map[string]*Recor
 // population is the prior and its version, for an operation that may
 // change it: a private copy.
 func (s *Service) population(ctx context.Context) (policy.Population, int64, error) {
-	if s.shared() {
+	if s.shared() && s.legacyPopulationRow {
 		return loadPopulation(ctx, s.store)
+	}
+	if s.shared() {
+		// The prior is the refresh's merge of the users' arms
+		// (aggregates.go): no operation writes it, so it is no hot row.
+		pop, err := s.recentPopulation(ctx)
+		return pop.Clone(), 0, err
 	}
 	s.popMu.Lock()
 	defer s.popMu.Unlock()
@@ -478,6 +515,10 @@ func (s *Service) update(ctx context.Context, keys []string, op func(t *userTxn)
 		t.release()
 		if !errors.Is(err, store.ErrConflict) {
 			return err
+		}
+		s.conflicts.Add(1)
+		if s.metrics != nil {
+			s.metrics.CommitConflicts.Inc()
 		}
 		if attempt == maxAttempts {
 			return fmt.Errorf("%w (%d attempts)", ErrBusy, attempt)
@@ -770,9 +811,10 @@ func (s *Service) ingestTxn(ctx context.Context, cfg *config.Config, now time.Ti
 			updated[k] = rec
 		}
 		var popToStore *policy.Population
-		if popChanged {
+		if popChanged && s.writesPrior() {
 			popToStore = &pop
 		}
+		t.learnt = popChanged
 		if batch != nil {
 			record, err := batch.record(now, *result)
 			if err != nil {
@@ -1044,49 +1086,22 @@ func finite(v float64) *float64 {
 func (s *Service) Cohort(ctx context.Context) (CohortSummary, error) {
 	running := s.cfg.Load()
 	cfg := running.cfg
-	now := s.now()
 	// What is published changes only with enough users (publication.go);
 	// observedAt is when the published values were observed.
-	agg, observedAt, err := s.published(ctx, cfg, now)
+	// The snapshot (aggregates.go) answers in O(1) of the users.
+	snap, err := s.snapshot(ctx, cfg)
 	if err != nil {
 		return CohortSummary{}, err
 	}
-	out := CohortSummary{Published: agg.Published, MinCohortSize: cfg.Privacy.MinCohortSize, Strength: cfg.Strength.Value, Scope: s.Scope(), ObservedAt: observedAt, PolicyVersion: policyVersion(cfg),
+	agg := snap.aggregate()
+	out := CohortSummary{Published: agg.Published, MinCohortSize: cfg.Privacy.MinCohortSize, Strength: cfg.Strength.Value, Scope: s.Scope(), ObservedAt: snap.ObservedAt, PolicyVersion: policyVersion(cfg),
 		Generation: running.generation, RunningSince: running.since}
-	if out.Effects, err = s.publishedEffects(ctx); err != nil {
-		return CohortSummary{}, err
-	}
+	out.Effects = publishableEffects(snap.Effects, cfg.Privacy.MinCohortSize)
 	if agg.Published {
 		out.Size, out.Loss = &agg.Size, &agg.Loss
 		out.Means = &Means{Attention: finite(agg.Means[0]), Emotion: finite(agg.Means[1]), Resilience: finite(agg.Means[2])}
 	}
 	return out, nil
-}
-
-// aggregate is the cohort now, and its members: each user in it with the
-// number of samples their estimate rests on.
-func (s *Service) aggregate(ctx context.Context, cfg *config.Config, now time.Time) (loss.Aggregate, map[string]int64, error) {
-	allowPhysio := !cfg.ProhibitsBiometricEmotion()
-	retention := cfg.Privacy.Retention.Duration
-	var current []loss.Entry
-	members := map[string]int64{}
-	err := s.eachRecord(ctx, func(key string, rec *Record) {
-		if now.Sub(rec.LastSeen) > retention {
-			return
-		}
-		st := rec.Model.Estimate(now, allowPhysio, estimateTiming(cfg))
-		if !isCurrent(st) {
-			return
-		}
-		if l, ok := stateLoss(st, cfg); ok {
-			current = append(current, loss.Entry{Loss: l, State: stateVector(st), Known: knownVector(st)})
-			members[key] = rec.Samples
-		}
-	})
-	if err != nil {
-		return loss.Aggregate{}, nil, fmt.Errorf("cohort: %w", err)
-	}
-	return loss.Cohort(current, cfg.Privacy.MinCohortSize), members, nil
 }
 
 func isCurrent(st estimate.State) bool {
@@ -1105,23 +1120,25 @@ const scrapeTimeout = 10 * time.Second
 func (s *Service) PublishedCohort() (float64, int, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()
-	agg, _, err := s.published(ctx, s.Config(), s.now())
+	snap, err := s.snapshot(ctx, s.Config())
 	if err != nil {
 		s.log.Error("cohort for metrics failed", "error", err)
 		return 0, 0, false
 	}
-	return agg.Loss, agg.Size, agg.Published
+	return snap.Loss, snap.Size, snap.Published
 }
 
 // PublishedEffects implements metrics.CohortSource.
 func (s *Service) PublishedEffects() []effects.Effect {
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()
-	out, err := s.publishedEffects(ctx)
+	cfg := s.Config()
+	snap, err := s.snapshot(ctx, cfg)
 	if err != nil {
 		s.log.Error("effects for metrics failed", "error", err)
+		return nil
 	}
-	return out
+	return publishableEffects(snap.Effects, cfg.Privacy.MinCohortSize)
 }
 
 // StoredUsers implements metrics.CohortSource.
@@ -1129,11 +1146,12 @@ func (s *Service) StoredUsers() int {
 	if s.shared() {
 		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 		defer cancel()
-		n, err := s.store.CountUsers(ctx)
+		snap, err := s.snapshot(ctx, s.Config())
 		if err != nil {
 			s.log.Error("counting users for metrics failed", "error", err)
+			return 0
 		}
-		return n
+		return snap.StoredUsers
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +36,12 @@ var (
 	schemaBucket    = []byte("schema")
 	formatKey       = []byte("format")
 	formatVersioned = []byte("versioned-1")
+	// compactPendingKey (in schemaBucket) is set by every commit that
+	// erases and cleared by the compaction that follows it. A process
+	// killed in between leaves it set, and the next open compacts at once:
+	// otherwise the erased user's wrapped data key would stay readable in
+	// freed pages until some later erasure.
+	compactPendingKey = []byte("compact-pending")
 )
 
 // versionLen is the size of the version prefix of a stored value.
@@ -70,8 +77,15 @@ type Bolt struct {
 	// rollback: see WithoutCommit.
 	rollback bool
 	noSync   bool
+	// groupLimit bounds the changes of one transaction (maxGroup; 1:
+	// WithoutGroupCommit).
+	groupLimit int
 	// erased signals the compactor that a commit erased something.
-	erased        chan struct{}
+	erased chan struct{}
+	// tombstones is the erasure journal (tombstones.go); Reapplied counts
+	// the erasures it re-applied at open.
+	tombstones    *os.File
+	Reapplied     int
 	stopCompactor chan struct{}
 	compactorDone chan struct{}
 	compactDelay  time.Duration
@@ -86,13 +100,17 @@ type commitRequest struct {
 	result chan error
 }
 
-// Option adjusts how the store is opened. Both options exist for
+// Option adjusts how the store is opened. The options exist for
 // benchmarks, which measure what the durable commit costs; never use them
 // in production.
 type Option func(*Bolt)
 
 // WithoutSync commits without fsync: the pages are written, not flushed.
 func WithoutSync() Option { return func(s *Bolt) { s.noSync = true } }
+
+// WithoutGroupCommit commits every change in a transaction of its own (one
+// fsync each): the baseline that shows what the group commit saves.
+func WithoutGroupCommit() Option { return func(s *Bolt) { s.groupLimit = 1 } }
 
 // WithCompactDelay sets the delay of the compaction after an erasure
 // (CompactDelay by default; negative: never compact on its own, for tests
@@ -114,6 +132,9 @@ func OpenBolt(dir string, opts ...Option) (*Bolt, error) {
 	if err := os.Remove(path + compactingSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove an interrupted compaction: %w", err)
 	}
+	if err := removeBackups(dir); err != nil {
+		return nil, fmt.Errorf("remove an interrupted backup: %w", err)
+	}
 	db, err := openBoltFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
@@ -123,11 +144,29 @@ func OpenBolt(dir string, opts ...Option) (*Bolt, error) {
 		return nil, fmt.Errorf("prepare database: %w", err)
 	}
 	st := &Bolt{db: db, path: path, commits: make(chan commitRequest, 256), done: make(chan struct{}),
-		erased: make(chan struct{}, 1), stopCompactor: make(chan struct{}), compactorDone: make(chan struct{}), compactDelay: CompactDelay}
+		erased: make(chan struct{}, 1), stopCompactor: make(chan struct{}), compactorDone: make(chan struct{}), compactDelay: CompactDelay, groupLimit: maxGroup}
 	for _, o := range opts {
 		o(st)
 	}
 	db.NoSync = st.noSync
+	journal := filepath.Join(dir, TombstonesFileName)
+	if !st.rollback {
+		if st.Reapplied, err = reapplyErasures(db, journal); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		if st.tombstones, err = os.OpenFile(journal, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("open the erasure journal: %w", err)
+		}
+	}
+	if st.compactDelay >= 0 && compactionPending(db) {
+		// The previous process erased and died before compacting. A
+		// failure here leaves the compaction to the compactor.
+		if err := st.Compact(); err != nil {
+			st.erased <- struct{}{}
+		}
+	}
 	go st.committer()
 	go st.compactor()
 	return st, nil
@@ -138,6 +177,17 @@ func OpenBolt(dir string, opts ...Option) (*Bolt, error) {
 // which saves pages per sync.
 func openBoltFile(path string) (*bolt.DB, error) {
 	return bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true})
+}
+
+// compactionPending reports whether an erasure was committed and not yet
+// compacted (compactPendingKey).
+func compactionPending(db *bolt.DB) bool {
+	pending := false
+	_ = db.View(func(tx *bolt.Tx) error {
+		pending = tx.Bucket(schemaBucket).Get(compactPendingKey) != nil
+		return nil
+	})
+	return pending
 }
 
 // compactingSuffix names the copy a compaction writes before renaming it
@@ -202,6 +252,9 @@ func (s *Bolt) Close() error {
 	<-s.compactorDone
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
+	if s.tombstones != nil {
+		_ = s.tombstones.Close()
+	}
 	return s.db.Close()
 }
 
@@ -261,6 +314,13 @@ func (s *Bolt) Compact() error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("compact: %w", err)
 	}
+	// The copy holds no freed page: the erasures are compacted. (No commit
+	// runs meanwhile: dbMu is held.)
+	if err := dst.Update(func(tx *bolt.Tx) error { return tx.Bucket(schemaBucket).Delete(compactPendingKey) }); err != nil {
+		_ = dst.Close()
+		_ = os.Remove(tmp)
+		return fmt.Errorf("compact: %w", err)
+	}
 	if err := dst.Close(); err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("compact: %w", err)
@@ -316,12 +376,18 @@ func erases(c Change) bool {
 // and every change that queued meanwhile, writes them in one transaction
 // (one fsync) and answers each. A lone writer never waits for company; under
 // load, changes queue while the previous fsync runs and share the next one.
+//
+// bbolt's own DB.Batch does the same sharing, but it gathers calls for up
+// to MaxBatchDelay (10 ms) before it runs them: a lone request would wait
+// that long, and a few clients would be capped at a few batches per delay.
+// commitGroup keeps DB.Batch's guarantees (each change atomic; a change
+// whose writes fail does not fail the others).
 func (s *Bolt) committer() {
 	defer close(s.done)
 	for first := range s.commits {
 		group := []commitRequest{first}
 	drain:
-		for len(group) < 1000 {
+		for len(group) < s.groupLimit {
 			select {
 			case next, ok := <-s.commits:
 				if !ok {
@@ -332,55 +398,30 @@ func (s *Bolt) committer() {
 				break drain
 			}
 		}
-		results := make([]error, len(group))
-		erased := false
-		apply := func(tx *bolt.Tx) error {
-			for i, r := range group {
-				if results[i] = checkVersions(tx, r.change); results[i] != nil {
-					if s.rollback {
-						// Nothing was ever stored to conflict with.
-						results[i] = nil
-					} else {
-						continue // this change conflicts; the others still commit
-					}
-				}
-				erased = erased || erases(r.change)
-				// The data keys first: erasure destroys the key before the
-				// rows it decrypts.
-				if err := eraseDataKeys(tx, r.change.EraseDataKeys); err != nil {
-					return err
-				}
-				if err := applyWrites(tx, dataKeysBucket, r.change.DataKeys); err != nil {
-					return err
-				}
-				if err := applyWrites(tx, usersBucket, r.change.Users); err != nil {
-					return err
-				}
-				if err := applyWrites(tx, metaBucket, r.change.Meta); err != nil {
-					return err
-				}
-				if err := applyDecisionWrites(tx, r.change); err != nil {
-					return err
-				}
-				if err := putBatches(tx, r.change.Batches); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-		var err error
-		s.dbMu.RLock()
-		if s.rollback {
-			err = s.applyAndRollback(apply)
-		} else {
-			err = s.db.Update(apply)
-		}
-		s.dbMu.RUnlock()
-		if err == nil && erased && !s.rollback {
-			select {
-			case s.erased <- struct{}{}:
-			default: // a compaction is already due
-			}
+		s.commitGroup(group)
+	}
+}
+
+// maxGroup bounds the changes sharing one transaction (bbolt's
+// DefaultMaxBatchSize).
+const maxGroup = 1000
+
+// commitGroup commits the changes of group in one transaction and answers
+// each once it is durable. A change that conflicts (ErrConflict) fails
+// alone: its versions are checked before any of its writes. A change whose
+// writes fail (a write error, not a conflict) would roll back the whole
+// transaction; as DB.Batch does (go.etcd.io/bbolt db.go, batch.run), it is
+// then taken out and committed alone, so that its error is its own, and
+// the others are committed together again. A failure of the commit itself
+// (the fsync) fails every change in it: none is stored.
+func (s *Bolt) commitGroup(group []commitRequest) {
+	for len(group) > 0 {
+		results, failed, err := s.commitOnce(group)
+		if failed >= 0 && len(group) > 1 {
+			solo := group[failed]
+			group = slices.Delete(group, failed, failed+1)
+			s.commitGroup([]commitRequest{solo})
+			continue
 		}
 		for i, r := range group {
 			if err != nil {
@@ -388,7 +429,83 @@ func (s *Bolt) committer() {
 			}
 			r.result <- results[i]
 		}
+		return
 	}
+}
+
+// commitOnce applies the group's changes in arrival order in one
+// transaction. results holds each change's conflict (nil: applied);
+// failed is the index of the change whose writes failed the transaction
+// (-1 when none did), and err the transaction's error.
+func (s *Bolt) commitOnce(group []commitRequest) (results []error, failed int, err error) {
+	results = make([]error, len(group))
+	failed = -1
+	erased := false
+	apply := func(tx *bolt.Tx) error {
+		for i, r := range group {
+			if results[i] = checkVersions(tx, r.change); results[i] != nil {
+				if s.rollback {
+					// Nothing was ever stored to conflict with.
+					results[i] = nil
+				} else {
+					continue // this change conflicts; the others still commit
+				}
+			}
+			if err := s.applyChange(tx, r.change, &erased); err != nil {
+				failed = i
+				return err
+			}
+		}
+		return nil
+	}
+	s.dbMu.RLock()
+	if s.rollback {
+		err = s.applyAndRollback(apply)
+	} else {
+		err = s.db.Update(apply)
+	}
+	s.dbMu.RUnlock()
+	if err == nil && erased && !s.rollback {
+		select {
+		case s.erased <- struct{}{}:
+		default: // a compaction is already due
+		}
+	}
+	return results, failed, err
+}
+
+// applyChange writes one change whose versions hold; erased records
+// whether the transaction erases (set with compactPendingKey once).
+func (s *Bolt) applyChange(tx *bolt.Tx, c Change, erased *bool) error {
+	if erases(c) && !*erased {
+		*erased = true
+		if err := tx.Bucket(schemaBucket).Put(compactPendingKey, []byte{1}); err != nil {
+			return err
+		}
+	}
+	// The data keys first: erasure destroys the key before the rows it
+	// decrypts, and journals it before it commits. (A transaction retried
+	// after another change's failure journals its erasures again; the
+	// journal is a set.)
+	if err := s.journalErasures(tx, c.EraseDataKeys, time.Now()); err != nil {
+		return err
+	}
+	if err := eraseDataKeys(tx, c.EraseDataKeys); err != nil {
+		return err
+	}
+	if err := applyWrites(tx, dataKeysBucket, c.DataKeys); err != nil {
+		return err
+	}
+	if err := applyWrites(tx, usersBucket, c.Users); err != nil {
+		return err
+	}
+	if err := applyWrites(tx, metaBucket, c.Meta); err != nil {
+		return err
+	}
+	if err := applyDecisionWrites(tx, c); err != nil {
+		return err
+	}
+	return putBatches(tx, c.Batches)
 }
 
 // applyAndRollback runs apply in a write transaction and discards it
@@ -406,8 +523,9 @@ func (s *Bolt) applyAndRollback(apply func(*bolt.Tx) error) error {
 func (s *Bolt) Scope() config.Scope { return config.ScopeReplica }
 
 // Commit implements Store. Changes that share a transaction are applied in
-// arrival order; a conflicting change fails alone, but if the transaction
-// fails, every change in it fails and none is stored.
+// arrival order; a conflicting change, or one whose writes fail, fails
+// alone (commitGroup), but if the commit itself fails, every change in it
+// fails and none is stored.
 func (s *Bolt) Commit(_ context.Context, c Change) error {
 	result := make(chan error, 1)
 	s.closing.RLock()

@@ -169,6 +169,15 @@ func OpenPostgres(ctx context.Context, connString, program string) (*Postgres, e
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
+	var version int
+	if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("read the PostgreSQL server's version: %w", err)
+	}
+	if err := supportedPostgres(version); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	if err := migrate(ctx, pool); err != nil {
 		pool.Close()
 		return nil, err
@@ -179,8 +188,30 @@ func OpenPostgres(ctx context.Context, connString, program string) (*Postgres, e
 		return nil, err
 	}
 	p := &Postgres{pool: pool, program: program, rowSecurity: confined, erased: make(chan struct{}, 1), stopCompactor: make(chan struct{}), compactorDone: make(chan struct{})}
+	// A replica killed between an erasure and its compaction left the
+	// wrapped data key in a dead tuple: every start compacts once, as if
+	// it had just erased.
+	p.erased <- struct{}{}
 	go p.compactor()
 	return p, nil
+}
+
+// MinPostgresVersion is the oldest PostgreSQL server the store runs on
+// (server_version_num): 13, for pg_current_xact_id and pg_xact_status,
+// with which a COMMIT whose answer was lost is looked up
+// (docs/operations.md, "PostgreSQL requirements").
+const MinPostgresVersion = 130000
+
+// supportedPostgres refuses a server older than MinPostgresVersion.
+func supportedPostgres(versionNum int) error {
+	if versionNum < MinPostgresVersion {
+		minor := versionNum % 10000
+		if versionNum < 100000 { // 9.6.24 is 90624
+			minor = versionNum / 100 % 100
+		}
+		return fmt.Errorf("PostgreSQL %d.%d is too old: the store needs PostgreSQL 13 or later (pg_current_xact_id and pg_xact_status)", versionNum/10000, minor)
+	}
+	return nil
 }
 
 // compactor rewrites the data-key table CompactDelay after an erasure,

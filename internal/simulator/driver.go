@@ -24,12 +24,16 @@ import (
 // advances the population by the wall-clock time since the last one.
 type Driver struct {
 	Population *Population
-	// Engines are base URLs (http://127.0.0.1:8080); people are spread
+	// Engines are base URLs (https://127.0.0.1:8080); people are spread
 	// over them by ID.
 	Engines []string
 	Token   string // the engines' read-write token
 	Scale   TimeScale
 	HTTP    *http.Client
+	// ClientOptions are added to every engine client: for HTTPS engines
+	// the CA bundle and the Service name their certificate carries
+	// (client.WithCABundle, client.WithServerName).
+	ClientOptions []client.Option
 	// NoPhysiology is for worlds that forbid physiological telemetry
 	// (Workplace, Education): no RR intervals are sent.
 	NoPhysiology bool
@@ -89,7 +93,8 @@ func (d *Driver) client(engine string) (*client.Client, error) {
 	if c, ok := d.clients[engine]; ok {
 		return c, nil
 	}
-	c, err := client.New(engine, client.WithHTTPClient(d.HTTP), client.WithToken(d.Token), client.WithRetry(client.NoRetry))
+	opts := append([]client.Option{client.WithHTTPClient(d.HTTP), client.WithToken(d.Token), client.WithRetry(client.NoRetry)}, d.ClientOptions...)
+	c, err := client.New(engine, opts...)
 	if err != nil {
 		return nil, err
 	}

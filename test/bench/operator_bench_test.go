@@ -1,20 +1,30 @@
 // Package bench measures the operator on a real API server (envtest).
 //
-//	make bench-operator
+//	make bench-operator            # 500 programs
+//	make bench-operator SIZE=5000  # 5,000
 //
-// It creates 500 MeditationPrograms across 5 worlds and measures the time
+// It creates SIZE MeditationPrograms across 5 worlds and measures the time
 // until all are Reconciled (children applied, status written for the current
 // generation). As the limit it measures, in the same run and on the same API
 // server, a plain client creating the same child objects with the same
-// parallelism. Then it counts the operator's writes during 30 s of idle.
+// parallelism. Then it counts the operator's writes during 30 s of idle,
+// and measures the heap and RSS of this process, which runs the operator's
+// manager in-process. Each run writes its figures to
+// ATTUNE_BENCH_OUT/operator-SIZE.json; when a run of another size is there,
+// it prints the cost per program of the two against each other.
 package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -41,14 +51,14 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
+	"github.com/attune-io/attune/internal/pki"
 )
 
 const (
-	worlds           = 5
-	programsPerWorld = 100
-	parallelism      = 8
-	idleWindow       = 30 * time.Second
-	engineImage      = "example.test/engine:v1"
+	worlds      = 5
+	parallelism = 8
+	idleWindow  = 30 * time.Second
+	engineImage = "example.test/engine:v1"
 )
 
 // writeCounter counts mutating HTTP requests that pass through it.
@@ -71,10 +81,25 @@ func BenchmarkOperatorReconcile(b *testing.B) {
 	}
 	// The operator's logs would only slow the measurement down.
 	ctrl.SetLogger(logr.Discard())
+	setSizeFromEnv(b)
 	for range b.N {
 		runOperatorBenchmark(b)
 	}
 }
+
+// setSizeFromEnv sets programsPerWorld from ATTUNE_BENCH_PROGRAMS (SIZE).
+func setSizeFromEnv(b *testing.B) {
+	if size := os.Getenv("ATTUNE_BENCH_PROGRAMS"); size != "" {
+		n, err := strconv.Atoi(size)
+		if err != nil || n <= 0 || n%worlds != 0 {
+			b.Fatalf("ATTUNE_BENCH_PROGRAMS=%q: want a positive multiple of %d", size, worlds)
+		}
+		programsPerWorld = n / worlds
+	}
+}
+
+// programsPerWorld is SIZE/worlds (ATTUNE_BENCH_PROGRAMS), 100 by default.
+var programsPerWorld = 100
 
 // controlPlane is one envtest API server with etcd and a client for it.
 type controlPlane struct {
@@ -93,7 +118,7 @@ func startControlPlane(b *testing.B) *controlPlane {
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = wellbeingv1alpha1.AddToScheme(scheme)
 	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
-	// 500 Services need more cluster IPs than envtest's default /24.
+	// 500 Services and more need more cluster IPs than envtest's default /24.
 	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
 	cfg, err := env.Start()
 	if err != nil {
@@ -173,13 +198,24 @@ func runOperatorBenchmark(b *testing.B) {
 	cp.stop(b)
 
 	// The floor: a plain client doing, per program, the writes the issue
-	// requires of the operator and nothing else: server-side apply of four
-	// children, the token Secret created, a status write and an event. No
-	// operator doing what is asked can need less of the API server.
+	// requires of the operator and nothing else: server-side apply of the
+	// children, the token Secret and the serving certificate's Secret
+	// (issued from the world's CA) created, a status write and an event.
+	// No operator doing what is asked can need less of the API server.
 	cp = startControlPlane(b)
 	created := createPrograms(b, cp)
+	authorities := map[string]pki.KeyPair{}
+	for _, p := range created {
+		if _, ok := authorities[p.Namespace]; !ok {
+			ca, err := pki.NewCA(p.Namespace+" CA", time.Now(), pki.CAValidity)
+			if err != nil {
+				b.Fatal(err)
+			}
+			authorities[p.Namespace] = ca
+		}
+	}
 	floor := measure(func() {
-		parallel(len(created), func(i int) error { return requiredWrites(ctx, cp, created[i]) })
+		parallel(len(created), func(i int) error { return requiredWrites(ctx, cp, created[i], authorities[created[i].Namespace]) })
 	})
 	cp.stop(b)
 
@@ -199,12 +235,15 @@ func runOperatorBenchmark(b *testing.B) {
 	reconciled := watchReconciled(b, cp.client)
 	mgrCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
+	heapBefore := liveHeap()
+	stopProfile := startCPUProfile(b, programs)
 	b.ResetTimer()
 	operator := measure(func() {
 		go func() { done <- mgr.Start(mgrCtx) }()
 		reconciled.wait(b, programs)
 	})
 	b.StopTimer()
+	stopProfile()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -218,6 +257,9 @@ func runOperatorBenchmark(b *testing.B) {
 	before := counter.writes.Load()
 	time.Sleep(idleWindow)
 	idleWrites := counter.writes.Load() - before
+	heapAfter, rss := liveHeap(), residentBytes()
+	writeHeapProfile(b, programs)
+	operatorHeap := float64(heapAfter) - float64(heapBefore)
 
 	ratio := operator.elapsed.Seconds() / plain.elapsed.Seconds()
 	b.ReportMetric(operator.elapsed.Seconds(), "operator-s")
@@ -228,6 +270,8 @@ func runOperatorBenchmark(b *testing.B) {
 	b.ReportMetric(float64(len(plainChildren)), "plain-client-writes")
 	b.ReportMetric(apply.elapsed.Seconds(), "plain-apply-s")
 	b.ReportMetric(floor.elapsed.Seconds(), "required-writes-s")
+	b.ReportMetric(operatorHeap/1e6, "operator-heap-MB")
+	b.ReportMetric(float64(rss)/1e6, "process-RSS-MB")
 	fmt.Printf("programs=%d worlds=%d parallelism=%d, each contender on a fresh API server\n", programs, worlds, parallelism)
 	fmt.Printf("plain client creating %d children: %s\n", len(plainChildren), plain)
 	fmt.Printf("plain client, server-side apply:   %s\n", apply)
@@ -238,11 +282,158 @@ func runOperatorBenchmark(b *testing.B) {
 	fmt.Printf("ratio required writes/plain client: %.2f; CPU %.2f (the lowest ratio any operator doing what the issue asks can reach)\n", floor.elapsed.Seconds()/plain.elapsed.Seconds(), floor.cpu.total()/plain.cpu.total())
 	fmt.Printf("ratio operator/required writes:    %.2f; CPU %.2f (the operator's own overhead)\n", operator.elapsed.Seconds()/floor.elapsed.Seconds(), operator.cpu.total()/floor.cpu.total())
 	fmt.Printf("operator writes in %s idle:       %d (goal 0)\n", idleWindow, idleWrites)
+	perThousand := 1000 / float64(programs)
+	fmt.Printf("operator live heap after the run:  %.1f MB (%.1f MB per 1,000 programs; the process's live heap %.1f MB, of which %.1f MB before the manager started)\n",
+		operatorHeap/1e6, operatorHeap/1e6*perThousand, float64(heapAfter)/1e6, float64(heapBefore)/1e6)
+	fmt.Printf("process RSS after the run:         %.1f MB (%.1f MB per 1,000 programs; this test process, which runs the manager in-process, the benchmark's own clients included)\n",
+		float64(rss)/1e6, float64(rss)/1e6*perThousand)
+
+	run := operatorRun{Programs: programs, OperatorSeconds: operator.elapsed.Seconds(), OperatorCPUSeconds: operator.cpu.total(),
+		FloorSeconds: floor.elapsed.Seconds(), FloorCPUSeconds: floor.cpu.total(), PlainSeconds: plain.elapsed.Seconds(),
+		OperatorWrites: reconcileWrites, IdleWrites: idleWrites, OperatorHeapBytes: operatorHeap, ProcessRSSBytes: rss,
+		LoadAverage: loadAverage()}
+	fmt.Printf("machine load average (1, 5, 15 min) at the end: %s\n", run.LoadAverage)
+	recordAndCompare(b, run)
 }
 
-// createPrograms creates the worlds, their namespaces and 500 programs
-// before the operator starts.
-func createPrograms(b *testing.B, cp *controlPlane) []*wellbeingv1alpha1.MeditationProgram {
+// operatorRun is one run's figures, kept in ATTUNE_BENCH_OUT so that runs of
+// different sizes can be set against each other.
+type operatorRun struct {
+	Programs           int     `json:"programs"`
+	OperatorSeconds    float64 `json:"operatorSeconds"`
+	OperatorCPUSeconds float64 `json:"operatorCPUSeconds"`
+	FloorSeconds       float64 `json:"floorSeconds"`
+	FloorCPUSeconds    float64 `json:"floorCPUSeconds"`
+	PlainSeconds       float64 `json:"plainSeconds"`
+	OperatorWrites     int64   `json:"operatorWrites"`
+	IdleWrites         int64   `json:"idleWrites"`
+	OperatorHeapBytes  float64 `json:"operatorHeapBytes"`
+	ProcessRSSBytes    uint64  `json:"processRSSBytes"`
+	LoadAverage        string  `json:"loadAverage"`
+}
+
+// recordAndCompare writes this run's figures and prints the cost per program
+// against every other size recorded: the operator's, and the floor's, whose
+// growth is the API server's own.
+func recordAndCompare(b *testing.B, run operatorRun) {
+	dir := os.Getenv("ATTUNE_BENCH_OUT")
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	data, err := json.MarshalIndent(run, "", "  ")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("operator-%d.json", run.Programs)), data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "operator-*.json"))
+	for _, f := range files {
+		var other operatorRun
+		data, err := os.ReadFile(f)
+		if err != nil || json.Unmarshal(data, &other) != nil || other.Programs == run.Programs || other.Programs == 0 {
+			continue
+		}
+		small, large := other, run
+		if small.Programs > large.Programs {
+			small, large = large, small
+		}
+		perProgram := func(seconds float64, r operatorRun) float64 { return seconds / float64(r.Programs) }
+		growth := func(pick func(operatorRun) float64) (float64, float64, float64) {
+			l, s := perProgram(pick(large), large), perProgram(pick(small), small)
+			return 1e3 * l, 1e3 * s, l / s
+		}
+		fmt.Printf("cost per program, %d vs %d programs (goal growth <= 1.2):\n", large.Programs, small.Programs)
+		l, s, g := growth(func(r operatorRun) float64 { return r.OperatorSeconds })
+		fmt.Printf("  operator wall %.2f ms vs %.2f ms: x%.2f\n", l, s, g)
+		l, s, g = growth(func(r operatorRun) float64 { return r.OperatorCPUSeconds })
+		fmt.Printf("  operator CPU  %.2f ms vs %.2f ms: x%.2f (API server, etcd and operator together)\n", l, s, g)
+		l, s, g = growth(func(r operatorRun) float64 { return r.FloorSeconds })
+		fmt.Printf("  floor wall    %.2f ms vs %.2f ms: x%.2f (the API server's own growth)\n", l, s, g)
+		fmt.Printf("  operator/floor x%.2f vs x%.2f (load averages %s vs %s)\n", large.OperatorSeconds/large.FloorSeconds,
+			small.OperatorSeconds/small.FloorSeconds, large.LoadAverage, small.LoadAverage)
+		fmt.Printf("  operator heap per 1,000 programs %.1f MB vs %.1f MB\n", large.OperatorHeapBytes/1e3/float64(large.Programs),
+			small.OperatorHeapBytes/1e3/float64(small.Programs))
+	}
+}
+
+// liveHeap is the heap in use after a full collection.
+func liveHeap() uint64 {
+	goruntime.GC()
+	var m goruntime.MemStats
+	goruntime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// residentBytes is this process's VmRSS; 0 without /proc.
+func residentBytes() uint64 {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kB, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kB * 1024
+		}
+	}
+	return 0
+}
+
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) < 3 {
+		return "unknown"
+	}
+	return strings.Join(fields[:3], " ")
+}
+
+// startCPUProfile profiles this process (the operator) from its start until
+// all programs are Reconciled, when ATTUNE_BENCH_PROFILE names a folder.
+func startCPUProfile(b *testing.B, programs int) (stop func()) {
+	dir := os.Getenv("ATTUNE_BENCH_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("operator-%d.cpu.pprof", programs)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }
+}
+
+// writeHeapProfile writes the live heap after the run next to the CPU profile.
+func writeHeapProfile(b *testing.B, programs int) {
+	dir := os.Getenv("ATTUNE_BENCH_PROFILE")
+	if dir == "" {
+		return
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("operator-%d.heap.pprof", programs)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// createPrograms creates the worlds, their namespaces and the programs
+// before the operator starts, each changed by the options given.
+func createPrograms(b *testing.B, cp *controlPlane, options ...func(*wellbeingv1alpha1.MeditationProgram)) []*wellbeingv1alpha1.MeditationProgram {
 	ctx := context.Background()
 	var programs []*wellbeingv1alpha1.MeditationProgram
 	for w := range worlds {
@@ -258,7 +449,11 @@ func createPrograms(b *testing.B, cp *controlPlane) []*wellbeingv1alpha1.Meditat
 			Labels:          map[string]string{controllers.LabelManagedBy: controllers.ManagedByValue, controllers.LabelWorld: name},
 		}})
 		for i := range programsPerWorld {
-			programs = append(programs, program(name, i, name))
+			p := program(name, i, name)
+			for _, option := range options {
+				option(p)
+			}
+			programs = append(programs, p)
 		}
 	}
 	parallel(len(programs), func(i int) error { return cp.client.Create(ctx, programs[i]) })
@@ -266,13 +461,23 @@ func createPrograms(b *testing.B, cp *controlPlane) []*wellbeingv1alpha1.Meditat
 }
 
 // requiredWrites makes, for one program, the writes the operator cannot do
-// without: its children owned by it (the token Secret created, the rest
-// server-side applied), the Reconciled status and one event.
-func requiredWrites(ctx context.Context, cp *controlPlane, p *wellbeingv1alpha1.MeditationProgram) error {
+// without: its children owned by it (the token and serving certificate
+// Secrets created, the rest server-side applied), the Reconciled status and
+// one event.
+func requiredWrites(ctx context.Context, cp *controlPlane, p *wellbeingv1alpha1.MeditationProgram, ca pki.KeyPair) error {
 	children, err := controllers.EngineChildren(p, world(p.Spec.WorldRef.Name, p.Namespace), engineImage)
 	if err != nil {
 		return err
 	}
+	serving, err := pki.IssueServing(ca, controllers.EngineDNSNames(p), time.Now(), pki.ServingValidity)
+	if err != nil {
+		return err
+	}
+	children = append(children, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: p.Name + "-engine-tls", Namespace: p.Namespace, Labels: controllers.EngineSelectorLabels(p)},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: serving.CertPEM, corev1.TLSPrivateKeyKey: serving.KeyPEM, "ca.crt": ca.CertPEM},
+	})
 	for _, child := range children {
 		if err := controllerutil.SetControllerReference(p, child, cp.scheme); err != nil {
 			return err
@@ -372,7 +577,8 @@ func (r *reconciledWatch) observe(p *wellbeingv1alpha1.MeditationProgram) {
 // wait returns once want programs are Reconciled at their generation.
 func (r *reconciledWatch) wait(b *testing.B, want int) {
 	defer r.stop()
-	timeout := time.After(10 * time.Minute)
+	limit := 10 * time.Minute * time.Duration(max(1, want/500))
+	timeout := time.After(limit)
 	for {
 		reconciled := 0
 		for _, ok := range r.done {
@@ -392,7 +598,7 @@ func (r *reconciledWatch) wait(b *testing.B, want int) {
 				r.observe(p)
 			}
 		case <-timeout:
-			b.Fatalf("%d of %d programs reconciled after 10 minutes", reconciled, want)
+			b.Fatalf("%d of %d programs reconciled after %s", reconciled, want, limit)
 		}
 	}
 }
@@ -427,7 +633,7 @@ func world(name, namespace string) *wellbeingv1alpha1.VirtualWorld {
 
 func program(namespace string, i int, worldName string) *wellbeingv1alpha1.MeditationProgram {
 	return &wellbeingv1alpha1.MeditationProgram{
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("program-%03d", i), Namespace: namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("program-%04d", i), Namespace: namespace},
 		Spec: wellbeingv1alpha1.MeditationProgramSpec{
 			WorldRef:      wellbeingv1alpha1.WorldReference{Name: worldName},
 			Target:        wellbeingv1alpha1.StateVector{Attention: 0.8, Emotion: 0.7, Resilience: 0.7},

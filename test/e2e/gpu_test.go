@@ -82,7 +82,7 @@ func TestGPUsWhereTheWorkIs(t *testing.T) {
 	if stack.Supervisor.ModelServer(enginesOf(vader)[0]) != nil {
 		t.Error("the VADER program's engine runs a model sidecar")
 	}
-	engine, err := engineclient.New(url, engineclient.WithToken(string(token.Data[controllers.TokenKey])))
+	engine, err := engineclient.New(url, append(engineTrust(t, withModel), engineclient.WithToken(string(token.Data[controllers.TokenKey])))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func enginesOf(p *wellbeingv1alpha1.MeditationProgram) []string {
 	}
 	var out []string
 	for _, u := range stack.Supervisor.Running() {
-		host := strings.TrimPrefix(u, "http://")
+		host := strings.TrimPrefix(u, "https://")
 		if ips[host[:strings.LastIndex(host, ":")]] {
 			out = append(out, u)
 		}

@@ -99,7 +99,7 @@ func enginesIn(namespace string) []string {
 	}
 	var mine []string
 	for _, u := range out {
-		host := strings.TrimPrefix(u, "http://")
+		host := strings.TrimPrefix(u, "https://")
 		host = host[:strings.LastIndex(host, ":")]
 		if ips[host] {
 			mine = append(mine, u)
@@ -112,15 +112,19 @@ func enginesIn(namespace string) []string {
 // simulated population lives through the engines' decisions in
 // accelerated time (the program's time constants on its clock), first
 // with the program Manual at 0.7, then Auto: the operator moves the
-// strength to within 0.1 of the strength whose dose helps the population
-// most, and the engines publish the interventions' effects in the
-// program's status.
+// strength to within 0.15 of the strength whose dose helps the population
+// most (the mean of the last three in force), and the engines publish the
+// interventions' effects in the program's status.
 func TestDemoScenarioConverges(t *testing.T) {
 	ctx := context.Background()
 	newWorld(t, "converge", nil)
 	p := program("converge", "evening-calm", 2)
 	p.Spec.Strength.Initial = 0.7
 	p.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
+	// The test's time budget: steps of 0.1 (make demo's 0.05 needs twice
+	// the intervals; through these engines 0.05 took up to 170 s of the
+	// 180 s below).
+	p.Spec.Tuning.MaxStep = 0.1
 	p.Spec.Interventions = []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.ResonanceBreathing, wellbeingv1alpha1.FocusedAttention, wellbeingv1alpha1.MicroBreak}
 	scale := simulator.TimeScale{Speedup: simulator.DefaultSpeedup}
 	scale.EngineTiming().ApplyToProgram(&p.Spec)
@@ -143,7 +147,7 @@ func TestDemoScenarioConverges(t *testing.T) {
 		interventions = append(interventions, string(iv))
 	}
 	reference := people.ReferenceStrength(interventions, p.Spec.Strength.Min, p.Spec.Strength.Max)
-	driver := &simulator.Driver{Population: people, Engines: enginesIn("converge"), Token: string(token.Data[controllers.TokenKey]), Scale: scale}
+	driver := &simulator.Driver{Population: people, Engines: enginesIn("converge"), Token: string(token.Data[controllers.TokenKey]), Scale: scale, ClientOptions: engineTrust(t, p)}
 	driveCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -161,20 +165,45 @@ func TestDemoScenarioConverges(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Convergence through real engines is a known defect (issue 13, left
-	// open: the population's daily rhythm moves the loss as much as a
-	// step, and the tuner reached 0.688 from 0.7 in 3 minutes on CI), so
-	// it is asserted only with ATTUNE_TUNER_THROUGH_ENGINES=1; the loop
-	// itself (credited measurements, published effects) always is.
-	converge := os.Getenv("ATTUNE_TUNER_THROUGH_ENGINES") != ""
-	eventually(t, 180*time.Second, fmt.Sprintf("measurements credited, effects published (and, when asked, strength within 0.1 of the population's reference %.3f)", reference), func() error {
+	// Convergence: the mean of the last three strengths in force (the
+	// tuner dithers around its target) within 0.15 of the population's
+	// reference, a strength 0.15 from it costing less than one
+	// interval's noise through real engines (docs/tuning.md, "Through
+	// real engines"); and the loop itself: credited measurements,
+	// published effects.
+	eventually(t, 180*time.Second, fmt.Sprintf("measurements credited, effects published, strength within 0.15 of the population's reference %.3f", reference), func() error {
 		got := getProgram(t, p)
-		s := ptr.Deref(got.Status.Strength, -1)
-		if len(got.Status.History) < 3 || len(got.Status.Effects) == 0 || (converge && math.Abs(s-reference) > 0.1) {
-			return fmt.Errorf("strength %.3f, %d credited measurements, %d effects published, true loss %.4f", s, len(got.Status.History), len(got.Status.Effects), driver.Latest().TrueLoss)
+		recent := lastStrengths(got, 3)
+		if len(got.Status.History) < 3 || len(got.Status.Effects) == 0 || math.Abs(meanOf(recent)-reference) > 0.15 {
+			return fmt.Errorf("recent strengths %.3f, %d credited measurements, %d effects published, true loss %.4f", recent, len(got.Status.History), len(got.Status.Effects), driver.Latest().TrueLoss)
 		}
+		t.Logf("converged: recent strengths %.3f (reference %.3f), %d credited measurements", recent, reference, len(got.Status.History))
 		return nil
 	})
+}
+
+// lastStrengths are the last n strengths in force: the credited
+// history's, then the one in force now.
+func lastStrengths(p *wellbeingv1alpha1.MeditationProgram, n int) []float64 {
+	var out []float64
+	for _, h := range p.Status.History {
+		out = append(out, h.Strength)
+	}
+	if p.Status.Strength != nil {
+		out = append(out, *p.Status.Strength)
+	}
+	return out[max(0, len(out)-n):]
+}
+
+func meanOf(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	var sum float64
+	for _, x := range xs {
+		sum += x
+	}
+	return sum / float64(len(xs))
 }
 
 // demoWarmUp is how long make demo's cohort lives at the initial strength
@@ -315,7 +344,7 @@ func TestScaleStrengthAndDeletion(t *testing.T) {
 		for _, url := range enginesIn("ops") {
 			req, _ := http.NewRequest(http.MethodGet, url+"/v1/cohort", nil)
 			req.Header.Set("Authorization", "Bearer "+string(token.Data[controllers.ReadOnlyTokenKey]))
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := engineHTTP(t, p).Do(req)
 			if err != nil {
 				return err
 			}

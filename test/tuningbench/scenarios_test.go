@@ -130,6 +130,14 @@ var families = []family{
 			}
 			return scenario{noise: baseNoise, loss: func(s float64, _ int) float64 { return quadratic(0.02, 0.3, opt)(s) }}
 		}},
+	{"daily-rhythm", "L = 0.02 + 0.15·(E_t − S*)² + A·sin(2πt/18 + φ), S* ~ U[0.2, 0.8], the cohort following the strength with a 1-interval time constant, A ~ U[0.008, 0.012], φ ~ U[0, 2π): the level of every strength's loss moves with the time of day (a day of 18 intervals of 80 minutes) by up to 0.004 per interval, as much as a maxStep moves it, as the simulated population's does through real engines (docs/tuning.md); σ = 0.002",
+		func(rng *rand.Rand) scenario {
+			opt := uniform(rng, 0.2, 0.8)
+			amp, phase := uniform(rng, 0.008, 0.012), uniform(rng, 0, 2*math.Pi)
+			return scenario{noise: baseNoise, lag: 1, loss: func(s float64, t int) float64 {
+				return quadratic(0.02, 0.15, opt)(s) + amp*math.Sin(2*math.Pi*float64(t)/18+phase)
+			}}
+		}},
 	{"regime-change", "L = 0.02 + 0.3·(S−S₁)² until interval 60, then 0.03 + 0.6·(S−S₂)², S₁ ~ U[0.2, 0.8], S₂ at least 0.3 from S₁; σ = 0.002",
 		func(rng *rand.Rand) scenario {
 			s1 := uniform(rng, 0.2, 0.8)

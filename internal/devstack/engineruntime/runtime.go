@@ -9,6 +9,7 @@ package engineruntime
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"hash/fnv"
 	"maps"
@@ -44,6 +45,14 @@ type Source struct {
 	// KEKSecret is the world's keyring, every key a file (empty: the
 	// engine runs without encryption at rest).
 	KEKSecret string
+	// TLSSecret is the serving certificate (tls.crt, tls.key): the engine
+	// serves HTTPS with it (empty: plain HTTP, for harnesses that test
+	// the engine without the operator's certificates).
+	TLSSecret string
+	// ClientsSecret holds the clients file (clients.json) and
+	// UserTokenKeySecret the user-token signing key (key); empty: the
+	// engine runs without them, whatever its configuration names.
+	ClientsSecret, UserTokenKeySecret string
 	// DataClaim is the PersistentVolumeClaim the pod's data volume mounts
 	// (empty: an emptyDir), and DataDir the directory that stands for it
 	// (empty: the pod's own, gone with the pod). A claim's directory is
@@ -62,6 +71,8 @@ type Process struct {
 	Dir  string
 	Host string
 	Port int
+	// TLS: the engine serves HTTPS (its configuration names a certificate).
+	TLS bool
 	// Model is the pod's model sidecar (nil without one); it stops with
 	// the engine.
 	Model *ModelServer
@@ -71,7 +82,13 @@ type Process struct {
 }
 
 // URL is the engine's base URL.
-func (p *Process) URL() string { return "http://" + net.JoinHostPort(p.Host, strconv.Itoa(p.Port)) }
+func (p *Process) URL() string {
+	scheme := "http://"
+	if p.TLS {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(p.Host, strconv.Itoa(p.Port))
+}
 
 // BuildEngine compiles cmd/engine to path (the go command resolves the
 // package from any directory inside this module).
@@ -134,7 +151,7 @@ func Start(ctx context.Context, c client.Reader, binary, dir, host string, port 
 	for _, opt := range opts {
 		opt(&o)
 	}
-	for _, sub := range []string{"config", "token", "key", "data"} {
+	for _, sub := range []string{"config", "token", "key", "data", "tls"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, err
 		}
@@ -200,14 +217,25 @@ func Launch(binary, dir, host string, port int) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(binary, "--config", filepath.Join(dir, "config", engineconfig.FileName), "--reload-interval", "500ms")
+	configFile := filepath.Join(dir, "config", engineconfig.FileName)
+	raw, err := os.ReadFile(configFile)
+	if err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("read engine configuration: %w", err)
+	}
+	cfg, err := engineconfig.Parse(raw)
+	if err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("engine configuration: %w", err)
+	}
+	cmd := exec.Command(binary, "--config", configFile, "--reload-interval", "500ms")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test or CLI
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close()
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	p := &Process{Dir: dir, Host: host, Port: port, cmd: cmd, stop: func() {}, done: make(chan struct{})}
+	p := &Process{Dir: dir, Host: host, Port: port, TLS: cfg.TLS != nil, cmd: cmd, stop: func() {}, done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
 		_ = cmd.Wait()
@@ -222,6 +250,10 @@ func Launch(binary, dir, host string, port int) (*Process, error) {
 }
 
 func waitReady(p *Process, timeout time.Duration) error {
+	// A kubelet's readiness probe does not verify the certificate
+	// either: it asks only whether the engine serves.
+	probe := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}}} //nolint:gosec // a probe, as a kubelet's
+	defer probe.CloseIdleConnections()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
@@ -229,7 +261,7 @@ func waitReady(p *Process, timeout time.Duration) error {
 			return fmt.Errorf("engine exited during start-up")
 		default:
 		}
-		if resp, err := http.Get(p.URL() + "/readyz"); err == nil {
+		if resp, err := probe.Get(p.URL() + "/readyz"); err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
@@ -334,6 +366,21 @@ func podFiles(ctx context.Context, c client.Reader, dir, listen string, src Sour
 			storeFiles[filepath.Join(cfg.Store.Postgres.SecretDir, k)] = v
 		}
 	}
+	cfg.TLS = nil
+	if src.TLSSecret != "" {
+		secret := &corev1.Secret{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: src.TLSSecret}, secret); err != nil {
+			return nil, fmt.Errorf("get serving certificate secret: %w", err)
+		}
+		cfg.TLS = &engineconfig.TLS{CertFile: filepath.Join(dir, "tls", corev1.TLSCertKey), KeyFile: filepath.Join(dir, "tls", corev1.TLSPrivateKeyKey)}
+		storeFiles[cfg.TLS.CertFile] = secret.Data[corev1.TLSCertKey]
+		storeFiles[cfg.TLS.KeyFile] = secret.Data[corev1.TLSPrivateKeyKey]
+	}
+	accessFiles, err := accessFiles(ctx, c, dir, src, cfg)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(storeFiles, accessFiles)
 	rendered, err := cfg.Render()
 	if err != nil {
 		return nil, err
@@ -372,4 +419,33 @@ func writeFiles(files map[string][]byte) error {
 		}
 	}
 	return nil
+}
+
+// accessFiles materialises the clients file and the user-token signing key
+// the pod mounts, pointing cfg at them (or, without their Secrets, turning
+// them off).
+func accessFiles(ctx context.Context, c client.Reader, dir string, src Source, cfg *engineconfig.Config) (map[string][]byte, error) {
+	files := map[string][]byte{}
+	for _, f := range []struct {
+		secret, key, sub string
+		field            *string
+	}{
+		{src.ClientsSecret, "clients.json", "clients", &cfg.ClientTokensFile},
+		{src.UserTokenKeySecret, "key", "user-token-key", &cfg.UserTokenKeyFile},
+	} {
+		if *f.field == "" || f.secret == "" {
+			*f.field = ""
+			continue
+		}
+		secret := &corev1.Secret{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: src.Namespace, Name: f.secret}, secret); err != nil {
+			return nil, fmt.Errorf("get %s secret: %w", f.sub, err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, f.sub), 0o700); err != nil {
+			return nil, err
+		}
+		*f.field = filepath.Join(dir, f.sub, f.key)
+		files[*f.field] = secret.Data[f.key]
+	}
+	return files, nil
 }

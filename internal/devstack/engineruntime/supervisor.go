@@ -229,6 +229,12 @@ func sourceOf(pod *corev1.Pod) (Source, int, error) {
 			src.StoreSecret = v.Secret.SecretName
 		case v.Name == "key-encryption-key" && v.Secret != nil:
 			src.KEKSecret = v.Secret.SecretName
+		case v.Name == "clients" && v.Secret != nil:
+			src.ClientsSecret = v.Secret.SecretName
+		case v.Name == "user-token-key" && v.Secret != nil:
+			src.UserTokenKeySecret = v.Secret.SecretName
+		case v.Name == "tls" && v.Secret != nil:
+			src.TLSSecret = v.Secret.SecretName
 		case v.Name == "data" && v.PersistentVolumeClaim != nil:
 			src.DataClaim = v.PersistentVolumeClaim.ClaimName
 		}

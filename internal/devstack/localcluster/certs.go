@@ -16,10 +16,17 @@ import (
 )
 
 // pki is what the control plane needs: a CA, the API server's serving
-// certificate signed by it, and the service-account signing key pair.
+// certificate signed by it, the service-account signing key pair, and the
+// front-proxy client certificate with which the API server's aggregator
+// calls aggregated APIs (a metrics API a test serves).
 type pki struct {
 	caCert, serverCert, serverKey, saKey, saPub string
+	proxyClientCert, proxyClientKey             string
 }
+
+// frontProxyClientName is the front-proxy client certificate's common
+// name, the one --requestheader-allowed-names admits.
+const frontProxyClientName = "front-proxy-client"
 
 func writePEM(path, kind string, der []byte) error {
 	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600)
@@ -39,6 +46,7 @@ func generatePKI(dir string) (pki, error) {
 	p := pki{
 		caCert: filepath.Join(dir, "ca.crt"), serverCert: filepath.Join(dir, "apiserver.crt"), serverKey: filepath.Join(dir, "apiserver.key"),
 		saKey: filepath.Join(dir, "sa.key"), saPub: filepath.Join(dir, "sa.pub"),
+		proxyClientCert: filepath.Join(dir, "front-proxy-client.crt"), proxyClientKey: filepath.Join(dir, "front-proxy-client.key"),
 	}
 	caKey, _, err := newKey()
 	if err != nil {
@@ -70,6 +78,19 @@ func generatePKI(dir string) (pki, error) {
 	if err != nil {
 		return p, fmt.Errorf("serving certificate: %w", err)
 	}
+	proxyKey, proxyKeyDER, err := newKey()
+	if err != nil {
+		return p, err
+	}
+	proxyTemplate := &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: frontProxyClientName},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour * 365),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	proxyDER, err := x509.CreateCertificate(rand.Reader, proxyTemplate, ca, &proxyKey.PublicKey, caKey)
+	if err != nil {
+		return p, fmt.Errorf("front-proxy client certificate: %w", err)
+	}
 	_, saDER, err := newKey()
 	if err != nil {
 		return p, err
@@ -85,6 +106,7 @@ func generatePKI(dir string) (pki, error) {
 	}{
 		{p.caCert, "CERTIFICATE", caDER}, {p.serverCert, "CERTIFICATE", serverDER}, {p.serverKey, "EC PRIVATE KEY", serverKeyDER},
 		{p.saKey, "EC PRIVATE KEY", saDER}, {p.saPub, "PUBLIC KEY", saPubDER},
+		{p.proxyClientCert, "CERTIFICATE", proxyDER}, {p.proxyClientKey, "EC PRIVATE KEY", proxyKeyDER},
 	} {
 		if err := writePEM(f.path, f.kind, f.der); err != nil {
 			return p, err

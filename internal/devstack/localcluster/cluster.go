@@ -143,7 +143,16 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--tls-cert-file", certs.serverCert, "--tls-private-key-file", certs.serverKey, "--token-auth-file", tokens,
 		"--authorization-mode", "RBAC", "--service-account-issuer", "https://kubernetes.default.svc",
 		"--service-account-key-file", certs.saPub, "--service-account-signing-key-file", certs.saKey,
-		"--service-cluster-ip-range", "10.96.0.0/16", "--allow-privileged", "--cert-dir", filepath.Join(dir, "pki")); err != nil {
+		"--service-cluster-ip-range", "10.96.0.0/16", "--allow-privileged", "--cert-dir", filepath.Join(dir, "pki"),
+		// The aggregation layer, for metrics APIs (metrics.k8s.io,
+		// custom.metrics.k8s.io) that tests serve on loopback: the
+		// aggregator authenticates to them with the front-proxy client
+		// certificate and passes the user in these headers
+		// (https://kubernetes.io/docs/tasks/extend-kubernetes/configure-aggregation-layer/).
+		"--requestheader-client-ca-file", certs.caCert, "--requestheader-allowed-names", frontProxyClientName,
+		"--requestheader-username-headers", "X-Remote-User", "--requestheader-group-headers", "X-Remote-Group",
+		"--requestheader-extra-headers-prefix", "X-Remote-Extra-",
+		"--proxy-client-cert-file", certs.proxyClientCert, "--proxy-client-key-file", certs.proxyClientKey); err != nil {
 		return nil, err
 	}
 	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
@@ -166,7 +175,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	k := []string{"--kubeconfig", c.Kubeconfig, "--authentication-kubeconfig", c.Kubeconfig, "--authorization-kubeconfig", c.Kubeconfig}
 	c.logf("starting kube-controller-manager and kube-scheduler")
 	if err := c.run("kube-controller-manager", append(k, "--service-account-private-key-file", certs.saKey, "--root-ca-file", certs.caCert,
-		"--controllers", "*,-nodeipam", "--secure-port", "0", "--leader-elect=false")...); err != nil {
+		"--controllers", "*,-nodeipam", "--secure-port", "0", "--leader-elect=false",
+		// The HorizontalPodAutoscaler in seconds rather than minutes: sync
+		// every 2 s (default 15 s), scale down after 5 s of lower
+		// recommendations (default 5 min).
+		"--horizontal-pod-autoscaler-sync-period", "2s", "--horizontal-pod-autoscaler-downscale-stabilization", "5s")...); err != nil {
 		return nil, err
 	}
 	if err := c.run("kube-scheduler", append(k, "--secure-port", "0", "--leader-elect=false")...); err != nil {
