@@ -296,8 +296,20 @@ func (r *EngineLossReader) httpClient() *http.Client {
 	if r.HTTP != nil {
 		return r.HTTP
 	}
-	return http.DefaultClient
+	return engineReadClient
 }
+
+// engineReadClient reads the engines without keep-alive. The engine client
+// clones the transport of every read (the CA bundle and server name are the
+// program's), so a kept-alive connection is never used again: it would
+// idle in a discarded transport for IdleConnTimeout (90 s, longer than the
+// 60 s interval) with its two goroutines, about 1.5 open connections per
+// engine at any time (make bench-operator-tuning).
+var engineReadClient = &http.Client{Transport: func() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DisableKeepAlives = true
+	return t
+}()}
 
 // PrometheusLossReader runs instant queries against a Prometheus server
 // that Access permits.

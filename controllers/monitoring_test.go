@@ -200,13 +200,14 @@ func scrapeConfig(t *testing.T, pm *unstructured.Unstructured, dir string, pods 
 		Labels  map[string]string `json:"labels"`
 	}
 	var statics []static
-	for pod, address := range pods {
-		statics = append(statics, static{Targets: []string{address}, Labels: map[string]string{
-			"__meta_kubernetes_namespace":                            ns,
-			"__meta_kubernetes_pod_name":                             pod,
-			"__meta_kubernetes_pod_label_wellbeing_attune_io_world":  pm.GetLabels()[controllers.LabelWorld],
-			"__meta_kubernetes_pod_label_app_kubernetes_io_instance": pm.GetLabels()[controllers.LabelInstance],
-		}})
+	for name, address := range pods {
+		pod := &corev1.Pod{}
+		get(t, client.ObjectKey{Namespace: ns, Name: name}, pod)
+		labels := map[string]string{"__meta_kubernetes_namespace": ns, "__meta_kubernetes_pod_name": name}
+		for k, v := range pod.Labels {
+			labels["__meta_kubernetes_pod_label_"+labelNameChars.ReplaceAllString(k, "_")] = v
+		}
+		statics = append(statics, static{Targets: []string{address}, Labels: labels})
 	}
 	job := map[string]any{
 		"job_name":        fmt.Sprintf("podMonitor/%s/%s/0", ns, pm.GetName()),
@@ -357,6 +358,10 @@ func dashboardQueries(t *testing.T) map[string][]string {
 	}
 	return out
 }
+
+// labelNameChars are what Kubernetes service discovery replaces by "_"
+// in a pod label's name (strutil.SanitizeLabelName).
+var labelNameChars = regexp.MustCompile(`[^a-zA-Z0-9_]`)
 
 var (
 	promqlStrings  = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)

@@ -67,6 +67,12 @@ func demo(args []string) error {
 	if *k8sBin == "" {
 		return fmt.Errorf("--k8s-bin is required (make demo passes it)")
 	}
+	// The engines' configuration names its files by absolute path.
+	absState, err := filepath.Abs(*stateDir)
+	if err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
+	*stateDir = absState
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	_ = os.RemoveAll(*stateDir)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -402,6 +403,8 @@ func (s *Bolt) committer() {
 	}
 }
 
+var DebugGroups, DebugChanges, DebugApply, DebugTotal atomic.Int64
+
 // maxGroup bounds the changes sharing one transaction (bbolt's
 // DefaultMaxBatchSize).
 const maxGroup = 1000
@@ -441,7 +444,10 @@ func (s *Bolt) commitOnce(group []commitRequest) (results []error, failed int, e
 	results = make([]error, len(group))
 	failed = -1
 	erased := false
+	var applyNanos int64
 	apply := func(tx *bolt.Tx) error {
+		t0 := time.Now()
+		defer func() { applyNanos = int64(time.Since(t0)) }()
 		for i, r := range group {
 			if results[i] = checkVersions(tx, r.change); results[i] != nil {
 				if s.rollback {
@@ -458,6 +464,7 @@ func (s *Bolt) commitOnce(group []commitRequest) (results []error, failed int, e
 		}
 		return nil
 	}
+	t1 := time.Now()
 	s.dbMu.RLock()
 	if s.rollback {
 		err = s.applyAndRollback(apply)
@@ -465,6 +472,10 @@ func (s *Bolt) commitOnce(group []commitRequest) (results []error, failed int, e
 		err = s.db.Update(apply)
 	}
 	s.dbMu.RUnlock()
+	DebugGroups.Add(1)
+	DebugChanges.Add(int64(len(group)))
+	DebugApply.Add(applyNanos)
+	DebugTotal.Add(int64(time.Since(t1)))
 	if err == nil && erased && !s.rollback {
 		select {
 		case s.erased <- struct{}{}:

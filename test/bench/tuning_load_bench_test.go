@@ -103,7 +103,7 @@ func runTuningLoad(b *testing.B) {
 	// The pods' events make every program read at once; then each reads
 	// once an interval. One interval to settle, then the window.
 	time.Sleep(tuningInterval + 10*time.Second)
-	readsBefore, writesBefore, cpuBefore := engine.reads(b), counter.writes.Load(), readCPU()
+	readsBefore, writesBefore, cpuBefore, kindsBefore := engine.reads(b), counter.writes.Load(), readCPU(), counter.snapshot()
 	childBefore := processCPU(engine.cmd.Process.Pid)
 	start := time.Now()
 	time.Sleep(steadyWindow)
@@ -120,7 +120,7 @@ func runTuningLoad(b *testing.B) {
 	fmt.Printf("operator CPU:          %.2f s in %.0f s = %.3f cores (%.1f ms per program per minute); API server %.3f cores, etcd %.3f, fake engine %.3f\n",
 		cpu.client, elapsed, cpu.client/elapsed, 1e3*cpu.client/float64(programs)/(elapsed/60), cpu.apiServer/elapsed, cpu.etcd/elapsed, engineCPU/elapsed)
 	fmt.Printf("engine reads:          %.1f /s (one per program per interval: %.1f /s)\n", float64(reads)/elapsed, wantRate)
-	fmt.Printf("operator writes:       %.1f /s\n", float64(writes)/elapsed)
+	fmt.Printf("operator writes:       %.1f /s (%s)\n", float64(writes)/elapsed, formatWrites(kindsBefore, counter.snapshot()))
 	fmt.Printf("process heap / RSS:    %.1f MB / %.1f MB, %d goroutines (this process, the manager in-process)\n", float64(heap)/1e6, float64(rss)/1e6, goruntime.NumGoroutine())
 }
 
