@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
@@ -141,7 +143,8 @@ func rotateClientToken(s *corev1.Secret, token string, generation int64, now tim
 }
 
 // renderClientsFile is the engines' clients file: each client's name,
-// token hash (and during a grace period its previous one) and scopes.
+// token hash (and during a grace period its previous one, with the
+// instant it expires) and scopes.
 // Built-in clients (the PodMonitor's metrics client) follow them.
 func renderClientsFile(p *wellbeingv1alpha1.MeditationProgram, tokens map[string]clientToken, builtIn ...auth.Client) ([]byte, error) {
 	file := auth.ClientsFile{Clients: []auth.Client{}}
@@ -151,6 +154,11 @@ func renderClientsFile(p *wellbeingv1alpha1.MeditationProgram, tokens map[string
 			continue
 		}
 		entry := auth.Client{Name: c.Name, TokenSHA256: t.hash, PreviousTokenSHA256: t.previousHash}
+		if t.previousHash != "" {
+			// The engines end the grace period themselves at this instant,
+			// not when the rewritten file reaches them (kubelet sync).
+			entry.PreviousTokenExpiresAt = ptr.To(t.previousExpiry.UTC())
+		}
 		for _, s := range c.Scopes {
 			entry.Scopes = append(entry.Scopes, auth.Scope(s))
 		}
@@ -241,7 +249,9 @@ func (r *MeditationProgramReconciler) reconcileAccess(ctx context.Context, a *ch
 	if err := a.apply(ctx, p, clientsFileSecret(p, file)); err != nil {
 		return err
 	}
-	if err := a.createSecretIfMissing(ctx, p, client.ObjectKey{Namespace: p.Namespace, Name: UserTokenKeySecretName(p)}, func() (*corev1.Secret, error) {
+	// An existing key Secret the program does not control is refused
+	// (createSecretIfMissing): a planted key would mint user tokens.
+	if _, err := a.createSecretIfMissing(ctx, p, client.ObjectKey{Namespace: p.Namespace, Name: UserTokenKeySecretName(p)}, func() (*corev1.Secret, error) {
 		key := make([]byte, auth.MinUserTokenKeyBytes)
 		if _, err := rand.Read(key); err != nil {
 			return nil, fmt.Errorf("generate user-token key: %w", err)
@@ -262,24 +272,35 @@ func (r *MeditationProgramReconciler) reconcileClientToken(ctx context.Context, 
 	key := client.ObjectKey{Namespace: p.Namespace, Name: ClientSecretName(p, c.Name)}
 	want := tokenGeneration(c)
 	secret := &corev1.Secret{}
+	notOurs := fmt.Errorf("spec.access.clients[%s]: Secret %s exists and is not this program's; rename the client or remove the Secret", c.Name, key.Name)
 	err := reader.Get(ctx, key, secret)
 	if apierrors.IsNotFound(err) {
-		token, err := randomToken()
-		if err != nil {
-			return clientToken{}, err
+		token, tokenErr := randomToken()
+		if tokenErr != nil {
+			return clientToken{}, tokenErr
 		}
-		if err := a.createSecretIfMissing(ctx, p, key, func() (*corev1.Secret, error) {
+		created, createErr := a.createSecretIfMissing(ctx, p, key, func() (*corev1.Secret, error) {
 			return clientTokenSecret(p, c.Name, token, want), nil
-		}); err != nil {
-			return clientToken{}, err
+		})
+		if errors.Is(createErr, errSecretNotControlled) {
+			return clientToken{}, notOurs
 		}
-		return clientToken{hash: auth.HashToken(token), generation: want}, nil
+		if createErr != nil {
+			return clientToken{}, createErr
+		}
+		if created {
+			return clientToken{hash: auth.HashToken(token), generation: want}, nil
+		}
+		// Another writer stored it between our read and create (the
+		// cache, or AlreadyExists): our token was never stored, so read
+		// what is and go on as if we had found it.
+		err = reader.Get(ctx, key, secret)
 	}
 	if err != nil {
 		return clientToken{}, fmt.Errorf("get Secret %s: %w", key, err)
 	}
 	if ref := metav1.GetControllerOf(secret); ref == nil || ref.UID != p.UID {
-		return clientToken{}, fmt.Errorf("spec.access.clients[%s]: Secret %s exists and is not this program's; rename the client or remove the Secret", c.Name, key.Name)
+		return clientToken{}, notOurs
 	}
 	current, ok := readClientToken(secret)
 	changed := ""

@@ -437,7 +437,7 @@ func TestClientTokensThroughARealEngine(t *testing.T) {
 		if _, err := clientsFile(ctx, p); err != nil {
 			return err
 		}
-		for _, name := range []string{"calm-engine-config", "calm-engine-token", "calm-engine-tls", controllers.UserTokenKeySecretName(p)} {
+		for _, name := range []string{"calm-engine-config", "calm-engine-token", "calm-engine-tls", controllers.UserTokenKeySecretName(p), controllers.BackupTokenSecretName(p)} {
 			var obj client.Object = &corev1.Secret{}
 			if name == "calm-engine-config" {
 				obj = &corev1.ConfigMap{}
@@ -456,6 +456,7 @@ func TestClientTokensThroughARealEngine(t *testing.T) {
 		Namespace: p.Namespace, ConfigMap: "calm-engine-config", TokenSecret: "calm-engine-token",
 		KeySecret: controllers.PseudonymizationKeySecretName, KeySecretKey: controllers.PseudonymizationKeySecretKey,
 		TLSSecret: "calm-engine-tls", ClientsSecret: controllers.ClientsFileSecretName(p), UserTokenKeySecret: controllers.UserTokenKeySecretName(p),
+		BackupTokenSecret: controllers.BackupTokenSecretName(p),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -477,6 +478,20 @@ func TestClientTokensThroughARealEngine(t *testing.T) {
 	}
 	if a := call(t, c, "DELETE", base+"/v1/users/u-1", game, ""); a.status != http.StatusForbidden || !strings.Contains(a.body, `\"erase\"`) {
 		t.Fatalf("erase with the game server's token: %d %s; want 403 naming erase", a.status, a.body)
+	}
+
+	// The backup route takes the backup token, not a client's nor the
+	// read-write token world apps use.
+	backupSecret, readWrite := &corev1.Secret{}, &corev1.Secret{}
+	get(t, client.ObjectKey{Namespace: p.Namespace, Name: controllers.BackupTokenSecretName(p)}, backupSecret)
+	get(t, client.ObjectKey{Namespace: p.Namespace, Name: "calm-engine-token"}, readWrite)
+	if a := call(t, c, "GET", base+"/v1/admin/backup", string(backupSecret.Data[controllers.BackupTokenKey]), ""); a.status == http.StatusUnauthorized || a.status == http.StatusForbidden {
+		t.Fatalf("backup with the backup token: %d %s", a.status, a.body)
+	}
+	for name, tok := range map[string]string{"read-write": string(readWrite.Data[controllers.TokenKey]), "game server": game} {
+		if a := call(t, c, "GET", base+"/v1/admin/backup", tok, ""); a.status != http.StatusForbidden {
+			t.Fatalf("backup with the %s token: %d; want 403", name, a.status)
+		}
 	}
 
 	// The game server mints a user token (the program's signing key);

@@ -46,9 +46,10 @@ func TestClientScopesAreTheEnginesScopes(t *testing.T) {
 
 func TestClientsFileHoldsHashesAndScopesOnly(t *testing.T) {
 	p := accessTestProgram(gameServer, dpo)
+	expiry := time.Now().Add(time.Hour).Truncate(time.Second).UTC()
 	tokens := map[string]clientToken{
 		"game-server": {hash: auth.HashToken("tok-game"), generation: 1},
-		"dpo":         {hash: auth.HashToken("tok-dpo-2"), generation: 2, previousHash: auth.HashToken("tok-dpo-1"), previousExpiry: time.Unix(1e9, 0)},
+		"dpo":         {hash: auth.HashToken("tok-dpo-2"), generation: 2, previousHash: auth.HashToken("tok-dpo-1"), previousExpiry: expiry},
 	}
 	data, err := renderClientsFile(p, tokens)
 	if err != nil {
@@ -65,7 +66,14 @@ func TestClientsFileHoldsHashesAndScopesOnly(t *testing.T) {
 		{Name: "dpo", TokenSHA256: auth.HashToken("tok-dpo-2"), PreviousTokenSHA256: auth.HashToken("tok-dpo-1"), Scopes: []auth.Scope{auth.ScopeErase, auth.ScopeExport}},
 		{Name: "game-server", TokenSHA256: auth.HashToken("tok-game"), Scopes: []auth.Scope{auth.ScopeIngest, auth.ScopeDecide}},
 	}
-	if !equality.Semantic.DeepEqual(clients, want) {
+	// The previous token's expiry, compared on its own (Semantic.DeepEqual
+	// cannot look into a time.Time).
+	if at := clients[0].PreviousTokenExpiresAt; at == nil || !at.Equal(expiry) || clients[1].PreviousTokenExpiresAt != nil {
+		t.Fatalf("previousTokenExpiresAt = %v / %v, want %v for dpo only", at, clients[1].PreviousTokenExpiresAt, expiry)
+	}
+	compared := slices.Clone(clients)
+	compared[0].PreviousTokenExpiresAt = nil
+	if !equality.Semantic.DeepEqual(compared, want) {
 		t.Fatalf("clients file = %+v, want %+v", clients, want)
 	}
 	// The engine authenticates the tokens, and only them, with the scopes.
@@ -77,6 +85,15 @@ func TestClientsFileHoldsHashesAndScopesOnly(t *testing.T) {
 	}
 	if _, ok := engine.Authenticate("tok-other"); ok {
 		t.Error("an unknown token was accepted")
+	}
+	// The engine itself ends the grace period at the expiry the file
+	// states, whether or not the operator has rewritten the file yet.
+	ended := auth.Tokens{Clients: clients, Now: func() time.Time { return expiry }}
+	if _, ok := ended.Authenticate("tok-dpo-1"); ok {
+		t.Error("the previous token was accepted after its expiry")
+	}
+	if _, ok := ended.Authenticate("tok-dpo-2"); !ok {
+		t.Error("the current token was refused after the previous one's expiry")
 	}
 
 	empty, err := renderClientsFile(accessTestProgram(), nil)
@@ -288,6 +305,33 @@ func TestWorldBaselineLeavesEnginePodsToTheirProgram(t *testing.T) {
 	}
 	if !sel.Matches(labels.Set{"app": "game-server"}) || !sel.Matches(labels.Set{}) {
 		t.Fatal("the world's policy does not select the world's other pods")
+	}
+}
+
+// The world's deny-all selects exactly the engine pods and admits nothing:
+// with policies adding up, an engine pod gets only what its program's
+// policy admits, and before that policy exists, nothing.
+func TestWorldDenyAllIsolatesEnginePods(t *testing.T) {
+	w := &wellbeingv1alpha1.VirtualWorld{ObjectMeta: metav1.ObjectMeta{Name: "w"}, Spec: wellbeingv1alpha1.VirtualWorldSpec{Namespace: "w-ns"}}
+	np := engineDenyAllPolicy(w)
+	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sel.Matches(labels.Set(engineLabels(accessTestProgram()))) {
+		t.Fatal("the deny-all does not select engine pods")
+	}
+	if sel.Matches(labels.Set{"app": "game-server"}) || sel.Matches(labels.Set{}) {
+		t.Fatal("the deny-all selects the world's other pods")
+	}
+	if len(np.Spec.Ingress) != 0 || len(np.Spec.Egress) != 0 {
+		t.Fatalf("the deny-all admits %+v / %+v", np.Spec.Ingress, np.Spec.Egress)
+	}
+	if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}) {
+		t.Fatalf("policy types %v: want Ingress and Egress", np.Spec.PolicyTypes)
+	}
+	if np.Namespace != "w-ns" {
+		t.Fatalf("namespace %q", np.Namespace)
 	}
 }
 

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -26,6 +27,9 @@ type childApplier struct {
 	client   client.Client
 	scheme   *runtime.Scheme
 	recorder events.EventRecorder
+	// reader reads from the API server (the manager's APIReader); nil:
+	// client.
+	reader client.Reader
 	// changes lists what this reconcile wrote; recordChanges turns it into
 	// one event, because an event per child doubles the writes of a rollout.
 	changes []string
@@ -82,29 +86,60 @@ func (a *childApplier) apply(ctx context.Context, owner, desired client.Object) 
 
 // createSecretIfMissing creates the Secret that generate returns, only when
 // none of that name exists: generated keys and tokens must never be
-// overwritten once issued, and are not even generated when they exist.
-func (a *childApplier) createSecretIfMissing(ctx context.Context, owner client.Object, key client.ObjectKey, generate func() (*corev1.Secret, error)) error {
+// overwritten once issued, and are not even generated when they exist. An
+// existing Secret is accepted only when owner controls it: anyone who may
+// create Secrets in the namespace could otherwise plant a key or token
+// they know (a user-token signing key mints user tokens), and the engines
+// would trust it. created says whether this call stored generate's Secret;
+// when false, the caller must read back what is stored.
+func (a *childApplier) createSecretIfMissing(ctx context.Context, owner client.Object, key client.ObjectKey, generate func() (*corev1.Secret, error)) (created bool, err error) {
 	existing := &corev1.Secret{}
 	if err := a.client.Get(ctx, key, existing); err == nil {
-		return nil
+		return false, checkSecretController(owner, existing)
 	} else if !apierrors.IsNotFound(err) {
-		return fmt.Errorf("get Secret %s: %w", key, err)
+		return false, fmt.Errorf("get Secret %s: %w", key, err)
 	}
 	secret, err := generate()
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := controllerutil.SetControllerReference(owner, secret, a.scheme); err != nil {
-		return fmt.Errorf("set owner of Secret %s: %w", key, err)
+		return false, fmt.Errorf("set owner of Secret %s: %w", key, err)
 	}
 	if err := a.client.Create(ctx, secret, client.FieldOwner(FieldOwner)); err != nil {
-		if apierrors.IsAlreadyExists(err) { // exists but outside our cache's label selector
-			return nil
+		if !apierrors.IsAlreadyExists(err) {
+			return false, fmt.Errorf("create Secret %s: %w", key, err)
 		}
-		return fmt.Errorf("create Secret %s: %w", key, err)
+		// It exists outside our cache's label selector, or a concurrent
+		// create won: read it from the API server and check who controls it.
+		if err := a.apiReader().Get(ctx, key, existing); err != nil {
+			return false, fmt.Errorf("get Secret %s: %w", key, err)
+		}
+		return false, checkSecretController(owner, existing)
 	}
 	a.changes = append(a.changes, "Created Secret "+key.Name)
-	return nil
+	return true, nil
+}
+
+// errSecretNotControlled means a Secret the operator generates exists but
+// its owner does not control it.
+var errSecretNotControlled = errors.New("generated Secret not controlled by its owner")
+
+// checkSecretController refuses a Secret owner does not control, naming it.
+func checkSecretController(owner client.Object, s *corev1.Secret) error {
+	if ref := metav1.GetControllerOf(s); ref != nil && ref.UID == owner.GetUID() {
+		return nil
+	}
+	return fmt.Errorf("%w: Secret %s/%s exists and is not controlled by %s; the operator generates it and refuses one it did not create: remove it",
+		errSecretNotControlled, s.Namespace, s.Name, owner.GetName())
+}
+
+// apiReader reads from the API server, past the label-filtered cache.
+func (a *childApplier) apiReader() client.Reader {
+	if a.reader != nil {
+		return a.reader
+	}
+	return a.client
 }
 
 // deleteIfOwned removes an optional child that is no longer wanted, but only
@@ -141,6 +176,11 @@ func (a *childApplier) get(ctx context.Context, gvk schema.GroupVersionKind, key
 		}
 		return nil, fmt.Errorf("get %s %s: %w", gvk.Kind, key, err)
 	}
+	// A read from the API server (Secrets are not cached) comes back
+	// without apiVersion and kind, unlike one from the cache; without them
+	// the desired object is never a subset and would be applied again on
+	// every reconcile (make bench-operator-tuning).
+	obj.GetObjectKind().SetGroupVersionKind(gvk)
 	return obj, nil
 }
 

@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 )
@@ -39,7 +41,10 @@ const (
 // deletes the one it owns when spec.engine.autoscaling is gone.
 func (r *MeditationProgramReconciler) reconcileAutoscaler(ctx context.Context, a *childApplier, rc *programReconcile) error {
 	p := rc.program
-	if p.Spec.Engine.Autoscaling == nil {
+	// Suspended, no autoscaler either: it would scale a program whose
+	// engines are off (and count against the quota's bounds of its
+	// siblings). Resuming re-creates it.
+	if p.Spec.Engine.Autoscaling == nil || p.Spec.Suspend {
 		rc.status.Autoscaling = nil
 		return a.deleteIfOwned(ctx, p, &autoscalingv2.HorizontalPodAutoscaler{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}})
 	}
@@ -53,8 +58,11 @@ func (r *MeditationProgramReconciler) reconcileAutoscaler(ctx context.Context, a
 }
 
 // otherProgramsGPUs counts the GPUs of the quota's resource that the other
-// programs in the world's namespace ask for (their replicas times their
-// per-pod request): the part of the quota this program cannot have.
+// programs in the world's namespace may use (replicas times per-pod
+// request): the part of the quota this program cannot have. An autoscaled
+// sibling counts at its maxReplicas, not its current replicas: two
+// autoscaled programs counting each other's current size could each be
+// given the whole quota, and each scale into it.
 func (r *MeditationProgramReconciler) otherProgramsGPUs(ctx context.Context, p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alpha1.VirtualWorld) (int32, error) {
 	if w == nil || w.Spec.GPUQuota.Limit == nil {
 		return 0, nil
@@ -73,10 +81,43 @@ func (r *MeditationProgramReconciler) otherProgramsGPUs(ctx context.Context, p *
 			continue
 		}
 		if name, perPod := gpuPerPod(o); string(name) == quotaResourceName(w) {
-			sum += desiredReplicas(o) * perPod
+			sum += siblingReplicaBound(o) * perPod
 		}
 	}
 	return sum, nil
+}
+
+// siblingReplicaBound is the most replicas program o may run: its
+// autoscaler's maxReplicas (never below its current count) when it
+// autoscales and runs, else its replicas (0 when suspended).
+func siblingReplicaBound(o *wellbeingv1alpha1.MeditationProgram) int32 {
+	replicas := desiredReplicas(o)
+	if as := o.Spec.Engine.Autoscaling; as != nil && !o.Spec.Suspend {
+		return max(replicas, as.MaxReplicas, ptr.Deref(as.MinReplicas, 1))
+	}
+	return replicas
+}
+
+// autoscaledGPUSiblings are the running, autoscaled programs with GPUs in
+// obj's namespace other than obj: those whose autoscaler bounds obj's
+// change can move. A read of the cache; none enqueued in the common case.
+func (r *MeditationProgramReconciler) autoscaledGPUSiblings(ctx context.Context, obj client.Object) []reconcile.Request {
+	programs := &wellbeingv1alpha1.MeditationProgramList{}
+	if err := r.List(ctx, programs, client.InNamespace(obj.GetNamespace())); err != nil {
+		log.FromContext(ctx).Error(err, "list sibling programs", "namespace", obj.GetNamespace())
+		return nil
+	}
+	var requests []reconcile.Request
+	for i := range programs.Items {
+		o := &programs.Items[i]
+		if o.Name == obj.GetName() || o.Spec.Engine.Autoscaling == nil || o.Spec.Suspend {
+			continue
+		}
+		if _, perPod := gpuPerPod(o); perPod > 0 {
+			requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
+		}
+	}
+	return requests
 }
 
 // quotaResourceName is the extended resource the world's quota counts.
@@ -108,7 +149,7 @@ func autoscalingBounds(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alp
 		return bounds
 	}
 	bounds.MaxReplicas = max(fit, minReplicas)
-	bounds.Message = fmt.Sprintf("maxReplicas lowered from %d to %d: VirtualWorld %s's GPU quota of %d %s leaves %d to this program (other programs ask for %d), %d per pod",
+	bounds.Message = fmt.Sprintf("maxReplicas lowered from %d to %d: VirtualWorld %s's GPU quota of %d %s leaves %d to this program (other programs may use %d), %d per pod",
 		maxReplicas, bounds.MaxReplicas, w.Name, *w.Spec.GPUQuota.Limit, name, left, otherGPUs, perPod)
 	if fit < minReplicas {
 		bounds.Message += fmt.Sprintf("; minReplicas %d needs more, and the quota refuses the pods beyond %d", minReplicas, fit)

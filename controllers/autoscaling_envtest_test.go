@@ -142,6 +142,31 @@ func TestAutoscalerFollowsTheProgram(t *testing.T) {
 		return nil
 	})
 
+	// Suspending deletes the autoscaler (it would scale engines that are
+	// off); resuming re-creates it.
+	setSuspend := func(on bool) {
+		t.Helper()
+		updateSpec(t, p, func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Suspend = on })
+	}
+	setSuspend(true)
+	eventually(t, "autoscaler deleted while suspended", func() error {
+		if _, err := getAutoscaler(p); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("get autoscaler: %v, want NotFound", err)
+		}
+		return nil
+	})
+	setSuspend(false)
+	eventually(t, "autoscaler back on resume", func() error {
+		hpa, err := getAutoscaler(p)
+		if err != nil {
+			return err
+		}
+		if hpa.Spec.MaxReplicas != 5 {
+			return fmt.Errorf("maxReplicas = %d", hpa.Spec.MaxReplicas)
+		}
+		return nil
+	})
+
 	// Removing autoscaling deletes the autoscaler; the last count stays
 	// as the program's fixed replicas.
 	get(t, client.ObjectKeyFromObject(p), p)
@@ -186,6 +211,43 @@ func TestAutoscalerStaysWithinTheGPUQuota(t *testing.T) {
 		}
 		get(t, client.ObjectKeyFromObject(p), p)
 		if a := p.Status.Autoscaling; a == nil || a.MaxReplicas != 2 || !strings.Contains(a.Message, "GPU quota of 5") {
+			return fmt.Errorf("status.autoscaling = %+v", a)
+		}
+		return nil
+	})
+
+	// A sibling growing re-bounds the autoscaler with no change to the
+	// autoscaled program itself (the sibling watch).
+	updateSpec(t, fixed, func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Engine.GPU.Count = ptr.To[int32](3) })
+	eventually(t, "autoscaler re-bounded by its sibling", func() error {
+		hpa, err := getAutoscaler(p)
+		if err != nil {
+			return err
+		}
+		// 5 GPUs, 3 for the fixed program's pod: 2 left, 2 per pod.
+		if hpa.Spec.MaxReplicas != 1 {
+			return fmt.Errorf("maxReplicas = %d, want 1", hpa.Spec.MaxReplicas)
+		}
+		return nil
+	})
+
+	// A second autoscaled GPU program counts the first at its
+	// maxReplicas bound, not its current size: together they stay
+	// within the quota.
+	second := withGPUModel(autoscaledProgram("gpu-elastic", "second", "gpu-elastic", 1, 8), 1)
+	create(t, second)
+	eventually(t, "second autoscaler bounded by the first's maxReplicas", func() error {
+		hpa, err := getAutoscaler(second)
+		if err != nil {
+			return err
+		}
+		// 5 GPUs, 3 fixed, the first autoscaler up to its 8 pods of 2: 0 left;
+		// maxReplicas cannot go below minReplicas 1.
+		if hpa.Spec.MaxReplicas != 1 {
+			return fmt.Errorf("maxReplicas = %d, want 1", hpa.Spec.MaxReplicas)
+		}
+		get(t, client.ObjectKeyFromObject(second), second)
+		if a := second.Status.Autoscaling; a == nil || !strings.Contains(a.Message, "other programs may use 19") {
 			return fmt.Errorf("status.autoscaling = %+v", a)
 		}
 		return nil

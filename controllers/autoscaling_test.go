@@ -104,7 +104,7 @@ func TestAutoscalingBoundsFollowTheGPUQuota(t *testing.T) {
 		{"GPU program without a quota", withGPUModel(autoscaledProgram("w", "p", "w", 1, 5), 1), plainWorld(), 0, 5, []string{"from spec.engine.autoscaling"}},
 		{"GPU program within the quota", withGPUModel(autoscaledProgram("w", "p", "w", 1, 4), 2), quotaWorld(8), 0, 4, []string{"from spec.engine.autoscaling"}},
 		{"GPU program above the quota", withGPUModel(autoscaledProgram("w", "p", "w", 1, 5), 2), quotaWorld(8), 2, 3,
-			[]string{"maxReplicas lowered from 5 to 3", "GPU quota of 8 nvidia.com/gpu leaves 6", "other programs ask for 2", "2 per pod"}},
+			[]string{"maxReplicas lowered from 5 to 3", "GPU quota of 8 nvidia.com/gpu leaves 6", "other programs may use 2", "2 per pod"}},
 		{"quota below minReplicas", withGPUModel(autoscaledProgram("w", "p", "w", 3, 5), 1), quotaWorld(4), 3, 3,
 			[]string{"maxReplicas lowered from 5 to 3", "minReplicas 3 needs more, and the quota refuses the pods beyond 1"}},
 		{"quota used up by others", withGPUModel(autoscaledProgram("w", "p", "w", 1, 5), 1), quotaWorld(4), 6, 1,
@@ -132,5 +132,33 @@ func TestAutoscalingBoundsFollowTheGPUQuota(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Autoscaled siblings count at their maxReplicas, so that two autoscaled
+// GPU programs under one quota can never each be given all of it; fixed
+// and suspended siblings at their replicas.
+func TestSiblingsCountAtTheirReplicaBound(t *testing.T) {
+	autoscaled := withGPUModel(autoscaledProgram("w", "a", "w", 1, 4), 1)
+	autoscaled.Spec.Engine.Replicas = ptr.To[int32](1) // its current size
+	fixed := withGPUModel(autoscaledProgram("w", "f", "w", 1, 4), 1)
+	fixed.Spec.Engine.Autoscaling = nil
+	fixed.Spec.Engine.Replicas = ptr.To[int32](2)
+	suspended := autoscaled.DeepCopy()
+	suspended.Spec.Suspend = true
+	for _, tc := range []struct {
+		name string
+		p    *wellbeingv1alpha1.MeditationProgram
+		want int32
+	}{{"autoscaled", autoscaled, 4}, {"fixed", fixed, 2}, {"suspended", suspended, 0}} {
+		if got := siblingReplicaBound(tc.p); got != tc.want {
+			t.Errorf("%s: bound %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	// Two programs autoscaled 1..4 under a quota of 4: each is bounded by
+	// what the other may use, and together they fit.
+	b := autoscalingBounds(autoscaled, quotaWorld(4), siblingReplicaBound(autoscaled))
+	if b.MaxReplicas != 1 {
+		t.Fatalf("bounds %d..%d: want maxReplicas lowered to minReplicas 1 (the sibling may use all 4)", b.MinReplicas, b.MaxReplicas)
 	}
 }

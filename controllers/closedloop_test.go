@@ -13,7 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -238,7 +238,9 @@ func population(p *wellbeingv1alpha1.MeditationProgram, users int, seed uint64) 
 // the tuning runs in the waking day (at night nobody sends telemetry and
 // the operator only holds). ATTUNE_CLOSED_LOOP_PROPAGATION=1 runs the
 // engines with a kubelet's ConfigMap propagation delay, scaled to the
-// test's interval (docs/tuning.md, "Propagation delay").
+// test's interval: a measurement (docs/tuning.md, "Propagation delay"),
+// under which the loop has not converged within its 240 s, two thirds
+// of the measurements being held StrengthPending.
 func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 	if testing.Short() {
 		t.Skip("closed loop takes about two minutes")
@@ -279,7 +281,7 @@ func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 		get(t, client.ObjectKeyFromObject(program), p)
 		last = p
 		if p.Status.LastTuneTime != nil {
-			if c := meta.FindStatusCondition(p.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved); c != nil {
+			if c := apimeta.FindStatusCondition(p.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved); c != nil {
 				measured[p.Status.LastTuneTime.Time] = c.Reason
 			}
 		}

@@ -38,6 +38,7 @@ func renderEngineConfig(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1al
 		Privacy:                 engineconfig.Privacy{Retention: engineconfig.Duration{Duration: w.Spec.Privacy.RetentionOrDefault()}, MinCohortSize: minCohortSize(w)},
 		TokenFile:               path.Join(tokenMountPath, TokenKey),
 		ReadOnlyTokenFile:       path.Join(tokenMountPath, ReadOnlyTokenKey),
+		BackupTokenFile:         path.Join(backupTokenMountPath, BackupTokenKey),
 		PseudonymizationKeyFile: path.Join(keyMountPath, PseudonymizationKeySecretKey),
 		KeyEncryptionKeyDir:     kekMountPath,
 		ClientTokensFile:        path.Join(clientsMountPath, ClientsFileKey), // always: see withAccessVolumes
@@ -223,6 +224,7 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: "config", MountPath: configMountPath, ReadOnly: true},
 			{Name: "token", MountPath: tokenMountPath, ReadOnly: true},
+			{Name: "backup-token", MountPath: backupTokenMountPath, ReadOnly: true},
 			{Name: "pseudonymization-key", MountPath: keyMountPath, ReadOnly: true},
 			{Name: "key-encryption-key", MountPath: kekMountPath, ReadOnly: true},
 			{Name: "tls", MountPath: tlsMountPath, ReadOnly: true},
@@ -252,6 +254,9 @@ func engineDeployment(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alph
 	volumes := []corev1.Volume{
 		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: engineConfigName(p)}}}},
 		{Name: "token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: engineTokenName(p)}}},
+		// Mounted by name, like the token Secret: its content is in no
+		// hash, so issuing it restarts nothing.
+		{Name: "backup-token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: BackupTokenSecretName(p)}}},
 		{Name: "pseudonymization-key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: keySecret, Items: []corev1.KeyToPath{{Key: keyKey, Path: PseudonymizationKeySecretKey}},
 		}}},
@@ -337,6 +342,15 @@ func engineTokenSecret(p *wellbeingv1alpha1.MeditationProgram, readWrite, readOn
 	}
 }
 
+// backupTokenSecret holds the engines' backup-only token.
+func backupTokenSecret(p *wellbeingv1alpha1.MeditationProgram, token string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: BackupTokenSecretName(p), Namespace: p.Namespace, Labels: engineLabels(p)},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{BackupTokenKey: []byte(token)},
+	}
+}
+
 // engineConfigMap holds the rendered engine configuration; it also returns
 // the configuration's restart hash for the pod template.
 func engineConfigMap(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alpha1.VirtualWorld, strength float64) (*corev1.ConfigMap, string, error) {
@@ -395,6 +409,7 @@ func EngineChildren(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alpha1
 		engineServiceAccount(p),
 		cm,
 		engineTokenSecret(p, "benchmark-read-write-token", "benchmark-read-only-token"),
+		backupTokenSecret(p, "benchmark-backup-token"),
 		engineDeployment(p, w, image, hash),
 		engineService(p),
 	}

@@ -126,13 +126,18 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	status := program.Status.DeepCopy()
 	status.ObservedGeneration = program.Generation
 	rc := &programReconcile{program: program, status: status, conds: conditionSetter{&status.Conditions, program.Generation, r.Clock}}
-	applier := &childApplier{client: r.Client, scheme: r.Scheme, recorder: r.Recorder}
+	applier := &childApplier{client: r.Client, scheme: r.Scheme, recorder: r.Recorder, reader: r.APIReader}
 
 	steps := []struct {
 		name string
 		run  func(context.Context, *childApplier, *programReconcile) error
 	}{
 		{"world", r.reconcileWorld},
+		// First after the world, well before the Deployment: a later
+		// step's error stops the loop, and engine pods must never run
+		// without their policy (the world's deny-all isolates them
+		// entirely until it exists).
+		{"network policy", r.reconcileNetworkPolicy},
 		{"tuning", r.reconcileTuning},
 		{"effects", r.reconcileEffects},
 		{"service account", r.reconcileServiceAccount},
@@ -146,7 +151,6 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		{"service", r.reconcileService},
 		{"disruption budget", r.reconcileDisruptionBudget},
 		{"autoscaler", r.reconcileAutoscaler},
-		{"network policy", r.reconcileNetworkPolicy},
 		{"pod monitor", r.reconcilePodMonitor},
 	}
 	var stepErr error
@@ -210,10 +214,19 @@ func (r *MeditationProgramReconciler) reconcileServiceAccount(ctx context.Contex
 }
 
 // reconcileTokenSecret issues the engine's API tokens once: a read-write
-// token for virtual-world clients and a read-only one for the operator.
+// token for virtual-world clients and a read-only one for the operator,
+// and, in a Secret of its own (world apps read the first; only platform
+// admins may read this one), the backup-only token.
 func (r *MeditationProgramReconciler) reconcileTokenSecret(ctx context.Context, a *childApplier, rc *programReconcile) error {
+	backup := client.ObjectKey{Namespace: rc.program.Namespace, Name: BackupTokenSecretName(rc.program)}
+	if _, err := a.createSecretIfMissing(ctx, rc.program, backup, func() (*corev1.Secret, error) {
+		token, err := randomToken()
+		return backupTokenSecret(rc.program, token), err
+	}); err != nil {
+		return err
+	}
 	key := client.ObjectKey{Namespace: rc.program.Namespace, Name: engineTokenName(rc.program)}
-	return a.createSecretIfMissing(ctx, rc.program, key, func() (*corev1.Secret, error) {
+	_, err := a.createSecretIfMissing(ctx, rc.program, key, func() (*corev1.Secret, error) {
 		readWrite, err := randomToken()
 		if err != nil {
 			return nil, err
@@ -224,6 +237,7 @@ func (r *MeditationProgramReconciler) reconcileTokenSecret(ctx context.Context, 
 		}
 		return engineTokenSecret(rc.program, readWrite, readOnly), nil
 	})
+	return err
 }
 
 func randomToken() (string, error) {
@@ -516,6 +530,11 @@ func (r *MeditationProgramReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.programsOfBundle)).
 		// A world appearing, changing or moving re-evaluates its programs.
 		Watches(&wellbeingv1alpha1.VirtualWorld{}, handler.EnqueueRequestsFromMapFunc(r.programsOfWorld),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A sibling's spec change (its replicas, GPUs, autoscaling or
+		// suspension) moves the GPU bounds of the autoscaled GPU programs
+		// of its namespace (autoscaling.go).
+		Watches(&wellbeingv1alpha1.MeditationProgram{}, handler.EnqueueRequestsFromMapFunc(r.autoscaledGPUSiblings),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
 		Named("meditationprogram").

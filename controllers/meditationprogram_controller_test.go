@@ -147,6 +147,9 @@ func TestProgramChildren(t *testing.T) {
 	if volumes["token"].Secret == nil || volumes["token"].Secret.SecretName != "deep-work-engine-token" {
 		t.Errorf("token volume = %+v", volumes["token"])
 	}
+	if v := volumes["backup-token"]; v.Secret == nil || v.Secret.SecretName != "deep-work-engine-backup-token" {
+		t.Errorf("backup-token volume = %+v", v)
+	}
 	if volumes["pseudonymization-key"].Secret == nil || volumes["pseudonymization-key"].Secret.SecretName != controllers.PseudonymizationKeySecretName {
 		t.Errorf("key volume = %+v", volumes["pseudonymization-key"])
 	}
@@ -176,7 +179,18 @@ func TestProgramChildren(t *testing.T) {
 	if len(token.Data[controllers.TokenKey]) == 0 || len(token.Data[controllers.ReadOnlyTokenKey]) == 0 || string(token.Data[controllers.TokenKey]) == string(token.Data[controllers.ReadOnlyTokenKey]) {
 		t.Error("token secret must hold two different non-empty tokens")
 	}
-	for _, secretText := range []string{string(token.Data[controllers.TokenKey]), string(token.Data[controllers.ReadOnlyTokenKey])} {
+	// The backup token: its own Secret, 32 random bytes in hex, named in
+	// the configuration by its mount path.
+	backup := &corev1.Secret{}
+	get(t, client.ObjectKey{Namespace: "office", Name: "deep-work-engine-backup-token"}, backup)
+	isOwned(backup)
+	if b := backup.Data[controllers.BackupTokenKey]; len(b) != 64 || string(b) == string(token.Data[controllers.TokenKey]) {
+		t.Errorf("backup token %d bytes, want 64 hex digits of its own", len(b))
+	}
+	if cfg.BackupTokenFile != "/etc/attune/backup-token/token" {
+		t.Errorf("backupTokenFile = %q", cfg.BackupTokenFile)
+	}
+	for _, secretText := range []string{string(token.Data[controllers.TokenKey]), string(token.Data[controllers.ReadOnlyTokenKey]), string(backup.Data[controllers.BackupTokenKey])} {
 		if strings.Contains(cm.Data[engineconfig.FileName], secretText) {
 			t.Error("the ConfigMap contains a token")
 		}

@@ -132,7 +132,7 @@ func (r *MeditationProgramReconciler) reconcileMetricsClient(ctx context.Context
 		return nil, err
 	}
 	key := client.ObjectKey{Namespace: p.Namespace, Name: MetricsTokenSecretName(p)}
-	if err := a.createSecretIfMissing(ctx, p, key, func() (*corev1.Secret, error) {
+	if _, err := a.createSecretIfMissing(ctx, p, key, func() (*corev1.Secret, error) {
 		token, err := randomToken()
 		return metricsTokenSecret(p, token), err
 	}); err != nil {
@@ -144,11 +144,11 @@ func (r *MeditationProgramReconciler) reconcileMetricsClient(ctx context.Context
 		return nil, fmt.Errorf("get Secret %s: %w", key.Name, err)
 	}
 	if ref := metav1.GetControllerOf(secret); ref == nil || ref.UID != p.UID {
-		return nil, fmt.Errorf("Secret %s exists and is not this program's; remove it so that the metrics token can be issued", key.Name)
+		return nil, fmt.Errorf("the Secret %s exists and is not this program's; remove it so that the metrics token can be issued", key.Name)
 	}
 	token := string(secret.Data[MetricsTokenKey])
 	if token == "" {
-		return nil, fmt.Errorf("Secret %s holds no %s; delete it to have a metrics token issued anew", key.Name, MetricsTokenKey)
+		return nil, fmt.Errorf("the Secret %s holds no %s; delete it to have a metrics token issued anew", key.Name, MetricsTokenKey)
 	}
 	return &auth.Client{Name: MetricsClientName, TokenSHA256: auth.HashToken(token), Scopes: []auth.Scope{auth.ScopeMetrics}}, nil
 }

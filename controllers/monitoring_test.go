@@ -130,6 +130,30 @@ func TestPodMonitorMeetsTheCRDSchema(t *testing.T) {
 		return nil
 	})
 
+	// Rotation: delete the Secret; a new token replaces the old one in the
+	// clients file.
+	if err := k8s.Delete(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a new metrics token", func() error {
+		s := &corev1.Secret{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(secret), s); err != nil {
+			return err
+		}
+		fresh := string(s.Data[controllers.MetricsTokenKey])
+		if fresh == "" || fresh == token {
+			return fmt.Errorf("token not reissued")
+		}
+		clients, err := clientsFile(ctx, p)
+		if err != nil {
+			return err
+		}
+		if got := clients[controllers.MetricsClientName].TokenSHA256; got != auth.HashToken(fresh) {
+			return fmt.Errorf("clients file lists %s, want the new token's hash", got)
+		}
+		return nil
+	})
+
 	// The schema is the real one: it refuses what the Prometheus operator
 	// would not understand.
 	bad := controllers.EnginePodMonitor(p)

@@ -51,13 +51,17 @@ const (
 const (
 	TokenKey         = contract.TokenKey
 	ReadOnlyTokenKey = contract.ReadOnlyTokenKey
+	// BackupTokenKey is the key of the token in the backup token Secret.
+	BackupTokenKey = "token"
 )
 
 // Paths inside the engine container.
 const (
 	configMountPath = "/etc/attune/config"
 	tokenMountPath  = "/etc/attune/token"
-	keyMountPath    = "/etc/attune/key"
+	// backupTokenMountPath holds the backup-only token (BackupTokenSecretName).
+	backupTokenMountPath = "/etc/attune/backup-token"
+	keyMountPath         = "/etc/attune/key"
 	// kekMountPath holds the world's keyring, the whole Secret (so that a
 	// rotation reaches running engines).
 	kekMountPath = "/etc/attune/kek"
@@ -83,6 +87,13 @@ func engineConfigName(p *wellbeingv1alpha1.MeditationProgram) string {
 
 func engineTokenName(p *wellbeingv1alpha1.MeditationProgram) string {
 	return p.Name + "-engine-token"
+}
+
+// BackupTokenSecretName is the Secret holding the token with only the
+// engines' backup scope: for the platform team's backup jobs, never for
+// world apps (docs/operations.md).
+func BackupTokenSecretName(p *wellbeingv1alpha1.MeditationProgram) string {
+	return p.Name + "-engine-backup-token"
 }
 
 // engineDataClaimName is the PersistentVolumeClaim of the Embedded store.

@@ -35,7 +35,8 @@ import (
 // with a model on a claim and no endpoint, text sent to the model cannot
 // leave the pod. Peers (Kubernetes NetworkPolicy semantics, as Calico,
 // Cilium and kube-router implement them): rules add up, so the world's
-// baseline policy leaves engine pods to this one (worldNetworkPolicy).
+// baseline policy leaves engine pods out, and the world's deny-all
+// (engineDenyAllPolicy) isolates them until this one admits their peers.
 
 // dnsPeer is the cluster resolver: CoreDNS keeps kube-dns's k8s-app label.
 var dnsPeer = networkingv1.NetworkPolicyPeer{
@@ -167,6 +168,27 @@ func worldBaselinePodSelector() metav1.LabelSelector {
 	return metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
 		Key: LabelName, Operator: metav1.LabelSelectorOpNotIn, Values: []string{EngineAppName},
 	}}}
+}
+
+// EngineDenyAllPolicyName is the world's NetworkPolicy that isolates every
+// engine pod of its namespace, ingress and egress.
+const EngineDenyAllPolicyName = "attune-engines-deny-all"
+
+// engineDenyAllPolicy selects every engine pod of the world's namespace
+// with no rules: it admits nothing by itself, and since policies add up,
+// an engine pod gets exactly what its program's policy allows. It exists
+// from the world's creation on, so an engine pod is never unisolated, even
+// before (or when a step fails ahead of) its program's policy.
+func engineDenyAllPolicy(w *wellbeingv1alpha1.VirtualWorld) *networkingv1.NetworkPolicy {
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: EngineDenyAllPolicyName, Namespace: w.Spec.Namespace, Labels: worldLabels(w)},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+				Key: LabelName, Operator: metav1.LabelSelectorOpIn, Values: []string{EngineAppName},
+			}}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		},
+	}
 }
 
 func labelSelector(m map[string]wellbeingv1alpha1.LabelValue) *metav1.LabelSelector {

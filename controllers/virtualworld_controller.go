@@ -111,7 +111,7 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	status := world.Status.DeepCopy()
 	status.ObservedGeneration = world.Generation
 	rc := &worldReconcile{world: world, status: status, conds: conditionSetter{&status.Conditions, world.Generation, r.Clock}}
-	applier := &childApplier{client: r.Client, scheme: r.Scheme, recorder: r.Recorder}
+	applier := &childApplier{client: r.Client, scheme: r.Scheme, recorder: r.Recorder, reader: r.APIReader}
 
 	steps := []struct {
 		name string
@@ -217,7 +217,7 @@ func (r *VirtualWorldReconciler) reconcileKeySecret(ctx context.Context, a *chil
 		return nil
 	}
 	name := client.ObjectKey{Namespace: rc.world.Spec.Namespace, Name: PseudonymizationKeySecretName}
-	return a.createSecretIfMissing(ctx, rc.world, name, func() (*corev1.Secret, error) {
+	_, err := a.createSecretIfMissing(ctx, rc.world, name, func() (*corev1.Secret, error) {
 		key := make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
 			return nil, fmt.Errorf("generate key: %w", err)
@@ -228,6 +228,7 @@ func (r *VirtualWorldReconciler) reconcileKeySecret(ctx context.Context, a *chil
 			Data:       map[string][]byte{PseudonymizationKeySecretKey: key},
 		}, nil
 	})
+	return err
 }
 
 // reconcileKEKSecret generates the world's keyring once, when the world
@@ -240,7 +241,7 @@ func (r *VirtualWorldReconciler) reconcileKEKSecret(ctx context.Context, a *chil
 		return nil
 	}
 	name := client.ObjectKey{Namespace: rc.world.Spec.Namespace, Name: KeyEncryptionKeySecretName}
-	return a.createSecretIfMissing(ctx, rc.world, name, func() (*corev1.Secret, error) {
+	_, err := a.createSecretIfMissing(ctx, rc.world, name, func() (*corev1.Secret, error) {
 		kek := make([]byte, 32)
 		if _, err := rand.Read(kek); err != nil {
 			return nil, fmt.Errorf("generate key-encryption key: %w", err)
@@ -251,6 +252,7 @@ func (r *VirtualWorldReconciler) reconcileKEKSecret(ctx context.Context, a *chil
 			Data:       map[string][]byte{contract.KeyringPrimaryKey: []byte(FirstKEKID), FirstKEKID: kek},
 		}, nil
 	})
+	return err
 }
 
 // reconcileQuota caps the GPUs requested in the namespace. No limit, no quota.
@@ -285,7 +287,10 @@ func (r *VirtualWorldReconciler) reconcileQuota(ctx context.Context, a *childApp
 func (r *VirtualWorldReconciler) reconcileNetworkPolicy(ctx context.Context, a *childApplier, rc *worldReconcile) error {
 	policy := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: NetworkPolicyName, Namespace: rc.world.Spec.Namespace, Labels: worldLabels(rc.world)}}
 	if !ptr.Deref(rc.world.Spec.Isolation.NetworkPolicy, true) {
-		return a.deleteIfOwned(ctx, rc.world, policy)
+		if err := a.deleteIfOwned(ctx, rc.world, policy); err != nil {
+			return err
+		}
+		return a.deleteIfOwned(ctx, rc.world, engineDenyAllPolicy(rc.world))
 	}
 	admitted := []string{rc.world.Spec.Namespace}
 	if r.OperatorNamespace != "" && r.OperatorNamespace != rc.world.Spec.Namespace {
@@ -293,9 +298,10 @@ func (r *VirtualWorldReconciler) reconcileNetworkPolicy(ctx context.Context, a *
 	}
 	policy.Spec = networkingv1.NetworkPolicySpec{
 		// Every pod but the engines: the baseline for the world's own
-		// pods. Policies add up, so engine pods are left to their
-		// program's policy alone (network_policy.go), which admits its
-		// clients on the API port only, and limits egress.
+		// pods. Policies add up, so engine pods get only the world's
+		// deny-all (engineDenyAllPolicy) plus their program's policy
+		// (network_policy.go), which admits its clients on the API port
+		// only, and limits egress.
 		PodSelector: worldBaselinePodSelector(),
 		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 		Ingress: []networkingv1.NetworkPolicyIngressRule{{
@@ -306,13 +312,19 @@ func (r *VirtualWorldReconciler) reconcileNetworkPolicy(ctx context.Context, a *
 			}},
 		}},
 	}
-	return a.apply(ctx, rc.world, policy)
+	if err := a.apply(ctx, rc.world, policy); err != nil {
+		return err
+	}
+	return a.apply(ctx, rc.world, engineDenyAllPolicy(rc.world))
 }
 
 // reconcileProgramTotals counts the world's programs and their GPUs.
 func (r *VirtualWorldReconciler) reconcileProgramTotals(ctx context.Context, _ *childApplier, rc *worldReconcile) error {
+	// Read-only, from the cache, at every world reconcile (about once a
+	// second while programs change): without copying them, which made this
+	// list grow with programs × reconciles (make bench-operator SIZE=5000).
 	programs := &wellbeingv1alpha1.MeditationProgramList{}
-	if err := r.List(ctx, programs, client.MatchingFields{worldIndexField: rc.world.Name}); err != nil {
+	if err := r.List(ctx, programs, client.MatchingFields{worldIndexField: rc.world.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list programs: %w", err)
 	}
 	var count, gpus int32

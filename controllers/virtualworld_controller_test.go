@@ -60,6 +60,13 @@ func TestWorldCreatesNamespaceQuotaKeyAndPolicy(t *testing.T) {
 	if !slices.Equal(policy.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
 		t.Errorf("policy types = %v, want [Ingress]", policy.Spec.PolicyTypes)
 	}
+	denyAll := &networkingv1.NetworkPolicy{}
+	eventually(t, "engines' deny-all policy", func() error {
+		return k8s.Get(ctx, client.ObjectKey{Namespace: "plaza", Name: controllers.EngineDenyAllPolicyName}, denyAll)
+	})
+	if len(denyAll.Spec.Ingress)+len(denyAll.Spec.Egress) != 0 || len(denyAll.Spec.PolicyTypes) != 2 {
+		t.Errorf("deny-all spec = %+v, want no rules for Ingress and Egress", denyAll.Spec)
+	}
 
 	// Two programs with one GPU each (on their model sidecars), then the
 	// world's totals.
@@ -100,15 +107,20 @@ func TestWorldIsolationCanBeTurnedOff(t *testing.T) {
 	createWorld(t, w)
 	key := client.ObjectKey{Namespace: "arcade", Name: controllers.NetworkPolicyName}
 	eventually(t, "network policy", func() error { return k8s.Get(ctx, key, &networkingv1.NetworkPolicy{}) })
+	eventually(t, "engines' deny-all policy", func() error {
+		return k8s.Get(ctx, client.ObjectKey{Namespace: "arcade", Name: controllers.EngineDenyAllPolicyName}, &networkingv1.NetworkPolicy{})
+	})
 
 	get(t, client.ObjectKey{Name: "arcade"}, w)
 	w.Spec.Isolation.NetworkPolicy = ptr.To(false)
 	if err := k8s.Update(ctx, w); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "network policy removed", func() error {
-		if err := k8s.Get(ctx, key, &networkingv1.NetworkPolicy{}); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("still present (err=%v)", err)
+	eventually(t, "network policies removed", func() error {
+		for _, k := range []client.ObjectKey{key, {Namespace: "arcade", Name: controllers.EngineDenyAllPolicyName}} {
+			if err := k8s.Get(ctx, k, &networkingv1.NetworkPolicy{}); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("%s still present (err=%v)", k.Name, err)
+			}
 		}
 		return nil
 	})

@@ -41,7 +41,6 @@ const DefaultRotationGracePeriod = "1h"
 
 // ProgramAccess says who may call the program's engines, for what, and
 // where the engines may connect to (docs/access.md).
-// +kubebuilder:validation:XValidation:rule="!has(self.clients) || self.clients.all(c, self.clients.exists_one(d, d.name == c.name))",message="spec.access.clients[].name must be unique",fieldPath=.clients
 type ProgramAccess struct {
 	// clients are the callers of the engines, each with its own token
 	// (a Secret <program>-client-<name> in the program's namespace, key
@@ -49,6 +48,8 @@ type ProgramAccess struct {
 	// engines' NetworkPolicy admits exactly these namespaces (and pod
 	// labels). Default: none; the engines' port is then open to the
 	// world's namespace only, for the program token (<program>-engine-token).
+	// Names are unique: the list is a map keyed by name, which the API
+	// server enforces (a duplicate is refused as spec.access.clients[n]).
 	// +optional
 	// +listType=map
 	// +listMapKey=name

@@ -64,7 +64,8 @@ func (e *processEngine) restore(backup []byte) {
 // backup was asked for is there, nothing acknowledged after the backup
 // answered is (beyond one batch in flight per client), and the file
 // holds no user's ID, pseudonym, consent or sample in the clear. Only
-// the read-write token may take one.
+// the backup token may take one: the read-write token, which world apps
+// use, is refused (403).
 //
 // A user erased after the backup is back in the fresh engine (its
 // volume has no erasure journal: docs/operations.md says to re-send such
@@ -80,8 +81,10 @@ func TestBackupUnderIngestRestores(t *testing.T) {
 	for i := range 6 {
 		made = append(made, e.createUser(ctx, fmt.Sprintf("backup-u%02d", i), now))
 	}
-	if code, _ := e.getBackup("crash-read-only-token"); code != http.StatusForbidden {
-		t.Errorf("a backup with the read-only token: %d, want 403", code)
+	for name, token := range map[string]string{"read-only": "crash-read-only-token", "read-write": crashToken} {
+		if code, body := e.getBackup(token); code != http.StatusForbidden || !strings.Contains(string(body), "backup") {
+			t.Errorf("a backup with the %s token: %d %s, want 403 naming the backup scope", name, code, body)
+		}
 	}
 
 	// Ingest goes on: each writer adds one sample at a time to its users
@@ -132,7 +135,7 @@ func TestBackupUnderIngestRestores(t *testing.T) {
 	before := maps.Clone(acked)
 	mu.Unlock()
 	start := time.Now()
-	code, backup := e.getBackup(crashToken)
+	code, backup := e.getBackup(crashBackupToken)
 	took := time.Since(start)
 	mu.Lock()
 	after := maps.Clone(pending)

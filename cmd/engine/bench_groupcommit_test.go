@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -178,10 +177,6 @@ func BenchmarkDurableIngest(b *testing.B) {
 			return
 		}
 		v.busy += elapsed
-		g, c, ap, tot := store.DebugGroups.Swap(0), store.DebugChanges.Swap(0), store.DebugApply.Swap(0), store.DebugTotal.Swap(0)
-		if g > 0 {
-			fmt.Fprintf(os.Stderr, "%s: %d req, %.1f changes/group, apply %.2f ms, commit %.2f ms /group, busy %.0f%%\n", v.name, (v.done.Load()-before)/batchSize, float64(c)/float64(g), float64(ap)/float64(g)/1e6, float64(tot-ap)/float64(g)/1e6, float64(tot)/float64(elapsed)*100)
-		}
 		v.rounds = append(v.rounds, float64(v.done.Load()-before)/elapsed.Seconds())
 	}
 	for _, v := range variants { // warm-up: connections, the files' first pages

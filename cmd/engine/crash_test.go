@@ -78,6 +78,9 @@ type processEngine struct {
 
 const crashToken = "crash-read-write-token"
 
+// crashBackupToken is the engine's backup token (backupTokenFile).
+const crashBackupToken = "crash-backup-token"
+
 // newProcessEngine writes an encrypted engine's files (its tokens, keys,
 // keyring, configuration) under a fresh directory; pgConn selects the
 // PostgreSQL store.
@@ -91,11 +94,12 @@ func newProcessEngine(t *testing.T, pgConn string) *processEngine {
 	e := &processEngine{t: t, binary: buildEngine(t), dir: dir, port: port, pgConn: pgConn, pseudKey: []byte("0123456789abcdef0123456789abcdef")}
 	kek := bytes.Repeat([]byte{7}, store.KEKSize)
 	files := map[string][]byte{
-		"token/token":     []byte(crashToken),
-		"token/read-only": []byte("crash-read-only-token"),
-		"key/key":         e.pseudKey,
-		"kek/kek-1":       kek,
-		"kek/primary":     []byte("kek-1"),
+		"token/token":        []byte(crashToken),
+		"token/read-only":    []byte("crash-read-only-token"),
+		"backup-token/token": []byte(crashBackupToken),
+		"key/key":            e.pseudKey,
+		"kek/kek-1":          kek,
+		"kek/primary":        []byte("kek-1"),
 	}
 	e.keyring, err = store.NewKeyring("kek-1", map[string][]byte{"kek-1": kek})
 	if err != nil {
@@ -107,6 +111,7 @@ func newProcessEngine(t *testing.T, pgConn string) *processEngine {
 		Strength: config.Strength{Value: 0.5, Min: 0.1, Max: 0.9}, Context: "Social",
 		Privacy:   config.Privacy{Retention: config.Duration{Duration: 24 * time.Hour}, MinCohortSize: 2},
 		TokenFile: filepath.Join(dir, "token/token"), ReadOnlyTokenFile: filepath.Join(dir, "token/read-only"),
+		BackupTokenFile:         filepath.Join(dir, "backup-token/token"),
 		PseudonymizationKeyFile: filepath.Join(dir, "key/key"), KeyEncryptionKeyDir: filepath.Join(dir, "kek"),
 		DataDir: filepath.Join(dir, "data"), ListenAddress: "127.0.0.1:" + strconv.Itoa(port),
 	}

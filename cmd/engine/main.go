@@ -91,6 +91,9 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 	if err != nil {
 		return err
 	}
+	// Deferred after db.Close, so it runs first: a refresh in flight
+	// stops and is waited for before the store closes under it.
+	defer svc.Close()
 	m.RegisterCohort(svc)
 	server := api.New(svc, m, tokens, log, backupOptions(db)...)
 
@@ -138,9 +141,9 @@ func run(ctx context.Context, configPath, listenOverride string, reloadEvery tim
 		return fmt.Errorf("listenAddress: %w", err)
 	}
 	httpServer := &http.Server{Handler: server, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
-		// net/http's own messages (TLS handshake errors among them) in the
-		// engine's structured log.
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		// net/http's own messages in the engine's structured log, without
+		// the peers' addresses (errorlog.go).
+		ErrorLog: serverErrorLog(log, m.TLSHandshakeErrors)}
 	errCh := make(chan error, 1)
 	if serving != nil {
 		// ServeTLS with no file names takes the certificate from
@@ -340,6 +343,11 @@ func readTokens(cfg *config.Config) (api.Tokens, error) {
 		return api.Tokens{}, err
 	}
 	tokens := api.Tokens{ReadWrite: rw, ReadOnly: ro}
+	if cfg.BackupTokenFile != "" {
+		if tokens.Backup, err = readSecretFile(cfg.BackupTokenFile, "backupTokenFile"); err != nil {
+			return api.Tokens{}, err
+		}
+	}
 	if cfg.ClientTokensFile != "" {
 		data, err := os.ReadFile(cfg.ClientTokensFile)
 		if err != nil {

@@ -53,6 +53,8 @@ type Server struct {
 	mux      *http.ServeMux
 	inFlight *clientLimiter
 	backup   BackupSource // backup.go; nil: no backups here
+	// backupRunning admits one backup at a time (backup.go).
+	backupRunning atomic.Bool
 }
 
 // Option configures a Server.

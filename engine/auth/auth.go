@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/attune-io/attune/engine/strictjson"
 )
@@ -45,13 +46,19 @@ const (
 var AllScopes = []Scope{ScopeIngest, ScopeDecide, ScopeReadState, ScopeConsent, ScopeErase, ScopeExport, ScopeCohort, ScopeMetrics, ScopeResearch}
 
 // ScopeBackup: GET /v1/admin/backup, a copy of the whole embedded store
-// (every user's ciphertext and wrapped data key). Only the read-write
-// token (the operator's, in the program's engine token Secret) holds it:
-// it is not in AllScopes, so no world client can be granted it.
+// (every user's ciphertext and wrapped data key). Only the backup token
+// (backupTokenFile, the operator's Secret <program>-engine-backup-token,
+// held by the platform team) holds it: it is not in AllScopes, so no
+// world client can be granted it, and the read-write token, which world
+// apps use, does not hold it either.
 const ScopeBackup Scope = "backup"
 
 // ReadWriteScopes are the scopes of the read-write token (tokenFile).
-var ReadWriteScopes = append(slices.Clip(AllScopes), ScopeBackup)
+var ReadWriteScopes = AllScopes
+
+// BackupScopes are the scopes of the backup token (backupTokenFile):
+// the backup and nothing else.
+var BackupScopes = []Scope{ScopeBackup}
 
 // ReadOnlyScopes are the scopes of the read-only token (readOnlyTokenFile).
 var ReadOnlyScopes = []Scope{ScopeCohort, ScopeMetrics}
@@ -91,6 +98,11 @@ type Client struct {
 	// replaced, accepted too during a rotation's grace period (the
 	// operator drops it when the grace period ends).
 	PreviousTokenSHA256 string `json:"previousTokenSHA256,omitempty"`
+	// PreviousTokenExpiresAt, when set (RFC 3339), ends the grace period
+	// in the engine itself: from then on the previous token is refused
+	// even before the operator rewrites the file and the kubelet syncs
+	// it. Unset: the previous token is accepted until it leaves the file.
+	PreviousTokenExpiresAt *time.Time `json:"previousTokenExpiresAt,omitempty"`
 	// Scopes the client holds.
 	Scopes []Scope `json:"scopes"`
 }
@@ -126,6 +138,9 @@ func ParseClients(data []byte) ([]Client, error) {
 		if b, err := hex.DecodeString(c.PreviousTokenSHA256); c.PreviousTokenSHA256 != "" && (err != nil || len(b) != sha256.Size) {
 			return nil, fmt.Errorf("%s.previousTokenSHA256: must be 64 hex digits (the SHA-256 of the token) or absent", field)
 		}
+		if c.PreviousTokenExpiresAt != nil && c.PreviousTokenSHA256 == "" {
+			return nil, fmt.Errorf("%s.previousTokenExpiresAt: set without previousTokenSHA256", field)
+		}
 		if len(c.Scopes) == 0 {
 			return nil, fmt.Errorf("%s.scopes: at least one scope is required; known scopes: %v", field, AllScopes)
 		}
@@ -146,8 +161,10 @@ func HashToken(token string) string {
 
 // Tokens are the client tokens the engine accepts.
 type Tokens struct {
-	// ReadWrite is the legacy token with every scope (tokenFile).
+	// ReadWrite is the legacy token with every scope but backup (tokenFile).
 	ReadWrite string
+	// Backup is the token with only the backup scope (backupTokenFile).
+	Backup string
 	// ReadOnly is the legacy token with ReadOnlyScopes (readOnlyTokenFile).
 	ReadOnly string
 	// Clients are the named clients (clientTokensFile).
@@ -155,6 +172,9 @@ type Tokens struct {
 	// Users verifies user tokens and mints them (userTokenKeyFile); nil:
 	// user tokens are off.
 	Users *UserTokens
+	// Now is the clock previousTokenExpiresAt is checked against; nil:
+	// time.Now.
+	Now func() time.Time
 }
 
 // Authenticate finds the client whose token this is. Every candidate is
@@ -174,8 +194,22 @@ func (t *Tokens) Authenticate(token string) (Principal, bool) {
 	if t.ReadOnly != "" {
 		check(sha256.Sum256([]byte(t.ReadOnly)), Principal{Name: "read-only", Scopes: ReadOnlyScopes})
 	}
+	if t.Backup != "" {
+		check(sha256.Sum256([]byte(t.Backup)), Principal{Name: "backup", Scopes: BackupScopes})
+	}
+	now := time.Now
+	if t.Now != nil {
+		now = t.Now
+	}
 	for _, c := range t.Clients {
-		for _, h := range []string{c.TokenSHA256, c.PreviousTokenSHA256} {
+		hashes := []string{c.TokenSHA256, c.PreviousTokenSHA256}
+		if c.PreviousTokenExpiresAt != nil && !now().Before(*c.PreviousTokenExpiresAt) {
+			// The grace period is over: compare against the current
+			// hash only (the position of the skipped one is public: the
+			// file says when it expires).
+			hashes = hashes[:1]
+		}
+		for _, h := range hashes {
 			var want [sha256.Size]byte
 			if b, err := hex.DecodeString(h); err == nil && len(b) == sha256.Size {
 				copy(want[:], b)

@@ -76,3 +76,60 @@ func TestUserTokens(t *testing.T) {
 		t.Fatal("another program accepted the token")
 	}
 }
+
+// TestPreviousTokenExpires: a client's previous token is accepted until
+// previousTokenExpiresAt and refused from then on, by the engine's own
+// clock, while the current token goes on working; without the field the
+// previous token is accepted whatever the time.
+func TestPreviousTokenExpires(t *testing.T) {
+	expires := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	file := `{"clients":[{"name":"world-server","tokenSHA256":"` + auth.HashToken("new") + `","previousTokenSHA256":"` + auth.HashToken("old") +
+		`","previousTokenExpiresAt":"2026-03-01T12:00:00Z","scopes":["ingest"]},` +
+		`{"name":"no-expiry","tokenSHA256":"` + auth.HashToken("new2") + `","previousTokenSHA256":"` + auth.HashToken("old2") + `","scopes":["ingest"]}]}`
+	clients, err := auth.ParseClients([]byte(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		now          time.Time
+		oldAccepted  bool
+		old2Accepted bool
+	}{
+		{expires.Add(-time.Second), true, true},
+		{expires, false, true},
+		{expires.Add(time.Hour), false, true},
+	} {
+		tokens := auth.Tokens{Clients: clients, Now: func() time.Time { return tc.now }}
+		if _, ok := tokens.Authenticate("old"); ok != tc.oldAccepted {
+			t.Errorf("at %v the previous token accepted %v, want %v", tc.now, ok, tc.oldAccepted)
+		}
+		if _, ok := tokens.Authenticate("old2"); ok != tc.old2Accepted {
+			t.Errorf("at %v the previous token without expiry accepted %v, want %v", tc.now, ok, tc.old2Accepted)
+		}
+		if p, ok := tokens.Authenticate("new"); !ok || p.Name != "world-server" {
+			t.Errorf("at %v the current token: %q %v", tc.now, p.Name, ok)
+		}
+	}
+	for _, tc := range []struct{ file, field string }{
+		{`{"clients":[{"name":"a","tokenSHA256":"` + auth.HashToken("t") + `","previousTokenExpiresAt":"2026-03-01T12:00:00Z","scopes":["ingest"]}]}`, "clients[0].previousTokenExpiresAt"},
+		{`{"clients":[{"name":"a","tokenSHA256":"` + auth.HashToken("t") + `","previousTokenSHA256":"` + auth.HashToken("o") + `","previousTokenExpiresAt":"tomorrow","scopes":["ingest"]}]}`, "previousTokenExpiresAt"},
+	} {
+		if _, err := auth.ParseClients([]byte(tc.file)); err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: error %v, want one naming %s", tc.file, err, tc.field)
+		}
+	}
+}
+
+// TestBackupTokenHoldsOnlyTheBackupScope: the backup token (backupTokenFile)
+// holds the backup scope and nothing else; the read-write token, which
+// world apps use, does not hold it.
+func TestBackupTokenHoldsOnlyTheBackupScope(t *testing.T) {
+	tokens := auth.Tokens{ReadWrite: "rw", Backup: "bk"}
+	p, ok := tokens.Authenticate("bk")
+	if !ok || p.Name != "backup" || len(p.Scopes) != 1 || !p.Has(auth.ScopeBackup) {
+		t.Errorf("backup token: %+v %v, want only the backup scope", p, ok)
+	}
+	if p, _ := tokens.Authenticate("rw"); p.Has(auth.ScopeBackup) || !p.Has(auth.ScopeErase) {
+		t.Errorf("read-write token scopes %v, want every scope but backup", p.Scopes)
+	}
+}

@@ -58,6 +58,11 @@ type Config struct {
 	// docs/engine-api.md). The engine re-reads it, like the token files,
 	// without a restart. Optional: without it only the two tokens above.
 	ClientTokensFile string `json:"clientTokensFile,omitempty"`
+	// BackupTokenFile, when set (an absolute path), holds the token with
+	// only the backup scope (GET /v1/admin/backup), held by the platform
+	// team, never by world apps; re-read like the token files. Optional:
+	// without it no token can take a backup.
+	BackupTokenFile string `json:"backupTokenFile,omitempty"`
 	// UserTokenKeyFile, when set, holds the program's signing key for user
 	// tokens (HS256; at least 32 raw bytes) and turns on POST
 	// /v1/users/{id}/tokens. Optional: without it user tokens are off.
@@ -564,6 +569,9 @@ func (c *Config) Validate() error {
 		if path == "" {
 			return &FieldError{field, "is required"}
 		}
+	}
+	if c.BackupTokenFile != "" && !filepath.IsAbs(c.BackupTokenFile) {
+		return &FieldError{"backupTokenFile", fmt.Sprintf("must be an absolute path, got %q", c.BackupTokenFile)}
 	}
 	if err := c.Store.validate(); err != nil {
 		return err

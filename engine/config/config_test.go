@@ -51,6 +51,7 @@ func TestParseNamesTheField(t *testing.T) {
 		"state decay under 1s":     {`"dataDir": "/d"`, `"dataDir": "/d", "estimation": {"stateDecay": "500ms"}`, "estimation.stateDecay"},
 		"trait decay above a year": {`"dataDir": "/d"`, `"dataDir": "/d", "estimation": {"traitDecay": "9000h"}`, "estimation.traitDecay"},
 		"negative stress recovery": {`"dataDir": "/d"`, `"dataDir": "/d", "estimation": {"stressRecovery": "-1s"}`, "estimation.stressRecovery"},
+		"relative backup token":    {`"dataDir": "/d"`, `"dataDir": "/d", "backupTokenFile": "backup/token"`, "backupTokenFile"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -35,18 +35,26 @@ type Metrics struct {
 	// Serving certificate (only with TLS configured).
 	TLSReloads           prometheus.Counter
 	TLSReloadFails       prometheus.Counter
+	TLSHandshakeErrors   prometheus.Counter
 	TLSCertificateExpiry prometheus.Gauge
 }
 
-// CohortSource reports the published cohort aggregate for the collector.
+// CohortSource reports the published cohort aggregate for the collector,
+// once per scrape (one snapshot answers every cohort gauge).
 type CohortSource interface {
-	// PublishedCohort returns loss and size, ok=false below the minimum size.
-	PublishedCohort() (loss float64, size int, ok bool)
+	CohortMetrics() Cohort
+}
+
+// Cohort is what a scrape reports of the cohort.
+type Cohort struct {
+	// Published is false below the minimum size; Loss and Size are then 0.
+	Published bool
+	Loss      float64
+	Size      int
 	// StoredUsers is the number of users with stored data.
-	StoredUsers() int
-	// PublishedEffects are the interventions' effects that meet the
-	// cohort floor.
-	PublishedEffects() []effects.Effect
+	StoredUsers int
+	// Effects are the interventions' effects that meet the cohort floor.
+	Effects []effects.Effect
 }
 
 // New creates and registers the instruments. program becomes a constant
@@ -93,6 +101,9 @@ func New(program string) *Metrics {
 		TLSReloadFails: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "attune_engine_tls_reload_failures_total", Help: "Replaced serving certificate files refused (unreadable, not PEM or a mismatched key); the last good pair keeps serving.", ConstLabels: constLabels,
 		}),
+		TLSHandshakeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "attune_engine_tls_handshake_errors_total", Help: "TLS handshakes that failed (a client that does not trust the certificate, speaks no TLS or hangs up); logged at debug without the peer's address.", ConstLabels: constLabels,
+		}),
 		TLSCertificateExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "attune_engine_tls_certificate_expiry_timestamp_seconds", Help: "NotAfter of the serving certificate in force, in seconds since the Unix epoch (absent without TLS).", ConstLabels: constLabels,
 		}),
@@ -122,7 +133,7 @@ func New(program string) *Metrics {
 // serving HTTPS; without TLS they are absent rather than zero, so an
 // expiry alert does not fire on a plain-HTTP engine.
 func (m *Metrics) RegisterTLS() {
-	m.Registry.MustRegister(m.TLSReloads, m.TLSReloadFails, m.TLSCertificateExpiry)
+	m.Registry.MustRegister(m.TLSReloads, m.TLSReloadFails, m.TLSHandshakeErrors, m.TLSCertificateExpiry)
 }
 
 // RegisterCohort adds the cohort gauges, read from source at scrape time.
@@ -155,16 +166,16 @@ func (c *cohortCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *cohortCollector) Collect(ch chan<- prometheus.Metric) {
 	lossDesc, sizeDesc, publishedDesc, usersDesc, effectDesc, effectUsersDesc := c.descs()
-	loss, size, ok := c.source.PublishedCohort()
-	if ok {
-		ch <- prometheus.MustNewConstMetric(lossDesc, prometheus.GaugeValue, loss)
-		ch <- prometheus.MustNewConstMetric(sizeDesc, prometheus.GaugeValue, float64(size))
+	cohort := c.source.CohortMetrics()
+	if cohort.Published {
+		ch <- prometheus.MustNewConstMetric(lossDesc, prometheus.GaugeValue, cohort.Loss)
+		ch <- prometheus.MustNewConstMetric(sizeDesc, prometheus.GaugeValue, float64(cohort.Size))
 		ch <- prometheus.MustNewConstMetric(publishedDesc, prometheus.GaugeValue, 1)
 	} else {
 		ch <- prometheus.MustNewConstMetric(publishedDesc, prometheus.GaugeValue, 0)
 	}
-	ch <- prometheus.MustNewConstMetric(usersDesc, prometheus.GaugeValue, float64(c.source.StoredUsers()))
-	for _, e := range c.source.PublishedEffects() {
+	ch <- prometheus.MustNewConstMetric(usersDesc, prometheus.GaugeValue, float64(cohort.StoredUsers))
+	for _, e := range cohort.Effects {
 		ch <- prometheus.MustNewConstMetric(effectDesc, prometheus.GaugeValue, e.Estimate, e.Intervention, "estimate")
 		ch <- prometheus.MustNewConstMetric(effectDesc, prometheus.GaugeValue, e.Lower, e.Intervention, "lower")
 		ch <- prometheus.MustNewConstMetric(effectDesc, prometheus.GaugeValue, e.Upper, e.Intervention, "upper")

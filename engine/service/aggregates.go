@@ -40,6 +40,9 @@ import (
 // syncRefreshUsers users, reads refresh first, as before the job existed:
 // a small program sees every change at once (a count, not a time, so
 // that which one a program gets does not depend on the machine's load).
+// Refreshes are single flight (requestRefresh): one pass at a time, and
+// everyone who asks during it shares one pass after it. They run on a
+// base context that Service.Close cancels and waits on.
 //
 // On a shared store one replica at a time refreshes, under an advisory
 // lock (store.Exclusive), and stores the snapshot (store meta
@@ -118,20 +121,72 @@ type aggregateCache struct {
 	snap *aggregateSnapshot
 	// readAt is when snap was read from the shared store.
 	readAt time.Time
-	// refreshing is set while a background refresh runs.
-	refreshing bool
-	// refreshMu serialises refreshes in this process and guards storedAt,
+	// flight is the refresh running now (nil when none) and next the one
+	// that follows it, shared by everyone who asked for a pass that starts
+	// after they asked while flight ran (single flight: at most one pass
+	// runs and one waits, however many readers ask).
+	flight, next *refreshFlight
+	// ctx is the refreshes' base context, cancelled by Service.Close;
+	// running counts the goroutines refreshes run on.
+	ctx     context.Context
+	stop    context.CancelFunc
+	closed  bool
+	running sync.WaitGroup
+	// learnPassAt is when a commit that learnt last ran a pass, and
+	// laterPending whether a pass after the rate limit is scheduled
+	// (afterLearning).
+	learnPassAt  time.Time
+	laterPending bool
+	// refreshMu serialises passes in this process and guards storedAt,
 	// when this process last stored the shared snapshot.
 	refreshMu sync.Mutex
 	storedAt  time.Time
 	// refreshes counts refreshes this process computed (tests, benches).
 	refreshes int
+	// passHook, when set (tests), runs as each pass begins.
+	passHook func(ctx context.Context)
+	// laterKick makes a scheduled refreshLater run at once (tests).
+	laterKick chan struct{}
 }
+
+// refreshFlight is one refresh that readers wait on.
+type refreshFlight struct {
+	done chan struct{} // closed when snap and err are set
+	snap *aggregateSnapshot
+	err  error
+	// basis is the publication basis the pass runs under (set when it
+	// starts); job makes it the job's pass on a shared store (under the
+	// refresh lock, storing the snapshot and the prior); wanted says a
+	// reader waits for its snapshot, and skipped that it made no pass
+	// (another replica held the lock and no reader wanted one).
+	basis           string
+	job             bool
+	wanted, skipped bool
+	// waiters counts the readers that joined it (tests).
+	waiters int
+}
+
+// errServiceClosed answers reads that need a refresh after Close.
+var errServiceClosed = errors.New("the engine is shutting down")
+
+// refreshWhen is what a caller of requestRefresh needs.
+type refreshWhen int
+
+const (
+	// ifIdle: a pass when none runs (the snapshot is due; nobody waits).
+	ifIdle refreshWhen = iota
+	// anyPass: a snapshot of the caller's basis, from the pass running
+	// now if it has that basis (there is none yet, or the basis changed).
+	anyPass
+	// passAfter: a pass that starts after the call, so that it sees every
+	// commit the caller could have seen.
+	passAfter
+)
 
 // snapshot is the aggregate snapshot to answer from now.
 func (s *Service) snapshot(ctx context.Context, cfg *config.Config) (*aggregateSnapshot, error) {
 	if s.aggregateInterval < 0 {
-		return s.refresh(ctx, cfg) // tests: always a fresh pass
+		return s.awaitRefresh(ctx, publicationBasis(cfg), passAfter) // tests: always a fresh pass
 	}
 	basis := publicationBasis(cfg)
 	c := &s.aggregates
@@ -151,37 +206,165 @@ func (s *Service) snapshot(ctx context.Context, cfg *config.Config) (*aggregateS
 		c.snap, c.readAt = stored, time.Now()
 		c.mu.Unlock()
 	}
-	if snap == nil || snap.Basis != basis || snap.StoredUsers <= syncRefreshUsers && s.changedSince(snap) {
-		return s.refreshWithin(ctx, cfg)
+	switch {
+	case snap == nil || snap.Basis != basis:
+		return s.awaitRefresh(ctx, basis, anyPass)
+	case snap.StoredUsers <= syncRefreshUsers && s.changedSince(snap):
+		return s.awaitRefresh(ctx, basis, passAfter)
 	}
 	if time.Since(snap.RefreshedAt) >= s.refreshInterval(snap) {
-		s.refreshInBackground(cfg)
+		_, _ = s.requestRefresh(ifIdle, "", false, false) // only fails after Close
 	}
 	return snap, nil
 }
 
-// refreshWithin refreshes for a read that needs a fresh snapshot. The
+// awaitRefresh waits for a refresh as when asks, or the read's end. The
 // refresh runs on past the read's deadline (a scrape's timeout could
 // otherwise stop a large program's first refresh every time), bounded by
-// refreshTimeout; the read waits for it or its own end.
-func (s *Service) refreshWithin(ctx context.Context, cfg *config.Config) (*aggregateSnapshot, error) {
-	type result struct {
-		snap *aggregateSnapshot
-		err  error
+// refreshTimeout and Close, and every reader asking meanwhile shares it.
+func (s *Service) awaitRefresh(ctx context.Context, basis string, when refreshWhen) (*aggregateSnapshot, error) {
+	for attempt := 0; ; attempt++ {
+		f, err := s.requestRefresh(when, basis, true, false)
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("aggregate refresh: %w", ctx.Err())
+		}
+		// A pass under the configuration now in force answers too: the
+		// caller's may have been replaced meanwhile.
+		if f.err != nil || f.snap != nil && (f.snap.Basis == basis || f.snap.Basis == publicationBasis(s.Config()) || attempt >= 2) {
+			return f.snap, f.err
+		}
+		if attempt >= 2 {
+			return nil, errors.New("aggregate refresh: no pass made a snapshot")
+		}
+		// The pass made none (another replica's job held the lock) or ran
+		// under an older configuration: the next one.
+		when = passAfter
 	}
-	done := make(chan result, 1)
-	go func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
-		defer cancel()
-		snap, err := s.refresh(rctx, cfg)
-		done <- result{snap, err}
-	}()
-	select {
-	case r := <-done:
-		return r.snap, r.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("aggregate refresh: %w", ctx.Err())
+}
+
+// requestRefresh joins or starts a refresh as when asks and returns it
+// (nil for ifIdle when one runs). wanted: the caller waits for its
+// snapshot; job: the job's pass on a shared store is asked for.
+func (s *Service) requestRefresh(when refreshWhen, basis string, wanted, job bool) (*refreshFlight, error) {
+	c := &s.aggregates
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errServiceClosed
 	}
+	var f *refreshFlight
+	switch {
+	case c.flight == nil:
+		f = &refreshFlight{done: make(chan struct{}), basis: publicationBasis(s.Config())}
+		c.flight = f
+		c.baseContext()
+		c.running.Add(1)
+		go s.runRefreshes()
+	case when == ifIdle:
+		return nil, nil
+	case when == anyPass && c.flight.basis == basis && !c.flight.skipped:
+		f = c.flight
+	default:
+		if c.next == nil {
+			c.next = &refreshFlight{done: make(chan struct{})}
+		}
+		f = c.next
+	}
+	f.wanted = f.wanted || wanted
+	if wanted {
+		f.waiters++
+	}
+	f.job = f.job || job || !wanted // a pass nobody waits for is the job's
+	return f, nil
+}
+
+// runRefreshes runs c.flight, then c.next while one was asked for.
+func (s *Service) runRefreshes() {
+	c := &s.aggregates
+	defer c.running.Done()
+	for {
+		c.mu.Lock()
+		f, ctx := c.flight, c.ctx
+		cfg := s.Config()
+		f.basis = publicationBasis(cfg)
+		c.mu.Unlock()
+		s.runRefresh(ctx, cfg, f)
+		close(f.done)
+		c.mu.Lock()
+		c.flight, c.next = c.next, nil
+		if c.flight == nil || c.closed {
+			if c.flight != nil {
+				c.flight.err = errServiceClosed
+				close(c.flight.done)
+				c.flight = nil
+			}
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+	}
+}
+
+// runRefresh makes f's pass and sets its result.
+func (s *Service) runRefresh(base context.Context, cfg *config.Config, f *refreshFlight) {
+	ctx, cancel := context.WithTimeout(base, refreshTimeout)
+	defer cancel()
+	c := &s.aggregates
+	c.mu.Lock()
+	job := f.job
+	c.mu.Unlock()
+	switch {
+	case !s.shared() || !job:
+		f.snap, f.err = s.refresh(ctx, cfg)
+	default:
+		// One replica makes the job's pass; the others read its snapshot.
+		var snap *aggregateSnapshot
+		ran, err := s.store.Exclusive(ctx, refreshLock, func(ctx context.Context) error {
+			var err error
+			snap, err = s.refreshLocked(ctx, cfg, true)
+			return err
+		})
+		f.snap, f.err = snap, err
+		if err == nil && !ran {
+			c.mu.Lock()
+			f.skipped = !f.wanted
+			c.mu.Unlock()
+			if !f.skipped {
+				f.snap, f.err = s.refresh(ctx, cfg) // a reader needs one now
+			}
+		}
+	}
+	c.mu.Lock()
+	wanted := f.wanted
+	c.mu.Unlock()
+	if f.err != nil && !wanted {
+		s.log.Error("aggregate refresh failed", "error", f.err)
+	}
+}
+
+// baseContext is the refreshes' base context; the caller holds c.mu.
+func (c *aggregateCache) baseContext() context.Context {
+	if c.ctx == nil {
+		c.ctx, c.stop = context.WithCancel(context.Background())
+	}
+	return c.ctx
+}
+
+// closeAggregates stops the refreshes and waits for them (Service.Close).
+func (s *Service) closeAggregates() {
+	c := &s.aggregates
+	c.mu.Lock()
+	c.closed = true
+	if c.stop != nil {
+		c.stop()
+	}
+	c.mu.Unlock()
+	c.running.Wait()
 }
 
 // refreshInterval is snap's interval, or Options.AggregateInterval when set.
@@ -215,40 +398,6 @@ func (s *Service) storedSnapshot(ctx context.Context) (*aggregateSnapshot, error
 	return &snap, nil
 }
 
-// refreshInBackground starts a refresh unless one runs.
-func (s *Service) refreshInBackground(cfg *config.Config) {
-	c := &s.aggregates
-	c.mu.Lock()
-	if c.refreshing {
-		c.mu.Unlock()
-		return
-	}
-	c.refreshing = true
-	c.mu.Unlock()
-	go func() {
-		defer func() {
-			c.mu.Lock()
-			c.refreshing = false
-			c.mu.Unlock()
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
-		defer cancel()
-		var err error
-		if s.shared() {
-			// One replica makes the pass; the others read its snapshot.
-			_, err = s.store.Exclusive(ctx, refreshLock, func(ctx context.Context) error {
-				_, err := s.refreshLocked(ctx, cfg, true)
-				return err
-			})
-		} else {
-			_, err = s.refresh(ctx, cfg)
-		}
-		if err != nil {
-			s.log.Error("aggregate refresh failed", "error", err)
-		}
-	}()
-}
-
 // refresh makes one full pass and answers from it. On a shared store the
 // replica holding the refresh lock stores the snapshot and the population
 // prior for the others; the rest answer from their own pass.
@@ -259,23 +408,25 @@ func (s *Service) refresh(ctx context.Context, cfg *config.Config) (*aggregateSn
 // refreshLocked is refresh; locked says the caller holds the refresh lock.
 func (s *Service) refreshLocked(ctx context.Context, cfg *config.Config, locked bool) (*aggregateSnapshot, error) {
 	c := &s.aggregates
-	requested := time.Now()
+	// Passes of this process run one at a time (requestRefresh shares
+	// them among readers).
 	c.refreshMu.Lock()
 	defer c.refreshMu.Unlock()
-	// Readers that queued behind a refresh which began after they asked
-	// take its result: it saw every commit they could have seen.
 	c.mu.Lock()
-	last := c.snap
+	hook := c.passHook
 	c.mu.Unlock()
-	if last != nil && !locked && last.Started.After(requested) && last.Basis == publicationBasis(cfg) && (s.shared() || last.Generation == s.aggregateGeneration.Load()) {
-		return last, nil
+	if hook != nil {
+		hook(ctx)
 	}
 	start := time.Now()
 	gen := s.aggregateGeneration.Load()
 	now := s.now()
 	pass, err := s.fullPass(ctx, cfg, now)
+	if err == nil {
+		err = ctx.Err() // cancelled (Close) or past refreshTimeout: publish nothing
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("aggregate refresh: %w", err)
 	}
 	agg, observedAt, err := s.publish(ctx, cfg, now, pass.agg, pass.members)
 	if err != nil {
@@ -413,38 +564,94 @@ func mergeStats(arms map[string]*policy.Stats, name string, st *policy.Stats) {
 // refreshPriorIfDue starts a background refresh when the shared
 // snapshot of a large program, and with it the prior, is due: decisions
 // keep the prior current even where nothing reads the cohort. (A small
-// program's prior is refreshed after each commit that learns.)
+// program's prior is refreshed after commits that learn.)
 func (s *Service) refreshPriorIfDue(ctx context.Context) {
 	if s.legacyPopulationRow {
 		return
 	}
 	snap := s.cachedSharedSnapshot(ctx)
 	if snap != nil && snap.StoredUsers > syncRefreshUsers && time.Since(snap.RefreshedAt) >= s.refreshInterval(snap) {
-		s.refreshInBackground(s.Config())
+		_, _ = s.requestRefresh(ifIdle, "", false, true)
 	}
 }
 
 // afterLearning runs after a shared store's commit that folded outcomes
-// into users' arms: a small program's prior (or one never refreshed) is
-// refreshed now, so the next decision anywhere learns from it as it did
-// when every commit wrote the prior; a large one's when due, in the
-// background.
+// into users' arms, within the request. A small program's prior is
+// refreshed now (a pass over at most syncRefreshUsers users: a few ms),
+// so the next decision anywhere learns from it as when every commit wrote
+// the prior, but at most once per sharedSnapshotMaxAge: commits that
+// learn within that time share one pass after it, in the background, so
+// the prior's row is written at most once a second whatever the commit
+// rate. A large program's prior, or one with no readable snapshot (after
+// a deploy or a restore, or a read error), is refreshed in the
+// background: a full pass never runs inside a request.
 func (s *Service) afterLearning(ctx context.Context) {
 	snap := s.cachedSharedSnapshot(ctx)
-	if snap != nil && snap.StoredUsers > syncRefreshUsers {
+	switch {
+	case snap == nil:
+		_, _ = s.requestRefresh(passAfter, "", false, true)
+		return
+	case snap.StoredUsers > syncRefreshUsers:
 		if time.Since(snap.RefreshedAt) >= s.refreshInterval(snap) {
-			s.refreshInBackground(s.Config())
+			_, _ = s.requestRefresh(ifIdle, "", false, true)
 		}
 		return
 	}
-	cfg := s.Config()
-	_, err := s.store.Exclusive(ctx, refreshLock, func(ctx context.Context) error {
-		_, err := s.refreshLocked(ctx, cfg, true)
-		return err
-	})
+	c := &s.aggregates
+	c.mu.Lock()
+	wait := time.Until(c.learnPassAt.Add(sharedSnapshotMaxAge))
+	if wait <= 0 {
+		c.learnPassAt = time.Now()
+	}
+	later := wait > 0 && !c.laterPending && !c.closed
+	if later {
+		c.laterPending = true
+		c.running.Add(1)
+	}
+	c.mu.Unlock()
+	if wait > 0 {
+		if later {
+			go s.refreshLater(wait)
+		}
+		return
+	}
+	f, err := s.requestRefresh(passAfter, "", false, true)
 	if err != nil {
-		// The commit stands; the prior follows at the next refresh.
-		s.log.Error("aggregate refresh after learning failed", "error", err)
+		return
+	}
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+	}
+	// A failed pass is logged by runRefresh; the commit stands and the
+	// prior follows at the next refresh.
+}
+
+// refreshLater asks for the job's pass after wait (afterLearning's rate
+// limit), unless the service closes first.
+func (s *Service) refreshLater(wait time.Duration) {
+	c := &s.aggregates
+	defer c.running.Done()
+	c.mu.Lock()
+	ctx := c.baseContext()
+	if c.laterKick == nil {
+		c.laterKick = make(chan struct{}, 1)
+	}
+	kick := c.laterKick
+	c.mu.Unlock()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-kick:
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	c.laterPending = false
+	c.learnPassAt = time.Now()
+	c.mu.Unlock()
+	if ctx.Err() == nil {
+		_, _ = s.requestRefresh(passAfter, "", false, true)
 	}
 }
 

@@ -2,16 +2,19 @@ package service_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	gojson "github.com/goccy/go-json"
 
 	"github.com/attune-io/attune/engine/effects"
+	"github.com/attune-io/attune/engine/loss"
 	"github.com/attune-io/attune/engine/policy"
 	"github.com/attune-io/attune/engine/service"
 	"github.com/attune-io/attune/engine/store"
@@ -69,14 +72,18 @@ func checkAggregatesUnderRandomOperations(t *testing.T, open func() store.Store,
 	type replica struct {
 		svc *service.Service
 		db  store.Store
+		// fresh: started since the last check (no snapshot of its own).
+		fresh bool
 	}
+	// The job is never due by the clock (an hour), so a read of a large
+	// program answers from the last snapshot however slow the test runs.
 	start := func() *replica {
 		db := open()
-		svc, err := service.New(cfg, service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Now: clock, EffectsMinInterval: -1})
+		svc, err := service.New(cfg, service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Now: clock, EffectsMinInterval: -1, AggregateInterval: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &replica{svc, db}
+		return &replica{svc, db, true}
 	}
 	// Two replicas on a shared store, one otherwise (bbolt has one owner).
 	replicas := []*replica{start()}
@@ -85,6 +92,7 @@ func checkAggregatesUnderRandomOperations(t *testing.T, open func() store.Store,
 	}
 	t.Cleanup(func() {
 		for _, r := range replicas {
+			r.svc.Close()
 			_ = r.db.Close()
 		}
 	})
@@ -129,28 +137,74 @@ func checkAggregatesUnderRandomOperations(t *testing.T, open func() store.Store,
 	}
 
 	learnt, large := 0, 0
+	var last service.CohortSummary // what the last check's refresh published
+	lastUsers := -1                // and how many users it counted
+	sameCohort := func(got service.CohortSummary, want loss.Aggregate) bool {
+		return got.Published == want.Published && (!got.Published || *got.Size == want.Size && near(*got.Loss, want.Loss))
+	}
 	check := func(step int, op string) {
 		t.Helper()
 		if len(live) > 256 { // syncRefreshUsers: reads answer from the job's snapshot
 			large++
 		}
+		for _, r := range replicas {
+			r.svc.SettleAggregateRefreshes() // the passes commits that learnt asked for
+		}
+		// Reads without a forced refresh: a large program's answer from the
+		// last snapshot, stale by design (the store changed since); a small
+		// program's, or a replica's with no snapshot yet, from a pass of
+		// its own, equal to a recomputation against the publication before.
+		for _, reader := range replicas {
+			if shared && op == "crash" {
+				break // the refresh in flight at the crash may have stored a newer snapshot
+			}
+			reader.svc.ExpireSnapshotCache()
+			before, err := reader.svc.StoredPublication(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := reader.svc.Cohort(ctx)
+			if err != nil {
+				t.Fatalf("step %d (%s): cohort: %v", step, op, err)
+			}
+			if lastUsers > 256 && (!reader.fresh || shared) {
+				if got.Published != last.Published || got.Published && (*got.Size != *last.Size || *got.Loss != *last.Loss) {
+					t.Fatalf("step %d (%s): a large program's read refreshed within itself: %+v, the snapshot's %+v", step, op, got, last)
+				}
+				continue
+			}
+			want, err := reader.svc.RecomputeCohort(ctx, before)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !sameCohort(got, want) {
+				t.Fatalf("step %d (%s): an unforced read's cohort %v size %v loss %v, a recomputation's %+v", step, op, got.Published, got.Size, got.Loss, want)
+			}
+		}
+		// The job's refresh, then every replica's answer.
 		r := pick()
+		before, err := r.svc.StoredPublication(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if ran, err := r.svc.RefreshAggregates(ctx); err != nil || !ran {
 			t.Fatalf("step %d (%s): refresh ran=%v: %v", step, op, ran, err)
 		}
+		want, err := r.svc.RecomputeCohort(ctx, before)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, reader := range replicas {
+			reader.fresh = false
 			reader.svc.ExpireSnapshotCache()
 			got, err := reader.svc.Cohort(ctx)
 			if err != nil {
 				t.Fatalf("step %d (%s): cohort: %v", step, op, err)
 			}
-			want, err := reader.svc.FullScanCohort(ctx)
-			if err != nil {
-				t.Fatal(err)
+			if !sameCohort(got, want) {
+				t.Fatalf("step %d (%s): the snapshot's cohort %v size %v loss %v, a recomputation's %+v", step, op, got.Published, got.Size, got.Loss, want)
 			}
-			if got.Published != want.Published || got.Published && (*got.Size != want.Size || *got.Loss != want.Loss) {
-				t.Fatalf("step %d (%s): the snapshot's cohort %v size %v loss %v, a full scan's %+v", step, op, got.Published, got.Size, got.Loss, want)
-			}
+			last = got
 			all, err := service.EstimateEffects(ctx, reader.db)
 			if err != nil {
 				t.Fatal(err)
@@ -163,10 +217,15 @@ func checkAggregatesUnderRandomOperations(t *testing.T, open func() store.Store,
 			if err != nil {
 				t.Fatal(err)
 			}
-			if g := reader.svc.StoredUsers(); g != n || n != len(live) {
+			scrape := reader.svc.CohortMetrics()
+			if g := scrape.StoredUsers; g != n || n != len(live) {
 				t.Fatalf("step %d (%s): stored users %d, the store counts %d, the test %d", step, op, g, n, len(live))
 			}
+			if scrape.Published != got.Published || got.Published && (scrape.Size != *got.Size || scrape.Loss != *got.Loss) {
+				t.Fatalf("step %d (%s): the scrape's cohort %+v, the API's %+v", step, op, scrape, got)
+			}
 		}
+		lastUsers = len(live)
 		if shared {
 			learnt = checkPriorIsTheUsersMerge(t, ctx, replicas[0].svc, replicas[0].db, fmt.Sprintf("step %d (%s)", step, op))
 		}
@@ -221,6 +280,7 @@ func checkAggregatesUnderRandomOperations(t *testing.T, open func() store.Store,
 			// A refresh may be in flight when the store goes.
 			go func(svc *service.Service) { _, _ = svc.RefreshAggregates(ctx) }(replicas[i].svc)
 			_ = replicas[i].db.Close()
+			replicas[i].svc.Close()
 			replicas[i] = start()
 		}
 		check(step, op)
@@ -288,3 +348,221 @@ func checkPriorIsTheUsersMerge(t *testing.T, ctx context.Context, svc *service.S
 }
 
 func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*max(1, math.Abs(a), math.Abs(b)) }
+
+// smallProgram is an engine on bbolt with users who joined and sent a
+// questionnaire each: fewer than a read refreshes within itself, so after
+// a commit every read needs a pass that starts after it asked.
+func smallProgram(t *testing.T, users int) (*service.Service, func(string)) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.OpenBolt(t.TempDir(), store.WithoutSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := benchConfig()
+	cfg.Privacy.MinCohortSize = 3
+	svc, err := service.New(cfg, service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Now: func() time.Time { return benchNow }, EffectsMinInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		svc.Close()
+		_ = db.Close()
+	})
+	ingest := func(u string) {
+		t.Helper()
+		mood := 3
+		if _, err := svc.Ingest(ctx, []telemetry.Sample{{User: u, Kind: telemetry.KindQuestionnaire, At: benchNow, Mood: &mood, BRS: []int{1, 2, 3, 2, 4, 3}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range users {
+		u := fmt.Sprintf("user-%d", i)
+		if _, err := svc.SetConsent(ctx, u, telemetry.Scopes); err != nil {
+			t.Fatal(err)
+		}
+		ingest(u)
+	}
+	return svc, ingest
+}
+
+// TestAggregateRefreshIsSingleFlight: readers that arrive while a pass
+// runs share one pass after it, instead of one each.
+func TestAggregateRefreshIsSingleFlight(t *testing.T) {
+	ctx := context.Background()
+	svc, ingest := smallProgram(t, 10)
+	if _, err := svc.Cohort(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ingest("user-0") // a commit: the snapshot is out of date
+	passes := svc.AggregateRefreshes()
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	svc.SetAggregatePassHook(func(context.Context) {
+		once.Do(func() {
+			close(started)
+			<-release
+		})
+	})
+	const readers = 16
+	results := make(chan error, readers+1)
+	read := func() {
+		got, err := svc.Cohort(ctx)
+		if err == nil && !got.Published {
+			err = fmt.Errorf("cohort of 10 unpublished")
+		}
+		results <- err
+	}
+	go read() // starts the pass, held in the hook
+	<-started
+	for range readers {
+		go read()
+	}
+	// Every reader asked during the pass: they wait on the next one.
+	for {
+		running, next := svc.RefreshWaiters()
+		if running != 1 {
+			t.Fatalf("%d readers wait on the running pass, want the one that started it", running)
+		}
+		if next == readers {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	for range readers + 1 {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := svc.AggregateRefreshes() - passes; got != 2 {
+		t.Fatalf("%d passes for %d readers during one pass, want 2 (that pass and one after it)", got, readers)
+	}
+}
+
+// TestAggregateCloseStopsTheRefresh: Close cancels a pass in flight and
+// waits for it; reads that need a pass fail from then on.
+func TestAggregateCloseStopsTheRefresh(t *testing.T) {
+	ctx := context.Background()
+	svc, _ := smallProgram(t, 4)
+	started, stopped := make(chan struct{}), make(chan struct{})
+	svc.SetAggregatePassHook(func(ctx context.Context) {
+		close(started)
+		<-ctx.Done() // a pass that only ends when cancelled
+		close(stopped)
+	})
+	read := make(chan error, 1)
+	go func() { _, err := svc.Cohort(ctx); read <- err }()
+	<-started
+	svc.Close()
+	select {
+	case <-stopped:
+	default:
+		t.Fatal("Close returned while the pass still ran")
+	}
+	if err := <-read; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the read waiting on the cancelled pass: %v, want context.Canceled", err)
+	}
+	if _, err := svc.Cohort(ctx); err == nil {
+		t.Fatal("a read after Close refreshed")
+	}
+}
+
+// TestAggregateLearningCommitNeverWaitsForAPass: on a shared store with no
+// snapshot yet (after a deploy or restore), a commit that learns asks for
+// the refresh that stores the prior and returns without waiting for it;
+// commits that learn within sharedSnapshotMaxAge share one pass after it.
+func TestAggregateLearningCommitNeverWaitsForAPass(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.OpenPostgres(ctx, postgres.Database(t, postgres.Start(t), "learning"), "agg/l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := benchNow
+	cfg := benchConfig()
+	cfg.Privacy.MinCohortSize = 3
+	svc, err := service.New(cfg, service.Options{Store: db, Key: []byte("0123456789abcdef0123456789abcdef"), Now: func() time.Time { return now }, EffectsMinInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		svc.Close()
+		_ = db.Close()
+	})
+	ingest := func(users ...string) {
+		t.Helper()
+		var samples []telemetry.Sample
+		for _, u := range users {
+			mood := 3
+			samples = append(samples, telemetry.Sample{User: u, Kind: telemetry.KindQuestionnaire, At: now, Mood: &mood, BRS: []int{1, 2, 3, 2, 4, 3}})
+		}
+		if _, err := svc.Ingest(ctx, samples); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var users []string
+	for i := range 6 {
+		u := fmt.Sprintf("user-%d", i)
+		if _, err := svc.SetConsent(ctx, u, telemetry.Scopes); err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, u)
+	}
+	ingest(users...)
+	decide := func() {
+		t.Helper()
+		for _, u := range users {
+			if _, _, err := svc.Decide(ctx, u, service.DecisionRequest{}, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		now = now.Add(11 * time.Minute) // the outcomes come due
+	}
+	decide()
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	svc.SetAggregatePassHook(func(context.Context) {
+		once.Do(func() {
+			close(started)
+			<-release
+		})
+	})
+	committed := make(chan struct{})
+	go func() {
+		defer close(committed)
+		ingest(users...) // settles and learns from the outcomes
+	}()
+	select {
+	case <-committed:
+	case <-time.After(30 * time.Second):
+		close(release)
+		t.Fatal("a commit that learnt, with no snapshot, waited for a full pass")
+	}
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a commit that learnt, with no snapshot, asked for no refresh")
+	}
+	close(release)
+	svc.SettleAggregateRefreshes()
+	if got := checkPriorIsTheUsersMerge(t, ctx, svc, db, "after the first learning commit"); got == 0 {
+		t.Fatal("nothing was learnt: the check checked nothing")
+	}
+	// Now with a snapshot: commits that learn within one rate-limit window
+	// make at most one pass within the first and one after the window,
+	// and the prior holds every one of them.
+	passes := svc.AggregateRefreshes()
+	began := time.Now()
+	for range 4 {
+		decide()
+		ingest(users...)
+	}
+	// One pass at most at the start of each window of a second, plus the
+	// one after the last (a slow machine may take more than one window).
+	windows := 1 + int(time.Since(began)/time.Second)
+	svc.SettleAggregateRefreshes()
+	if got := svc.AggregateRefreshes() - passes; got < 1 || got > windows+1 {
+		t.Fatalf("4 commits that learnt in %d window(s) of a second made %d passes, want 1 to %d", windows, got, windows+1)
+	}
+	checkPriorIsTheUsersMerge(t, ctx, svc, db, "after commits within the rate limit")
+}

@@ -24,7 +24,6 @@ import (
 
 	"github.com/attune-io/attune/engine/config"
 	"github.com/attune-io/attune/engine/contract"
-	"github.com/attune-io/attune/engine/effects"
 	"github.com/attune-io/attune/engine/estimate"
 	"github.com/attune-io/attune/engine/loss"
 	"github.com/attune-io/attune/engine/metrics"
@@ -290,6 +289,11 @@ func (s *Service) shared() bool { return s.store.Scope() == config.ScopeShared }
 // Scope says whether the cohort covers this replica's users or the whole
 // program's (a shared store).
 func (s *Service) Scope() config.Scope { return s.store.Scope() }
+
+// Close stops the aggregate refreshes (aggregates.go) and waits for the
+// one running, so that the store can close after it; reads that need a
+// refresh fail from then on. The store is the caller's to close.
+func (s *Service) Close() { s.closeAggregates() }
 
 // Ready reports whether requests can be served: the store answers.
 func (s *Service) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
@@ -1116,43 +1120,29 @@ func isCurrent(st estimate.State) bool {
 // scrapeTimeout bounds the store reads a metrics scrape makes.
 const scrapeTimeout = 10 * time.Second
 
-// PublishedCohort implements metrics.CohortSource.
-func (s *Service) PublishedCohort() (float64, int, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
-	defer cancel()
-	snap, err := s.snapshot(ctx, s.Config())
-	if err != nil {
-		s.log.Error("cohort for metrics failed", "error", err)
-		return 0, 0, false
-	}
-	return snap.Loss, snap.Size, snap.Published
-}
-
-// PublishedEffects implements metrics.CohortSource.
-func (s *Service) PublishedEffects() []effects.Effect {
+// CohortMetrics implements metrics.CohortSource: one snapshot per scrape.
+func (s *Service) CohortMetrics() metrics.Cohort {
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()
 	cfg := s.Config()
 	snap, err := s.snapshot(ctx, cfg)
 	if err != nil {
-		s.log.Error("effects for metrics failed", "error", err)
-		return nil
+		s.log.Error("cohort for metrics failed", "error", err)
+		return metrics.Cohort{StoredUsers: s.replicaUsers()}
 	}
-	return publishableEffects(snap.Effects, cfg.Privacy.MinCohortSize)
+	out := metrics.Cohort{Published: snap.Published, StoredUsers: snap.StoredUsers, Effects: publishableEffects(snap.Effects, cfg.Privacy.MinCohortSize)}
+	if snap.Published {
+		out.Loss, out.Size = snap.Loss, snap.Size
+	}
+	if !s.shared() {
+		out.StoredUsers = s.replicaUsers()
+	}
+	return out
 }
 
-// StoredUsers implements metrics.CohortSource.
-func (s *Service) StoredUsers() int {
-	if s.shared() {
-		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
-		defer cancel()
-		snap, err := s.snapshot(ctx, s.Config())
-		if err != nil {
-			s.log.Error("counting users for metrics failed", "error", err)
-			return 0
-		}
-		return snap.StoredUsers
-	}
+// replicaUsers is the number of users in the replica-scope cache (0 on a
+// shared store, where only the snapshot counts them).
+func (s *Service) replicaUsers() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return len(s.users)

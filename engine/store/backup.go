@@ -105,12 +105,20 @@ func (s *Bolt) Backup(ctx context.Context) (_ *Snapshot, err error) {
 	return snap, nil
 }
 
-// BackupOf returns db's Backup (the embedded store's, encrypted or not),
-// or nil: a shared store (PostgreSQL) is backed up with its database.
+// ErrBackupUnencrypted: the embedded store is not encrypted at rest (an
+// engine run without keyEncryptionKeyDir), so a backup would carry every
+// user's data in the clear; it is refused.
+var ErrBackupUnencrypted = errors.New("this engine's store is not encrypted at rest (keyEncryptionKeyDir is not set): " +
+	"a backup would hold every user's data in the clear; set keyEncryptionKeyDir (docs/data-protection.md) to take backups")
+
+// BackupOf returns db's Backup when db is the embedded store encrypted
+// at rest (under Sealed); for the embedded store in the clear, a source
+// that always fails with ErrBackupUnencrypted; nil for a shared store
+// (PostgreSQL), which is backed up with its database.
 func BackupOf(db Store) func(context.Context) (*Snapshot, error) {
 	switch s := db.(type) {
 	case *Bolt:
-		return s.Backup
+		return func(context.Context) (*Snapshot, error) { return nil, ErrBackupUnencrypted }
 	case *Sealed:
 		if b, ok := s.inner.(*Bolt); ok {
 			return b.Backup

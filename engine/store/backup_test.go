@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -154,5 +155,82 @@ func TestErasureJournalReappliesOnlyTheErasedKey(t *testing.T) {
 	}
 	if n := len(dataKeyValues(t, b)); n != 0 {
 		t.Errorf("restored: %d data keys left", n)
+	}
+}
+
+// TestErasureJournalCutsATornTail: a journal whose last line was torn
+// (a kill mid-append: no newline) is cut back to its last newline at
+// open, so the next erasure's tombstone starts a line of its own and is
+// re-applied when a backup from before it is restored; empty lines are
+// skipped.
+func TestErasureJournalCutsATornTail(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	keys := testKeyring(t, "k1")
+	s, b := openSealedBolt(t, dir, keys)
+	putUser(t, s, "u1", 0)
+	putUser(t, s, "u2", 0)
+	snap, err := b.Backup(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := io.ReadAll(snap)
+	_ = snap.Close()
+	eraseUser(t, s, "u1", 1)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	journal := filepath.Join(dir, TombstonesFileName)
+	whole, err := os.ReadFile(journal)
+	if err != nil || !bytes.HasSuffix(whole, []byte("\n")) {
+		t.Fatalf("journal after one erasure: %q %v", whole, err)
+	}
+	// An empty line, then half of a tombstone, as a kill mid-append leaves.
+	if err := os.WriteFile(journal, append(append(bytes.Clone(whole), '\n'), whole[:40]...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	s, _ = openSealedBolt(t, dir, keys)
+	if got, _ := os.ReadFile(journal); !bytes.Equal(got, append(bytes.Clone(whole), '\n')) {
+		t.Errorf("journal after open: %q, want the torn tail cut", got)
+	}
+	eraseUser(t, s, "u2", 1)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, FileName), old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, b = openSealedBolt(t, dir, keys)
+	defer func() { _ = s.Close() }()
+	if b.Reapplied != 2 {
+		t.Errorf("restored: %d erasures re-applied, want 2 (u2's tombstone after the torn tail too)", b.Reapplied)
+	}
+	if got, err := s.Users(ctx, []string{"u1", "u2"}); err != nil || len(got) != 0 {
+		t.Errorf("restored: users %v (%v), want none", got, err)
+	}
+}
+
+// TestBackupOfAnUnencryptedStoreIsRefused: an embedded store without a
+// Sealed layer (no keyEncryptionKeyDir) is not backed up: the copy would
+// hold every user's data in the clear.
+func TestBackupOfAnUnencryptedStoreIsRefused(t *testing.T) {
+	b, err := OpenBolt(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = b.Close() }()
+	src := BackupOf(b)
+	if src == nil {
+		t.Fatal("no backup source for an embedded store")
+	}
+	if snap, err := src(context.Background()); !errors.Is(err, ErrBackupUnencrypted) {
+		if snap != nil {
+			_ = snap.Close()
+		}
+		t.Fatalf("backup of an unencrypted store: %v, want ErrBackupUnencrypted", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(b.path), backupPattern)); len(left) != 0 {
+		t.Errorf("a snapshot file was written: %v", left)
 	}
 }

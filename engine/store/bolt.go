@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -156,9 +155,9 @@ func OpenBolt(dir string, opts ...Option) (*Bolt, error) {
 			_ = db.Close()
 			return nil, err
 		}
-		if st.tombstones, err = os.OpenFile(journal, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
+		if st.tombstones, err = openJournal(journal); err != nil {
 			_ = db.Close()
-			return nil, fmt.Errorf("open the erasure journal: %w", err)
+			return nil, err
 		}
 	}
 	if st.compactDelay >= 0 && compactionPending(db) {
@@ -403,8 +402,6 @@ func (s *Bolt) committer() {
 	}
 }
 
-var DebugGroups, DebugChanges, DebugApply, DebugTotal atomic.Int64
-
 // maxGroup bounds the changes sharing one transaction (bbolt's
 // DefaultMaxBatchSize).
 const maxGroup = 1000
@@ -444,10 +441,7 @@ func (s *Bolt) commitOnce(group []commitRequest) (results []error, failed int, e
 	results = make([]error, len(group))
 	failed = -1
 	erased := false
-	var applyNanos int64
 	apply := func(tx *bolt.Tx) error {
-		t0 := time.Now()
-		defer func() { applyNanos = int64(time.Since(t0)) }()
 		for i, r := range group {
 			if results[i] = checkVersions(tx, r.change); results[i] != nil {
 				if s.rollback {
@@ -464,7 +458,6 @@ func (s *Bolt) commitOnce(group []commitRequest) (results []error, failed int, e
 		}
 		return nil
 	}
-	t1 := time.Now()
 	s.dbMu.RLock()
 	if s.rollback {
 		err = s.applyAndRollback(apply)
@@ -472,10 +465,6 @@ func (s *Bolt) commitOnce(group []commitRequest) (results []error, failed int, e
 		err = s.db.Update(apply)
 	}
 	s.dbMu.RUnlock()
-	DebugGroups.Add(1)
-	DebugChanges.Add(int64(len(group)))
-	DebugApply.Add(applyNanos)
-	DebugTotal.Add(int64(time.Since(t1)))
 	if err == nil && erased && !s.rollback {
 		select {
 		case s.erased <- struct{}{}:

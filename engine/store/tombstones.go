@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -72,6 +73,71 @@ func (s *Bolt) journalErasures(tx *bolt.Tx, users []string, at time.Time) error 
 	return nil
 }
 
+// openJournal opens the erasure journal for appending, creating it (and
+// fsyncing its directory, so the new entry survives a power loss) if
+// need be. A journal that does not end in a newline has a torn tail: a
+// kill or power loss mid-append. Its erasure never committed (the
+// commit waits for the journal's fsync, and a line whose write had not
+// completed was not fsynced), so the tail is cut back to the last
+// newline and fsynced; else the next tombstone would be appended onto
+// it and both lines would be unreadable.
+func openJournal(path string) (*os.File, error) {
+	_, statErr := os.Stat(path)
+	created := errors.Is(statErr, os.ErrNotExist)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open the erasure journal: %w", err)
+	}
+	if err := cutTornTail(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("repair the erasure journal's torn tail: %w", err)
+	}
+	if created {
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("create the erasure journal: %w", err)
+		}
+	}
+	return f, nil
+}
+
+// cutTornTail truncates f after its last newline if it does not end in
+// one, and fsyncs it.
+func cutTornTail(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	if size == 0 {
+		return nil
+	}
+	// Read backwards in blocks until a newline or the start.
+	buf := make([]byte, 4096)
+	end := size
+	for end > 0 {
+		n := int64(len(buf))
+		if n > end {
+			n = end
+		}
+		if _, err := f.ReadAt(buf[:n], end-n); err != nil {
+			return err
+		}
+		if end == size && buf[n-1] == '\n' {
+			return nil // not torn
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			end = end - n + int64(i) + 1
+			break
+		}
+		end -= n
+	}
+	if err := f.Truncate(end); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
 // reapplyErasures erases again every user the journal says was erased
 // whose data key, the same one, the file still holds (a backup from
 // before the erasure restored): data key, row and decisions, in one
@@ -85,13 +151,14 @@ func reapplyErasures(db *bolt.DB, path string) (int, error) {
 		return 0, fmt.Errorf("read the erasure journal: %w", err)
 	}
 	erased := map[string]map[string]bool{} // row key → identities of its erased data keys
+	// A torn tail (no final newline) is cut by openJournal; reading
+	// stops at the last newline too, for a journal read before that.
+	journal = journal[:bytes.LastIndexByte(journal, '\n')+1]
 	sc := bufio.NewScanner(bytes.NewReader(journal))
 	for sc.Scan() {
-		// A torn last line (a kill mid-append) has fewer fields; its
-		// erasure never committed.
 		fields := strings.Fields(sc.Text())
 		if len(fields) != 3 {
-			continue
+			continue // an empty line, or one this version does not know
 		}
 		if erased[fields[0]] == nil {
 			erased[fields[0]] = map[string]bool{}

@@ -44,6 +44,9 @@ type Pair struct {
 	// not at every poll.
 	failedCert, failedKey []byte
 	failedErr             string
+
+	// pause, when set (tests), runs during the swap pause.
+	pause func()
 }
 
 // Load reads the pair from the files; an error names the file or the
@@ -56,36 +59,42 @@ func Load(certFile, keyFile string) (*Pair, error) {
 	return p, nil
 }
 
+// swapPause is how long Reload waits before reading the files again when
+// they do not make a pair: the two files are read one after the other,
+// so a kubelet swap between the reads pairs the old certificate with the
+// new key; a second read after the swap sees both new.
+const swapPause = 200 * time.Millisecond
+
 // Reload reads the files and, when their content changed since the pair
 // in force was loaded, puts the new pair in force. changed is true when a
 // new pair was put in force. An error means the files changed to
-// something that does not load, or cannot be read; the pair in force
-// stays, and the same refusal is not reported again.
+// something that does not load (read twice, swapPause apart, before it
+// is refused) or cannot be read; the pair in force stays, and the same
+// refusal is not reported again. An expired certificate is put in force
+// like any other (clients refuse it, and the expiry gauge shows it).
 func (p *Pair) Reload() (changed bool, err error) {
-	certPEM, err := os.ReadFile(p.certFile)
+	certPEM, keyPEM, err := p.read()
 	if err != nil {
-		return false, p.refuse(nil, nil, fmt.Errorf("certificate file: %w", err))
+		return false, p.refuse(nil, nil, err)
 	}
-	keyPEM, err := os.ReadFile(p.keyFile)
-	if err != nil {
-		return false, p.refuse(nil, nil, fmt.Errorf("key file: %w", err))
-	}
-	p.mu.Lock()
-	same := p.current.Load() != nil && bytes.Equal(certPEM, p.certPEM) && bytes.Equal(keyPEM, p.keyPEM)
-	if same {
-		p.failedCert, p.failedKey, p.failedErr = nil, nil, ""
-	}
-	p.mu.Unlock()
-	if same {
+	if p.inForce(certPEM, keyPEM) {
 		return false, nil
 	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	cert, err := p.parse(certPEM, keyPEM)
 	if err != nil {
-		return false, p.refuse(certPEM, keyPEM, fmt.Errorf("key pair %s, %s: %w", p.certFile, p.keyFile, err))
-	}
-	if cert.Leaf == nil { // X509KeyPair fills it since Go 1.23; kept for clarity
-		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return false, p.refuse(certPEM, keyPEM, fmt.Errorf("certificate %s: %w", p.certFile, err))
+		// Perhaps a swap between the two reads: once more.
+		time.Sleep(swapPause)
+		if p.pause != nil {
+			p.pause()
+		}
+		if certPEM, keyPEM, err = p.read(); err != nil {
+			return false, p.refuse(nil, nil, err)
+		}
+		if p.inForce(certPEM, keyPEM) {
+			return false, nil
+		}
+		if cert, err = p.parse(certPEM, keyPEM); err != nil {
+			return false, p.refuse(certPEM, keyPEM, err)
 		}
 	}
 	p.mu.Lock()
@@ -94,6 +103,43 @@ func (p *Pair) Reload() (changed bool, err error) {
 	p.mu.Unlock()
 	p.current.Store(&cert)
 	return true, nil
+}
+
+// read reads the two files.
+func (p *Pair) read() (certPEM, keyPEM []byte, err error) {
+	if certPEM, err = os.ReadFile(p.certFile); err != nil {
+		return nil, nil, fmt.Errorf("certificate file: %w", err)
+	}
+	if keyPEM, err = os.ReadFile(p.keyFile); err != nil {
+		return nil, nil, fmt.Errorf("key file: %w", err)
+	}
+	return certPEM, keyPEM, nil
+}
+
+// inForce reports whether the content is the pair in force (and, if so,
+// forgets the last refusal).
+func (p *Pair) inForce(certPEM, keyPEM []byte) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	same := p.current.Load() != nil && bytes.Equal(certPEM, p.certPEM) && bytes.Equal(keyPEM, p.keyPEM)
+	if same {
+		p.failedCert, p.failedKey, p.failedErr = nil, nil, ""
+	}
+	return same
+}
+
+// parse loads the pair from PEM.
+func (p *Pair) parse(certPEM, keyPEM []byte) (tls.Certificate, error) {
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return cert, fmt.Errorf("key pair %s, %s: %w", p.certFile, p.keyFile, err)
+	}
+	if cert.Leaf == nil { // X509KeyPair fills it since Go 1.23; kept for clarity
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return cert, fmt.Errorf("certificate %s: %w", p.certFile, err)
+		}
+	}
+	return cert, nil
 }
 
 // refuse returns err unless it repeats the last refusal (the same content,

@@ -21,12 +21,18 @@ import (
 // selfSigned returns a PEM certificate and key with the serial.
 func selfSigned(t *testing.T, serial int64) (certPEM, keyPEM []byte) {
 	t.Helper()
+	return selfSignedUntil(t, serial, time.Now().Add(time.Hour))
+}
+
+// selfSignedUntil is selfSigned expiring at notAfter.
+func selfSignedUntil(t *testing.T, serial int64, notAfter time.Time) (certPEM, keyPEM []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "engine"}, DNSNames: []string{"engine"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		NotBefore: notAfter.Add(-2 * time.Hour), NotAfter: notAfter}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
@@ -109,4 +115,32 @@ func TestPairReload(t *testing.T) {
 	if s := p.Leaf().SerialNumber.Int64(); s != 2 {
 		t.Errorf("serving serial %d, want 2", s)
 	}
+}
+
+// TestReloadRereadsASwapBetweenTheReads: a certificate and key that do
+// not match when first read (the kubelet swapped the files between the
+// two reads) are read again after a pause, and the pair then in force is
+// taken without a refusal.
+func TestReloadRereadsASwapBetweenTheReads(t *testing.T) {
+	dir := t.TempDir()
+	cert1, key1 := selfSigned(t, 1)
+	cert2, key2 := selfSigned(t, 2)
+	certFile, keyFile := write(t, dir, cert1, key1)
+	p, err := tlsfiles.Load(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, dir, cert2, key1) // the first read: new certificate, old key
+	swapped := false
+	p.OnSwapPause(func() {
+		write(t, dir, cert2, key2) // the swap completes
+		swapped = true
+	})
+	if changed, err := p.Reload(); !changed || err != nil || !swapped {
+		t.Fatalf("a swap between the reads: changed %v, %v (re-read: %v), want the new pair taken", changed, err, swapped)
+	}
+	if s := p.Leaf().SerialNumber.Int64(); s != 2 {
+		t.Errorf("serving serial %d, want 2", s)
+	}
+
 }

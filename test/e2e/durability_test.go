@@ -179,15 +179,32 @@ func TestEmbeddedStoreSurvivesPodReplacement(t *testing.T) {
 	}
 	t.Logf("pod %s replaced by %s; %d of %d users whole afterwards", first.Name, second.Name, checked, len(expected))
 
-	// docs/operations.md's backup and restore: a backup with the program
-	// token over the engine's TLS, then suspend, copy the file into the
-	// claim, resume.
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, enginesIn(ns)[0]+"/v1/admin/backup", nil)
-	req.Header.Set("Authorization", "Bearer "+string(token.Data[controllers.TokenKey]))
-	resp, err := engineHTTP(t, p).Do(req)
-	if err != nil {
+	// docs/operations.md's backup and restore: a backup with the backup
+	// token (Secret <program>-engine-backup-token, key "token", held by
+	// the platform team; the program token world apps use is refused)
+	// over the engine's TLS, then suspend, copy the file into the claim,
+	// resume.
+	backupToken := &corev1.Secret{}
+	if err := stack.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name + "-engine-backup-token"}, backupToken); err != nil {
 		t.Fatal(err)
 	}
+	getBackup := func(bearer []byte) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, enginesIn(ns)[0]+"/v1/admin/backup", nil)
+		req.Header.Set("Authorization", "Bearer "+string(bearer))
+		resp, err := engineHTTP(t, p).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if resp := getBackup(token.Data[controllers.TokenKey]); resp.StatusCode != http.StatusForbidden {
+		_ = resp.Body.Close()
+		t.Errorf("a backup with the program token: %d, want 403", resp.StatusCode)
+	} else {
+		_ = resp.Body.Close()
+	}
+	resp := getBackup(backupToken.Data["token"])
 	backup, err := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
 	if err != nil || resp.StatusCode != http.StatusOK {

@@ -53,6 +53,9 @@ type Source struct {
 	// UserTokenKeySecret the user-token signing key (key); empty: the
 	// engine runs without them, whatever its configuration names.
 	ClientsSecret, UserTokenKeySecret string
+	// BackupTokenSecret holds the backup-only token (token); empty: the
+	// engine runs without it, whatever its configuration names.
+	BackupTokenSecret string
 	// DataClaim is the PersistentVolumeClaim the pod's data volume mounts
 	// (empty: an emptyDir), and DataDir the directory that stands for it
 	// (empty: the pod's own, gone with the pod). A claim's directory is
@@ -421,8 +424,8 @@ func writeFiles(files map[string][]byte) error {
 	return nil
 }
 
-// accessFiles materialises the clients file and the user-token signing key
-// the pod mounts, pointing cfg at them (or, without their Secrets, turning
+// accessFiles materialises the clients file, the user-token signing key
+// and the backup token the pod mounts, pointing cfg at them (or, without their Secrets, turning
 // them off).
 func accessFiles(ctx context.Context, c client.Reader, dir string, src Source, cfg *engineconfig.Config) (map[string][]byte, error) {
 	files := map[string][]byte{}
@@ -432,6 +435,7 @@ func accessFiles(ctx context.Context, c client.Reader, dir string, src Source, c
 	}{
 		{src.ClientsSecret, "clients.json", "clients", &cfg.ClientTokensFile},
 		{src.UserTokenKeySecret, "key", "user-token-key", &cfg.UserTokenKeyFile},
+		{src.BackupTokenSecret, "token", "backup-token", &cfg.BackupTokenFile},
 	} {
 		if *f.field == "" || f.secret == "" {
 			*f.field = ""

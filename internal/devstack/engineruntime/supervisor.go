@@ -233,6 +233,8 @@ func sourceOf(pod *corev1.Pod) (Source, int, error) {
 			src.ClientsSecret = v.Secret.SecretName
 		case v.Name == "user-token-key" && v.Secret != nil:
 			src.UserTokenKeySecret = v.Secret.SecretName
+		case v.Name == "backup-token" && v.Secret != nil:
+			src.BackupTokenSecret = v.Secret.SecretName
 		case v.Name == "tls" && v.Secret != nil:
 			src.TLSSecret = v.Secret.SecretName
 		case v.Name == "data" && v.PersistentVolumeClaim != nil:

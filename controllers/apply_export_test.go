@@ -1,0 +1,17 @@
+package controllers
+
+import (
+	"context"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// ApplyChild applies desired, owned by owner, through the reconcilers'
+// applier with c, and returns the changes it recorded (none: no write).
+func ApplyChild(ctx context.Context, c client.Client, scheme *runtime.Scheme, owner, desired client.Object) ([]string, error) {
+	a := &childApplier{client: c, scheme: scheme, reader: c, recorder: &events.FakeRecorder{}}
+	err := a.apply(ctx, owner, desired)
+	return a.changes, err
+}
