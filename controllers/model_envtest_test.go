@@ -220,9 +220,12 @@ func TestModelGPURolloutFitsAFullQuota(t *testing.T) {
 		if used := recountQuota(); used != 1 {
 			t.Fatalf("step %d: quota used = %d after deleting %s, want 1", i, used, old)
 		}
-		if err := createPod(podOf(fmt.Sprintf("new-%d", i), newTemplate)); err != nil {
-			t.Fatalf("step %d: new pod refused: %v", i, err)
-		}
+		// The API server's quota admission reads quotas from its informer
+		// cache: it may still see the usage written before the deletion for
+		// a moment, so a refusal is retried until it sees the new one.
+		eventually(t, fmt.Sprintf("step %d: new pod admitted", i), func() error {
+			return createPod(podOf(fmt.Sprintf("new-%d", i), newTemplate))
+		})
 		if used := recountQuota(); used > 2 {
 			t.Fatalf("step %d: quota used = %d, above the limit 2", i, used)
 		}
