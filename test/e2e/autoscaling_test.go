@@ -289,7 +289,11 @@ func replicasColumn(t *testing.T, namespace, name string) (int, error) {
 	if at < 0 || at >= len(lines[1]) {
 		return 0, fmt.Errorf("no REPLICAS column in %q", lines)
 	}
-	return strconv.Atoi(strings.Fields(lines[1][at:])[0])
+	fields := strings.Fields(lines[1][at:])
+	if len(fields) == 0 {
+		return 0, fmt.Errorf("REPLICAS column empty in %q", lines)
+	}
+	return strconv.Atoi(fields[0])
 }
 
 // TestAutoscalingFollowsServedCPU: the kube-controller-manager's HPA
