@@ -279,7 +279,7 @@ func findRaw(t *testing.T, files []string, needles map[string][]byte) []string {
 }
 
 // TestErasureSurvivesKill9: an engine process erasing users is killed with
-// SIGKILL at a random moment, many times, on the embedded store and on
+// SIGKILL after a random number of acknowledged erasures, many times, on the embedded store and on
 // PostgreSQL. After each restart on the same data every user is either
 // fully there (state, consent and ledger, decision, export as stored) or
 // fully gone (state and export 404), an erasure the engine acknowledged
@@ -339,6 +339,12 @@ func testErasureSurvivesKill9(t *testing.T, e *processEngine, files rawFiles, ro
 			done
 		)
 		outcomes := make([]outcome, len(users))
+		// The kill follows a random number of acknowledged erasures, not a
+		// random time: on a fast machine every erasure can be done within
+		// any fixed delay, and the round would test nothing.
+		killAfter := 1 + rng.IntN(len(users)-1)
+		reached := make(chan struct{})
+		var acked int
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for w := range 3 {
@@ -354,11 +360,19 @@ func testErasureSurvivesKill9(t *testing.T, e *processEngine, files rawFiles, ro
 					}
 					mu.Lock()
 					outcomes[i] = done
+					if acked++; acked == killAfter {
+						close(reached)
+					}
 					mu.Unlock()
 				}
 			}()
 		}
-		time.Sleep(time.Duration(rng.IntN(40_000)) * time.Microsecond)
+		erasersDone := make(chan struct{})
+		go func() { wg.Wait(); close(erasersDone) }()
+		select {
+		case <-reached:
+		case <-erasersDone:
+		}
 		e.proc.Kill()
 		wg.Wait()
 		var left []byte // the file as the killed engine left it
