@@ -145,7 +145,8 @@ func rotateClientToken(s *corev1.Secret, token string, generation int64, now tim
 // renderClientsFile is the engines' clients file: each client's name,
 // token hash (and during a grace period its previous one, with the
 // instant it expires) and scopes.
-// Built-in clients (the PodMonitor's metrics client) follow them.
+// Built-in clients (the PodMonitor's metrics client, the operator's
+// tuning client) follow them.
 func renderClientsFile(p *wellbeingv1alpha1.MeditationProgram, tokens map[string]clientToken, builtIn ...auth.Client) ([]byte, error) {
 	file := auth.ClientsFile{Clients: []auth.Client{}}
 	for _, c := range sortedClients(p) {
@@ -213,10 +214,9 @@ func (r *MeditationProgramReconciler) reconcileAccess(ctx context.Context, a *ch
 	if err := checkPodSelectors(p); err != nil {
 		return err
 	}
-	reader := r.APIReader
-	if reader == nil {
-		reader = r.Client
-	}
+	// The reconcilers' client serves the operator's own Secrets from its
+	// watch and reads any other from the API server (secretCachingClient).
+	reader := client.Reader(r.Client)
 	now, grace := r.Clock.Now(), rotationGrace(p)
 	tokens := map[string]clientToken{}
 	var statuses []wellbeingv1alpha1.ClientStatus
@@ -242,6 +242,12 @@ func (r *MeditationProgramReconciler) reconcileAccess(ctx context.Context, a *ch
 	} else if metrics != nil {
 		builtIn = append(builtIn, *metrics)
 	}
+	// The operator's own client for the strength push (strength_push.go).
+	tuner, err := r.reconcileTuningClient(ctx, a, reader, p)
+	if err != nil {
+		return err
+	}
+	builtIn = append(builtIn, *tuner)
 	file, err := renderClientsFile(p, tokens, builtIn...)
 	if err != nil {
 		return err

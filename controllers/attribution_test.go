@@ -155,6 +155,9 @@ func TestStrengthPendingUntilEveryReplicaSettled(t *testing.T) {
 	const settle = 8 * time.Second
 	program.Spec.Tuning.Settle = &metav1.Duration{Duration: settle}
 	f := startLoop(t, "attribution", program, 2)
+	// The files are the ground truth here: no push (the restarted engines
+	// run without the clients file, so the operator's push is refused).
+	f.noPush = true
 	enrol(t, f, 20)
 
 	// The pods' containers restart under a kubelet-like propagation delay.

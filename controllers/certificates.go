@@ -427,6 +427,15 @@ func samePEMSet(a, b []byte) bool {
 // published for every client), for the Service's name, whatever address
 // it dials (a pod IP, a port-forward).
 func EngineTrust(ctx context.Context, c client.Reader, p *wellbeingv1alpha1.MeditationProgram) ([]engineclient.Option, error) {
+	bundle, err := worldBundle(ctx, c, p)
+	if err != nil {
+		return nil, err
+	}
+	return []engineclient.Option{engineclient.WithCABundle(bundle), engineclient.WithServerName(EngineServerName(p))}, nil
+}
+
+// worldBundle is the CA bundle of p's world, checked to hold certificates.
+func worldBundle(ctx context.Context, c client.Reader, p *wellbeingv1alpha1.MeditationProgram) ([]byte, error) {
 	cm := &corev1.ConfigMap{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: CABundleConfigMapName}, cm); err != nil {
 		return nil, unavailable("read the world's CA bundle (ConfigMap %s): %v", CABundleConfigMapName, err)
@@ -435,7 +444,7 @@ func EngineTrust(ctx context.Context, c client.Reader, p *wellbeingv1alpha1.Medi
 	if _, err := pki.ParseCertificates(bundle); err != nil {
 		return nil, unavailable("the world's CA bundle (ConfigMap %s, key %s): %v", CABundleConfigMapName, CABundleKey, err)
 	}
-	return []engineclient.Option{engineclient.WithCABundle(bundle), engineclient.WithServerName(EngineServerName(p))}, nil
+	return bundle, nil
 }
 
 // untrusted is the measurement's error when no engine answered and at

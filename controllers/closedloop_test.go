@@ -64,6 +64,10 @@ type loopFixture struct {
 	token   string
 	// propagation delays the engines' view of ConfigMap and Secret changes.
 	propagation engineruntime.Propagation
+	// noPush starts the engines without the clients file, so that the
+	// operator's strength push (its tuning client) is refused and the
+	// strength reaches them only through the ConfigMap's files.
+	noPush bool
 }
 
 func startLoop(t *testing.T, world string, program *wellbeingv1alpha1.MeditationProgram, replicas int) *loopFixture {
@@ -98,6 +102,7 @@ func startLoopWith(t *testing.T, world string, program *wellbeingv1alpha1.Medita
 	secret := &corev1.Secret{}
 	get(t, client.ObjectKey{Namespace: world, Name: tokenName}, secret)
 	f.token = string(secret.Data[controllers.TokenKey])
+	f.noPush = os.Getenv("ATTUNE_CLOSED_LOOP_NO_PUSH") != ""
 	for i := range replicas {
 		port, err := proc.FreePort()
 		if err != nil {
@@ -113,13 +118,17 @@ func startLoopWith(t *testing.T, world string, program *wellbeingv1alpha1.Medita
 }
 
 func (f *loopFixture) source() engineruntime.Source {
+	clients := controllers.ClientsFileSecretName(f.program)
+	if f.noPush {
+		clients = ""
+	}
 	return engineruntime.Source{
 		Namespace: f.program.Namespace, ConfigMap: f.program.Name + "-engine-config", TokenSecret: f.program.Name + "-engine-token",
 		KeySecret: controllers.PseudonymizationKeySecretName, KeySecretKey: controllers.PseudonymizationKeySecretKey,
 		StoreSecret: storeSecretName(f.program), TLSSecret: f.program.Name + "-engine-tls",
 		// As the Deployment mounts them (withAccessVolumes): the PodMonitor's
 		// metrics token is in the clients file (monitoring_test.go).
-		ClientsSecret: controllers.ClientsFileSecretName(f.program), UserTokenKeySecret: controllers.UserTokenKeySecretName(f.program),
+		ClientsSecret: clients, UserTokenKeySecret: controllers.UserTokenKeySecretName(f.program),
 	}
 }
 
@@ -236,11 +245,14 @@ func population(p *wellbeingv1alpha1.MeditationProgram, users int, seed uint64) 
 // optimum is four steps from the bound rather than ten and the test stays
 // near two minutes; and the population's day starts at 09:00, so that
 // the tuning runs in the waking day (at night nobody sends telemetry and
-// the operator only holds). ATTUNE_CLOSED_LOOP_PROPAGATION=1 runs the
-// engines with a kubelet's ConfigMap propagation delay, scaled to the
-// test's interval: a measurement (docs/tuning.md, "Propagation delay"),
-// under which the loop has not converged within its 240 s, two thirds
-// of the measurements being held StrengthPending.
+// the operator only holds). The engines receive the ConfigMap's changes
+// with a kubelet's propagation delay, scaled to the test's interval, and
+// the operator's strength push brings each new strength in seconds
+// (docs/tuning.md, "Propagation and the push"). For the measurement there:
+// ATTUNE_CLOSED_LOOP_NO_PUSH=1 refuses the push (the engines run without
+// the clients file), under which the loop had not converged within its
+// 240 s, two thirds of the measurements being held StrengthPending;
+// ATTUNE_CLOSED_LOOP_NO_PROPAGATION=1 lands every change within a second.
 func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 	if testing.Short() {
 		t.Skip("closed loop takes about two minutes")
@@ -257,9 +269,9 @@ func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 	program := tunedProgram("loop", "tuned")
 	program.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
 	program.Spec.Tuning.MaxStep = 0.1
-	var propagation engineruntime.Propagation
-	if os.Getenv("ATTUNE_CLOSED_LOOP_PROPAGATION") != "" {
-		propagation = scaledKubeletPropagation(program)
+	propagation := scaledKubeletPropagation(program)
+	if os.Getenv("ATTUNE_CLOSED_LOOP_NO_PROPAGATION") != "" {
+		propagation = engineruntime.Propagation{}
 	}
 	f := startLoopWith(t, "loop", program, 1, propagation)
 
@@ -307,8 +319,8 @@ func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 	for _, h := range last.Status.History {
 		path = append(path, fmt.Sprintf("%.3f:%.4f", h.Strength, h.Loss))
 	}
-	t.Logf("converged to within %.2f of the reference %.3f in %s (%d measurements: %v; propagation %v); credited strength:loss %v, now %.3f",
-		convergenceTolerance, reference, time.Since(auto).Round(time.Second), len(measured), reasons, propagation, path, ptr.Deref(last.Status.Strength, -1))
+	t.Logf("converged to within %.2f of the reference %.3f in %s (%d measurements: %v; propagation %v, push %v); credited strength:loss %v, now %.3f",
+		convergenceTolerance, reference, time.Since(auto).Round(time.Second), len(measured), reasons, propagation, !f.noPush, path, ptr.Deref(last.Status.Strength, -1))
 	strengths := []float64{}
 	for _, h := range last.Status.History {
 		strengths = append(strengths, h.Strength)
@@ -376,7 +388,8 @@ func TestClosedLoopOnSharedStore(t *testing.T) {
 	setupWorld(t, "commons", wellbeingv1alpha1.ContextSocial)
 	program := tunedProgram("commons", "together")
 	sharedStore(program, "together-postgres", 3)
-	f := startLoop(t, "commons", program, 3)
+	// As on a real node: the files late, the strength pushed.
+	f := startLoopWith(t, "commons", program, 3, scaledKubeletPropagation(program))
 
 	// Nobody leaves, so that the cohort is exactly the population.
 	cfg := population(program, 45, 11)
@@ -426,8 +439,12 @@ func convergenceBudget(p engineruntime.Propagation) time.Duration {
 }
 
 // scaledKubeletPropagation is a kubelet's propagation delay (60–90 s
-// against the default interval of a minute) on the program's interval.
+// against the default interval of a minute) on the program's interval
+// (none for a program without one: it is not tuned).
 func scaledKubeletPropagation(p *wellbeingv1alpha1.MeditationProgram) engineruntime.Propagation {
+	if p.Spec.Tuning.Interval == nil {
+		return engineruntime.Propagation{}
+	}
 	scale := float64(p.Spec.Tuning.Interval.Duration) / float64(tuning.DefaultInterval)
 	k := engineruntime.KubeletPropagation
 	return engineruntime.Propagation{Min: time.Duration(float64(k.Min) * scale), Max: time.Duration(float64(k.Max) * scale)}

@@ -1,7 +1,11 @@
 package controllers
 
 import (
+	"container/list"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,11 +122,15 @@ func (r *EngineLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.Medita
 		return LossMeasurement{}, unavailable("read engine token: %v", err)
 	}
 	token := strings.TrimSpace(string(secret.Data[contract.ReadOnlyTokenKey]))
-	trust, err := EngineTrust(ctx, r.Client, p)
+	bundle, err := worldBundle(ctx, r.Client, p)
 	if err != nil {
 		return LossMeasurement{}, err
 	}
-	answers := r.fetchAll(ctx, endpoints, token, trust)
+	hc, trust, err := r.engineHTTP(EngineServerName(p), bundle)
+	if err != nil {
+		return LossMeasurement{}, unavailable("the world's CA bundle (ConfigMap %s, key %s): %v", CABundleConfigMapName, CABundleKey, err)
+	}
+	answers := r.fetchAll(ctx, endpoints, token, hc, trust)
 	if err := untrusted(answers); err != nil {
 		return LossMeasurement{}, err
 	}
@@ -182,13 +190,13 @@ func (r *EngineLossReader) Read(ctx context.Context, p *wellbeingv1alpha1.Medita
 }
 
 // fetchAll reads every engine's cohort at once.
-func (r *EngineLossReader) fetchAll(ctx context.Context, endpoints []engineEndpoint, token string, trust []engineclient.Option) []engineAnswer {
+func (r *EngineLossReader) fetchAll(ctx context.Context, endpoints []engineEndpoint, token string, hc *http.Client, trust []engineclient.Option) []engineAnswer {
 	answers := make([]engineAnswer, len(endpoints))
 	var wg sync.WaitGroup
 	for i, e := range endpoints {
 		answers[i].engineEndpoint = e
 		wg.Go(func() {
-			answers[i].cohort, answers[i].err = r.fetch(ctx, e.addr, token, trust)
+			answers[i].cohort, answers[i].err = r.fetch(ctx, e.addr, token, hc, trust)
 		})
 	}
 	wg.Wait()
@@ -270,14 +278,14 @@ func engineAddress(pod *corev1.Pod) (string, bool) {
 // fetch reads one engine's GET /v1/cohort through the engine client, once:
 // the operator reads again at the next interval rather than retrying
 // within this one. Effects in the answer are the published ones only.
-func (r *EngineLossReader) fetch(ctx context.Context, addr, token string, trust []engineclient.Option) (contract.CohortSummary, error) {
+func (r *EngineLossReader) fetch(ctx context.Context, addr, token string, hc *http.Client, trust []engineclient.Option) (contract.CohortSummary, error) {
 	timeout := r.Timeout
 	if timeout <= 0 {
 		timeout = 3 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	opts := append([]engineclient.Option{engineclient.WithHTTPClient(r.httpClient()), engineclient.WithToken(token), engineclient.WithRetry(engineclient.NoRetry)}, trust...)
+	opts := append([]engineclient.Option{engineclient.WithHTTPClient(hc), engineclient.WithToken(token), engineclient.WithRetry(engineclient.NoRetry)}, trust...)
 	c, err := engineclient.New("https://"+addr, opts...)
 	if err != nil {
 		return contract.CohortSummary{}, fmt.Errorf("%s: %w", addr, err)
@@ -292,24 +300,96 @@ func (r *EngineLossReader) fetch(ctx context.Context, addr, token string, trust 
 	return cohort, nil
 }
 
-func (r *EngineLossReader) httpClient() *http.Client {
+// engineHTTP is the client a read of the engines serving name goes
+// through, verifying them against bundle for that name. A reader given
+// its own HTTP client gets the trust as engine client options (the engine
+// client then clones its transport per read); otherwise the program's
+// kept-alive transport from engineTransports, so that a read each interval
+// reuses the connection of the last one rather than a new handshake.
+func (r *EngineLossReader) engineHTTP(name string, bundle []byte) (*http.Client, []engineclient.Option, error) {
 	if r.HTTP != nil {
-		return r.HTTP
+		return r.HTTP, []engineclient.Option{engineclient.WithCABundle(bundle), engineclient.WithServerName(name)}, nil
 	}
-	return engineReadClient
+	t, err := engineTransports.get(name, bundle)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &http.Client{Transport: t}, nil, nil
 }
 
-// engineReadClient reads the engines without keep-alive. The engine client
-// clones the transport of every read (the CA bundle and server name are the
-// program's), so a kept-alive connection is never used again: it would
-// idle in a discarded transport for IdleConnTimeout (90 s, longer than the
-// 60 s interval) with its two goroutines, about 1.5 open connections per
-// engine at any time (make bench-operator-tuning).
-var engineReadClient = &http.Client{Transport: func() http.RoundTripper {
+// maxEngineTransports bounds the kept transports: one per program read
+// (5,000 programs fit); the least recently used goes first.
+const maxEngineTransports = 10000
+
+// engineIdleTimeout keeps a connection to an engine across a 60 s tuning
+// interval (and a reconcile's delay); a program read less often makes a
+// new handshake per read.
+const engineIdleTimeout = 150 * time.Second
+
+var engineTransports = newTransportCache(maxEngineTransports)
+
+// transportCache holds one transport per engine server name, built for
+// the world's CA bundle it was last asked with. Its connections are pooled
+// by address only, so a transport is never shared across server names:
+// a connection verified for one program's name would otherwise serve
+// another program's request at the same address (every engine of a local
+// cluster is on 127.0.0.1). A changed bundle (a new CA, or one dropped)
+// replaces the transport and closes the old one's connections, so that
+// none verified against a bundle no longer in force is used again.
+type transportCache struct {
+	mu      sync.Mutex
+	max     int
+	order   *list.List // of *cachedTransport, most recently used first
+	entries map[string]*list.Element
+}
+
+type cachedTransport struct {
+	name   string
+	digest [sha256.Size]byte
+	t      *http.Transport
+}
+
+func newTransportCache(maxEntries int) *transportCache {
+	return &transportCache{max: maxEntries, order: list.New(), entries: map[string]*list.Element{}}
+}
+
+func (c *transportCache) get(name string, bundle []byte) (*http.Transport, error) {
+	digest := sha256.Sum256(bundle)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[name]; ok {
+		ct := e.Value.(*cachedTransport)
+		if ct.digest == digest {
+			c.order.MoveToFront(e)
+			return ct.t, nil
+		}
+		c.remove(e)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(bundle) {
+		return nil, errors.New("no PEM certificate in it")
+	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DisableKeepAlives = true
-	return t
-}()}
+	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: name}
+	// One connection per engine pod: a program's reads of a pod follow
+	// one another, an interval apart.
+	t.MaxIdleConnsPerHost = 1
+	t.MaxIdleConns = 16
+	t.IdleConnTimeout = engineIdleTimeout
+	c.entries[name] = c.order.PushFront(&cachedTransport{name: name, digest: digest, t: t})
+	for c.order.Len() > c.max {
+		c.remove(c.order.Back())
+	}
+	return t, nil
+}
+
+func (c *transportCache) remove(e *list.Element) {
+	ct := c.order.Remove(e).(*cachedTransport)
+	delete(c.entries, ct.name)
+	// A connection still in use is closed when its read ends, or idles
+	// out: no new read reaches this transport.
+	ct.t.CloseIdleConnections()
+}
 
 // PrometheusLossReader runs instant queries against a Prometheus server
 // that Access permits.

@@ -51,7 +51,8 @@ type MeditationProgramReconciler struct {
 	Clock    clock.PassiveClock
 	// EngineImage is the default engine image.
 	EngineImage string
-	// MaxConcurrentReconciles bounds parallel reconciles (default 4).
+	// MaxConcurrentReconciles bounds parallel reconciles (default
+	// DefaultMaxConcurrentReconciles).
 	MaxConcurrentReconciles int
 	// HTTPClient reads the engines and Prometheus (default http.DefaultClient).
 	HTTPClient *http.Client
@@ -97,6 +98,9 @@ type programReconcile struct {
 	certificateProblem string
 	// effectEvents are emitted once the status is written.
 	effectEvents []effectEvent
+	// pushStrength: push the strength to the engines after the ConfigMap
+	// is written (strength_push.go).
+	pushStrength bool
 }
 
 // errWorldUnusable stops the steps when the world is missing or wrong; the
@@ -146,6 +150,7 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		{"serving certificate", r.reconcileServingCertificate},
 		{"store", r.reconcileStore},
 		{"config map", r.reconcileConfigMap},
+		{"strength push", r.reconcileStrengthPush},
 		{"data volume", r.reconcileDataVolume},
 		{"deployment", r.reconcileDeployment},
 		{"service", r.reconcileService},
@@ -499,7 +504,7 @@ func IndexWorldRef(ctx context.Context, mgr ctrl.Manager) error {
 func (r *MeditationProgramReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	concurrency := r.MaxConcurrentReconciles
 	if concurrency <= 0 {
-		concurrency = 4
+		concurrency = DefaultMaxConcurrentReconciles
 	}
 	b := ctrl.NewControllerManagedBy(mgr)
 	if r.OwnedSecrets != nil {

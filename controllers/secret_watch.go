@@ -10,11 +10,11 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/metadata/metadatainformer"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -25,9 +25,11 @@ import (
 // time, so that a deleted key or token Secret is issued again at once
 // without the operator listing or watching Secrets cluster-wide (its RBAC
 // grants Secrets only in world namespaces: docs in README "Security").
-// The informers hold metadata only: no Secret's data is ever cached.
+// The informers also serve the reconcilers' reads of those Secrets
+// (secretCachingClient): only the operator's own, by label, so no other
+// Secret's data is ever cached and memory follows the programs.
 type worldSecrets struct {
-	client metadata.Interface
+	client rest.Interface
 
 	mu sync.Mutex
 	// ctx is the manager's, from the first controller that starts.
@@ -47,16 +49,15 @@ type secretSink struct {
 type namespaceWatch struct {
 	namespace string
 	stop      context.CancelFunc
+	informer  toolscache.SharedIndexInformer
 }
 
-var secretsResource = corev1.SchemeGroupVersion.WithResource("secrets")
-
 func newWorldSecrets(cfg *rest.Config) (*worldSecrets, error) {
-	c, err := metadata.NewForConfig(cfg)
+	c, err := corev1client.NewForConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("metadata client: %w", err)
+		return nil, fmt.Errorf("secrets client: %w", err)
 	}
-	return &worldSecrets{client: c, watching: map[string]namespaceWatch{}}, nil
+	return &worldSecrets{client: c.RESTClient(), watching: map[string]namespaceWatch{}}, nil
 }
 
 // source is a controller's watch of the Secrets controlled by ownerKind
@@ -89,17 +90,47 @@ func (w *worldSecrets) watch(world, namespace string) {
 	}
 	ctx, stop := context.WithCancel(w.ctx)
 	selector := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue}).String()
-	factory := metadatainformer.NewFilteredSharedInformerFactory(w.client, 0, namespace, func(o *metav1.ListOptions) {
+	lw := toolscache.NewFilteredListWatchFromClient(w.client, "secrets", namespace, func(o *metav1.ListOptions) {
 		o.LabelSelector = selector
 	})
-	informer := factory.ForResource(secretsResource).Informer()
+	informer := toolscache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, toolscache.Indexers{})
+	// Managed fields are never read (as in CacheOptions).
+	_ = informer.SetTransform(cache.TransformStripManagedFields())
 	_, _ = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		// Creations are ours and need no second look (as with Owns).
 		UpdateFunc: func(_, obj any) { w.enqueue(obj) },
 		DeleteFunc: func(obj any) { w.enqueue(obj) },
 	})
-	factory.Start(ctx.Done())
-	w.watching[world] = namespaceWatch{namespace: namespace, stop: stop}
+	go informer.RunWithContext(ctx)
+	w.watching[world] = namespaceWatch{namespace: namespace, stop: stop, informer: informer}
+}
+
+// informer is the synced informer of namespace's Secrets; nil while none
+// is (not a world's namespace, or its first list not yet done).
+func (w *worldSecrets) informer(namespace string) toolscache.SharedIndexInformer {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, nw := range w.watching {
+		if nw.namespace == namespace && nw.informer.HasSynced() {
+			return nw.informer
+		}
+	}
+	return nil
+}
+
+// get is the operator's Secret key as last watched, when the informer of
+// its namespace has it.
+func (w *worldSecrets) get(key types.NamespacedName) (*corev1.Secret, bool) {
+	informer := w.informer(key.Namespace)
+	if informer == nil {
+		return nil, false
+	}
+	obj, ok, err := informer.GetStore().GetByKey(key.Namespace + "/" + key.Name)
+	if err != nil || !ok {
+		return nil, false
+	}
+	s, ok := obj.(*corev1.Secret)
+	return s, ok
 }
 
 // forget stops the informer of a world that is gone.

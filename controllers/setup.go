@@ -10,12 +10,20 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
+
+// DefaultMaxConcurrentReconciles is how many programs are reconciled at
+// once by default (--max-concurrent-reconciles). A reconcile mostly waits
+// on the API server and the engines, so the workers are many more than
+// cores: make bench-operator-tuning at 5,000 programs tuning every minute
+// needs about 83 reconciles a second.
+const DefaultMaxConcurrentReconciles = 16
 
 // Options configure the reconcilers.
 type Options struct {
@@ -76,6 +84,62 @@ func ReconcilerClient(mgr ctrl.Manager) (client.Client, error) {
 	return c, nil
 }
 
+// secretCachingClient serves reads of the operator's own Secrets from the
+// informers of worldSecrets and every other read as c does (Secrets from
+// the API server). A Secret the informers do not hold is read from the API
+// server: one without the operator's label (a planted one, which the
+// reconcilers then refuse; a PostgreSQL Secret a program names), one just
+// created and not yet watched, or any while the informer of its namespace
+// is still listing. A cached one may trail a write by the time the watch
+// takes to deliver it; an update made from it then conflicts and is
+// retried, and the watch's event reconciles again.
+type secretCachingClient struct {
+	client.Client
+	secrets *worldSecrets
+}
+
+func (c *secretCachingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if s, ok := obj.(*corev1.Secret); ok && len(opts) == 0 {
+		if cached, ok := c.secrets.get(key); ok {
+			cached.DeepCopyInto(s)
+			return nil
+		}
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+// List serves the metadata of the operator's Secrets in one namespace,
+// selected by labels that include the operator's own (all of them are
+// then in the informer); any other list goes to c.
+func (c *secretCachingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	meta, ok := list.(*metav1.PartialObjectMetadataList)
+	if !ok || meta.GroupVersionKind() != corev1.SchemeGroupVersion.WithKind("SecretList") {
+		return c.Client.List(ctx, list, opts...)
+	}
+	o := (&client.ListOptions{}).ApplyOptions(opts)
+	if o.Namespace == "" || o.LabelSelector == nil || o.FieldSelector != nil || o.Limit != 0 || o.Continue != "" {
+		return c.Client.List(ctx, list, opts...)
+	}
+	if required, _ := o.LabelSelector.RequiresExactMatch(LabelManagedBy); required != ManagedByValue {
+		return c.Client.List(ctx, list, opts...)
+	}
+	informer := c.secrets.informer(o.Namespace)
+	if informer == nil {
+		return c.Client.List(ctx, list, opts...)
+	}
+	meta.Items = nil
+	for _, obj := range informer.GetStore().List() {
+		s, ok := obj.(*corev1.Secret)
+		if !ok || !o.LabelSelector.Matches(labels.Set(s.Labels)) {
+			continue
+		}
+		item := metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}}
+		s.ObjectMeta.DeepCopyInto(&item.ObjectMeta)
+		meta.Items = append(meta.Items, item)
+	}
+	return nil
+}
+
 // SetupWithManager registers both reconcilers and their shared index.
 func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	if o.Clock == nil {
@@ -95,6 +159,7 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	if err != nil {
 		return err
 	}
+	c = &secretCachingClient{Client: c, secrets: secrets}
 	world := &VirtualWorldReconciler{
 		Client: c, APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
 		Recorder: mgr.GetEventRecorder("attune-virtualworld"), Clock: o.Clock, OperatorNamespace: o.OperatorNamespace,

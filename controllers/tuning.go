@@ -98,6 +98,9 @@ func (r *MeditationProgramReconciler) reconcileTuning(ctx context.Context, _ *ch
 	})
 	setTuningState(st, out.State)
 	rc.strength = out.Strength
+	// Push the strength when it moved, or when a replica was found still
+	// running another (a push it missed): strength_push.go.
+	rc.pushStrength = p.Status.Strength == nil || *p.Status.Strength != out.Strength || (out.Measured && out.Hold == tuning.HoldPending)
 	rc.requeueAfter = out.RequeueAfter
 	defer func() { programStrength.WithLabelValues(p.Namespace, p.Name).Set(rc.strength) }()
 

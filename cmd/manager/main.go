@@ -50,7 +50,7 @@ func main() {
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch for programs; empty watches all.")
 	flag.StringVar(&operatorNS, "operator-namespace", os.Getenv("POD_NAMESPACE"), "Namespace the operator runs in; admitted by each world's NetworkPolicy.")
 	flag.StringVar(&engineImage, "engine-image", controllers.DefaultEngineImage, "Engine image for programs that name none.")
-	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "Programs reconciled in parallel.")
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles, "Programs reconciled in parallel.")
 	flag.StringVar(&secretsRole, "world-secrets-cluster-role", "", "ClusterRole holding the Secret verbs the operator needs in each world's namespace; when set, the operator binds it there to its own ServiceAccount (--service-account). Empty: the operator's own RBAC must grant Secrets (namespaced mode, or a local run).")
 	flag.StringVar(&serviceAccount, "service-account", os.Getenv("POD_SERVICE_ACCOUNT"), "The operator's ServiceAccount in --operator-namespace, bound to --world-secrets-cluster-role in each world namespace.")
 	flag.StringVar(&prometheusURLs, "allowed-prometheus-urls", "", "Comma-separated URL prefixes outside the cluster that spec.tuning.source.prometheus.address may name; Services (*.svc, *.svc.<cluster-domain>) are always allowed. Default: none.")

@@ -88,6 +88,8 @@ func New(svc *service.Service, m *metrics.Metrics, tokens Tokens, log *slog.Logg
 	s.route("DELETE /v1/users/{id}", auth.ScopeErase, s.deleteUser)
 	s.route("GET /v1/cohort", auth.ScopeCohort, s.getCohort)
 	s.routeBackup() // backup.go
+	// strength.go: the operator's push of the tuned strength.
+	s.routeStrength()
 	// auth.go: user tokens, minted by a client with ingest or decide.
 	s.routeAny("POST /v1/users/{id}/tokens", auth.MintScopes, s.postUserToken)
 	s.routeWebClient() // app.go: /app/ and GET /v1/privacy

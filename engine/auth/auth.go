@@ -53,6 +53,22 @@ var AllScopes = []Scope{ScopeIngest, ScopeDecide, ScopeReadState, ScopeConsent, 
 // apps use, does not hold it either.
 const ScopeBackup Scope = "backup"
 
+// ScopeTune: PUT /v1/admin/strength, the operator's push of the tuned
+// strength (the configuration file stays the durable source). Like
+// backup it is not in AllScopes, so spec.access.clients cannot grant it:
+// only the operator's built-in tuning client holds it, in the clients
+// file the operator writes, with its token in a Secret of its own.
+const ScopeTune Scope = "tune"
+
+// BuiltInScopes are the scopes only the operator's built-in clients of
+// the clients file may hold (ParseClients accepts them beside AllScopes).
+var BuiltInScopes = []Scope{ScopeTune}
+
+// TuneScopes are the scopes of the operator's tuning client: the push
+// and nothing else (not the cohort or metrics it reads with another
+// token).
+var TuneScopes = []Scope{ScopeTune}
+
 // ReadWriteScopes are the scopes of the read-write token (tokenFile).
 var ReadWriteScopes = AllScopes
 
@@ -145,7 +161,7 @@ func ParseClients(data []byte) ([]Client, error) {
 			return nil, fmt.Errorf("%s.scopes: at least one scope is required; known scopes: %v", field, AllScopes)
 		}
 		for j, s := range c.Scopes {
-			if !slices.Contains(AllScopes, s) {
+			if !slices.Contains(AllScopes, s) && !slices.Contains(BuiltInScopes, s) {
 				return nil, fmt.Errorf("%s.scopes[%d]: unknown scope %q; known scopes: %v", field, j, s, AllScopes)
 			}
 		}

@@ -380,3 +380,32 @@ type UserToken struct {
 	// Scopes are what the token may do, each for its own user only.
 	Scopes []string `json:"scopes"`
 }
+
+// PathStrength is the operator's push of the tuned values (PUT, scope
+// auth.ScopeTune): docs/tuning.md, "Propagation and the push".
+const PathStrength = "/v1/admin/strength"
+
+// StrengthPush is the body of PUT /v1/admin/strength: the tuned values
+// exactly as the operator rendered them into the program's ConfigMap
+// (the "strength" object of Config) and their generation
+// (Strength.Generation), which must match them.
+type StrengthPush struct {
+	Strength   Strength `json:"strength"`
+	Generation string   `json:"generation"`
+}
+
+// StrengthPushResult is the answer of PUT /v1/admin/strength: the
+// generation the engine runs now and since when (as GET /v1/cohort
+// reports them); Applied is false when it already ran it.
+type StrengthPushResult struct {
+	Generation   string    `json:"generation"`
+	RunningSince time.Time `json:"runningSince"`
+	Applied      bool      `json:"applied"`
+}
+
+// StrengthPushHold is how long a pushed strength stays in force over a
+// configuration file that still holds another: long enough for the
+// kubelet to deliver the ConfigMap the push came from (its sync period
+// plus cache TTL, about 60–90 s), short enough that the file, the durable
+// source, wins soon after a push that no ConfigMap followed.
+const StrengthPushHold = 3 * time.Minute

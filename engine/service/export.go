@@ -78,16 +78,13 @@ func (s *Service) readRecord(ctx context.Context, key string) (*Record, error) {
 		}
 		return decodeRecord(item.Value)
 	}
-	s.mu.RLock()
-	e := s.users[key]
-	s.mu.RUnlock()
-	if e == nil {
+	entries, err := s.lockUsers(ctx, []string{key})
+	if err != nil {
+		return nil, err
+	}
+	defer s.unlockUsers(entries)
+	if entries[key].rec == nil {
 		return nil, ErrUnknownUser
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.rec == nil {
-		return nil, ErrUnknownUser
-	}
-	return cloneRecord(e.rec), nil
+	return cloneRecord(entries[key].rec), nil
 }

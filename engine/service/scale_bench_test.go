@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -106,8 +107,16 @@ func BenchmarkScalePostgres(b *testing.B) { benchScale(b, openPostgres) }
 //     against the full scan every read made before it (the same code's
 //     full pass, FullScanCohort), as times and as a ratio;
 //   - the refresh job's time (one full pass, the job's cost);
-//   - state and decision latency p50/p99;
-//   - bytes per user on disk, and the engine's heap and RSS per user.
+//   - state and decision latency p50/p99 of users read for the first
+//     time (cache misses), and state of users the cache holds;
+//   - bytes per user on disk, and the engine's heap and RSS per user;
+//   - the engine's RSS with its user cache full (DefaultUserCacheSize
+//     users read), split into anonymous memory (the engine's own: heap,
+//     cache) and file pages (bbolt's memory map of the store, the kernel's
+//     page cache, reclaimable).
+//
+// The bulk load writes the store directly and its garbage is returned to
+// the OS before the engine starts, so the figures are the engine's.
 func benchScale(b *testing.B, open func(testing.TB) sizedStore) {
 	ctx := context.Background()
 	users := scaleUsers(b)
@@ -115,7 +124,7 @@ func benchScale(b *testing.B, open func(testing.TB) sizedStore) {
 	_, db := bulkLoad(b, open, users)
 	b.Cleanup(func() { _ = db.Close() })
 	load := time.Since(loadStart)
-	runtime.GC()
+	debug.FreeOSMemory()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 	rssBefore := rss()
@@ -170,6 +179,27 @@ func benchScale(b *testing.B, open func(testing.TB) sizedStore) {
 		return err
 	})
 
+	// Fill the user cache: a running engine's steady state, each user
+	// read once (a miss: one store read and decode).
+	fillStart := time.Now()
+	fill := min(users, service.DefaultUserCacheSize+10_000)
+	for i := range fill {
+		if _, err := svc.State(ctx, scaleUser(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	fillTook := time.Since(fillStart)
+	// The same reads of users the cache holds (the fill's last ones): the
+	// latency of an active user, where the reads above are all misses.
+	cached := min(fill, service.DefaultUserCacheSize) / 2
+	reportNamedLatencies(b, "state-cached", 20_000, func(i int) error {
+		_, err := svc.State(ctx, scaleUser(fill-1-(i*7919)%cached))
+		return err
+	})
+	runtime.GC()
+	var full runtime.MemStats
+	runtime.ReadMemStats(&full)
+
 	size, _ := db.Size()
 	b.ReportMetric(float64(users), "users")
 	b.ReportMetric(load.Seconds(), "bulk-load-s")
@@ -184,7 +214,12 @@ func benchScale(b *testing.B, open func(testing.TB) sizedStore) {
 	b.ReportMetric(float64(size)/float64(users), "db-bytes/user")
 	b.ReportMetric(heapPerUser, "heap-bytes/user")
 	b.ReportMetric(rssEngine, "rss-growth-bytes/user")
+	b.ReportMetric(float64(svc.CachedUsers()), "cached-users")
+	b.ReportMetric(fillTook.Seconds()*1e6/float64(fill), "state-miss-µs")
+	b.ReportMetric(float64(full.HeapAlloc)/(1<<20), "heap-cache-full-MiB")
 	b.ReportMetric(float64(rss())/(1<<20), "rss-MiB")
+	b.ReportMetric(float64(rssField("RssAnon:"))/(1<<20), "rss-anon-MiB")
+	b.ReportMetric(float64(rssField("RssFile:"))/(1<<20), "rss-file-MiB")
 }
 
 // reportNamedLatencies times op n times and reports its p50 and p99 as
@@ -218,13 +253,16 @@ func median(n int, op func() error) time.Duration {
 }
 
 // rss is this process's resident set size in bytes (Linux).
-func rss() int64 {
+func rss() int64 { return rssField("VmRSS:") }
+
+// rssField is a size field of /proc/self/status in bytes (Linux).
+func rssField(field string) int64 {
 	raw, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb << 10
 		}

@@ -93,14 +93,6 @@ type Record struct {
 	ConsentScheme int `json:"cs,omitempty"`
 }
 
-// userEntry caches one user's record in replica scope, where this process
-// owns the store; its mutex serialises the user's operations.
-type userEntry struct {
-	mu      sync.Mutex
-	rec     *Record
-	version int64
-}
-
 // Options configure a Service.
 type Options struct {
 	Store   store.Store
@@ -119,10 +111,15 @@ type Options struct {
 	// the refresh's cost, and tests set a negative value for a fresh pass
 	// on every read.
 	AggregateInterval time.Duration
+	// UserCacheSize bounds the users whose decoded records replica scope
+	// keeps in memory (usercache.go); 0 means DefaultUserCacheSize. The
+	// others are read from the store when used.
+	UserCacheSize int
 }
 
 // Service is the engine core. With an embedded store (replica scope) it
-// keeps every user in memory and writes through; with a shared store every
+// keeps the recently used users in a bounded cache and writes through;
+// with a shared store every
 // operation reads the current rows, so replicas never act on stale state,
 // and commits conditionally, retrying when another replica got there first.
 type Service struct {
@@ -134,9 +131,8 @@ type Service struct {
 	now     func() time.Time
 	log     *slog.Logger
 
-	// Replica scope only: the cache of the store's contents.
-	mu         sync.RWMutex // guards users (the map, not the entries)
-	users      map[string]*userEntry
+	// Replica scope only: the recently used users, always as stored.
+	users      *userCache
 	popMu      sync.Mutex // guards pop and popVersion
 	pop        policy.Population
 	popVersion int64
@@ -162,6 +158,8 @@ type Service struct {
 	legacyPopulationRow bool
 	// conflicts counts commits that lost a race (ErrConflict) and were retried.
 	conflicts atomic.Uint64
+	// push is the operator's pushed strength over the file (push.go).
+	push pushState
 }
 
 // runningConfig is the configuration in force with its generation and
@@ -234,23 +232,21 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 	if o.EffectsMinInterval == 0 {
 		o.EffectsMinInterval = defaultEffectsMinInterval
 	}
+	switch {
+	case o.UserCacheSize == 0:
+		o.UserCacheSize = DefaultUserCacheSize
+	case o.UserCacheSize < 0:
+		return nil, fmt.Errorf("userCacheSize: must be positive, got %d", o.UserCacheSize)
+	}
 	s := &Service{store: o.Store, key: o.Key, scorer: o.Scorer, effectsMinInterval: o.EffectsMinInterval, aggregateInterval: o.AggregateInterval,
-		metrics: o.Metrics, now: o.Now, log: o.Logger, users: map[string]*userEntry{}}
+		metrics: o.Metrics, now: o.Now, log: o.Logger}
 	s.cfg.Store(&runningConfig{cfg: cfg, generation: cfg.Strength.Generation(), since: s.now()})
 	if !s.shared() {
-		ctx := context.Background()
-		err := o.Store.EachUser(ctx, func(key string, item store.Item) error {
-			rec, err := decodeRecord(item.Value)
-			if err != nil {
-				return err
-			}
-			s.users[key] = &userEntry{rec: rec, version: item.Version}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("load users: %w", err)
-		}
-		if s.pop, s.popVersion, err = loadPopulation(ctx, o.Store); err != nil {
+		// Users are read when first used, not at start: start-up reads
+		// only the prior, whatever the number of stored users.
+		s.users = newUserCache(o.UserCacheSize)
+		var err error
+		if s.pop, s.popVersion, err = loadPopulation(context.Background(), o.Store); err != nil {
 			return nil, err
 		}
 	}
@@ -304,7 +300,19 @@ func (s *Service) Config() *config.Config { return s.cfg.Load().cfg }
 // SetConfig swaps in a new, already validated, configuration. A change of
 // the tuned values (config.Strength.Generation) restarts the time the
 // engine reports running them since; an unchanged generation keeps it.
+//
+// cfg is the configuration file's: a strength the operator pushed since
+// (PushStrength) stays in force over it until the file holds the same
+// generation or the push's hold ends (push.go).
 func (s *Service) SetConfig(cfg *config.Config) {
+	s.push.mu.Lock()
+	defer s.push.mu.Unlock()
+	s.push.file = cfg
+	s.applyPushLocked()
+}
+
+// run puts cfg in force (push.mu held).
+func (s *Service) run(cfg *config.Config) {
 	next := &runningConfig{cfg: cfg, generation: cfg.Strength.Generation(), since: s.now()}
 	if prev := s.cfg.Load(); prev.generation == next.generation {
 		next.since = prev.since
@@ -325,7 +333,8 @@ func (s *Service) Pseudonym(userID string) string {
 
 // userTxn is one operation's view of some users: their records as read
 // (nil when absent) and the versions its commit is conditional on. In
-// replica scope it holds the users' cache entries locked until release.
+// replica scope it holds the users' cache entries pinned and locked until
+// release.
 type userTxn struct {
 	svc *Service
 	// keys are the users, sorted and unique: the order entries are locked in.
@@ -359,29 +368,11 @@ func (s *Service) begin(ctx context.Context, keys []string) (*userTxn, error) {
 		}
 		return t, nil
 	}
-	for {
-		t.entries = make(map[string]*userEntry, len(keys))
-		s.mu.Lock()
-		for _, key := range keys {
-			e := s.users[key]
-			if e == nil {
-				e = &userEntry{}
-				s.users[key] = e
-			}
-			t.entries[key] = e
-		}
-		s.mu.Unlock()
-		for _, key := range keys {
-			t.entries[key].mu.Lock()
-		}
-		// While we waited for a lock, its holder may have dropped the entry
-		// from the map (it stored nothing). Writing to a dropped entry would
-		// leave the cache without the user: start over with the map's.
-		if t.current() {
-			break
-		}
-		t.unlock()
+	entries, err := s.lockUsers(ctx, keys)
+	if err != nil {
+		return nil, err
 	}
+	t.entries = entries
 	for key, e := range t.entries {
 		if e.rec != nil {
 			t.recs[key], t.versions[key] = e.rec, e.version
@@ -390,38 +381,13 @@ func (s *Service) begin(ctx context.Context, keys []string) (*userTxn, error) {
 	return t, nil
 }
 
-// current reports whether every locked entry is still the map's.
-func (t *userTxn) current() bool {
-	t.svc.mu.RLock()
-	defer t.svc.mu.RUnlock()
-	for key, e := range t.entries {
-		if t.svc.users[key] != e {
-			return false
-		}
-	}
-	return true
-}
-
-// release unlocks the entries and drops those that hold no user (created
-// for a request that stored nothing, or deleted).
+// release unlocks and unpins the entries; the cache drops those that
+// hold no user (created for a request that stored nothing, or deleted).
 func (t *userTxn) release() {
 	if t.svc.shared() {
 		return
 	}
-	t.svc.mu.Lock()
-	for key, e := range t.entries {
-		if e.rec == nil && t.svc.users[key] == e {
-			delete(t.svc.users, key)
-		}
-	}
-	t.svc.mu.Unlock()
-	t.unlock()
-}
-
-func (t *userTxn) unlock() {
-	for _, e := range t.entries {
-		e.mu.Unlock()
-	}
+	t.svc.unlockUsers(t.entries)
 }
 
 // commit durably writes the updated records (nil deletes), conditional on
@@ -448,6 +414,14 @@ func (t *userTxn) commit(ctx context.Context, updated map[string]*Record, pop *p
 		change.Meta = map[string]store.Write{populationKey: {Value: b, IfVersion: popVersion}}
 	}
 	if err := t.svc.store.Commit(ctx, change); err != nil {
+		// The entries stay the store's: a failed commit may still have
+		// been stored (ErrOutcomeUnknown), so the next operation reads
+		// the users again.
+		for key := range updated {
+			if e := t.entries[key]; e != nil {
+				e.loaded = false
+			}
+		}
 		return fmt.Errorf("commit: %w", err)
 	}
 	t.svc.aggregateGeneration.Add(1)
@@ -594,32 +568,28 @@ func (s *Service) Erase(ctx context.Context, userID string) error {
 	return nil
 }
 
-// eachRecord calls fn for every stored user's record. In replica scope fn
-// runs under the user's lock; in shared scope on a freshly decoded copy.
+// eachRecord calls fn for every stored user's record, freshly decoded
+// from the store in both scopes: the replica-scope cache holds only the
+// recently used users, and what it holds is the store's (commit writes
+// the store first), so the store is the complete and current view. fn
+// must not call the store. Afterwards a store that maps its file drops
+// the pages the pass faulted in from the engine's memory.
 func (s *Service) eachRecord(ctx context.Context, fn func(key string, rec *Record)) error {
-	if s.shared() {
-		return s.store.EachUser(ctx, func(key string, item store.Item) error {
-			rec, err := decodeRecord(item.Value)
-			if err != nil {
-				return err
-			}
-			fn(key, rec)
-			return nil
-		})
-	}
-	// Never hold s.mu while locking an entry (writers lock the entry, then the map).
-	s.mu.RLock()
-	entries := make(map[string]*userEntry, len(s.users))
-	for key, e := range s.users {
-		entries[key] = e
-	}
-	s.mu.RUnlock()
-	for key, e := range entries {
-		e.mu.Lock()
-		if e.rec != nil {
-			fn(key, e.rec)
+	err := s.store.EachUser(ctx, func(key string, item store.Item) error {
+		rec, err := decodeRecord(item.Value)
+		if err != nil {
+			return err
 		}
-		e.mu.Unlock()
+		fn(key, rec)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if r, ok := s.store.(interface{ ReleaseMappedPages() error }); ok {
+		if err := r.ReleaseMappedPages(); err != nil {
+			s.log.Warn("the store's pages stay mapped after a full pass", "error", err)
+		}
 	}
 	return nil
 }
@@ -842,7 +812,7 @@ func (s *Service) mayLearn(t *userTxn) bool {
 }
 
 // consents reads the users' consent without holding their locks past the
-// read: replica scope from the cache (each entry locked just to copy it),
+// read: replica scope from the cache (the entries locked just to copy them),
 // shared scope from store.Users. A missing user has no entry.
 func (s *Service) consents(ctx context.Context, keys []string) (map[string]Consent, error) {
 	out := make(map[string]Consent, len(keys))
@@ -850,18 +820,17 @@ func (s *Service) consents(ctx context.Context, keys []string) (map[string]Conse
 		err := s.eachStoredRecord(ctx, keys, func(key string, rec *Record, _ int64) { out[key] = effectiveConsent(rec) })
 		return out, err
 	}
-	for _, key := range keys {
-		s.mu.RLock()
-		e := s.users[key]
-		s.mu.RUnlock()
-		if e == nil {
-			continue
-		}
-		e.mu.Lock()
+	keys = slices.Clone(keys)
+	slices.Sort(keys)
+	entries, err := s.lockUsers(ctx, slices.Compact(keys))
+	if err != nil {
+		return nil, err
+	}
+	defer s.unlockUsers(entries)
+	for key, e := range entries {
 		if e.rec != nil {
 			out[key] = effectiveConsent(e.rec) // a copy
 		}
-		e.mu.Unlock()
 	}
 	return out, nil
 }
@@ -1040,18 +1009,14 @@ func (s *Service) State(ctx context.Context, userID string) (UserState, error) {
 			return UserState{}, err
 		}
 	} else {
-		s.mu.RLock()
-		e := s.users[key]
-		s.mu.RUnlock()
-		if e == nil {
+		entries, err := s.lockUsers(ctx, []string{key})
+		if err != nil {
+			return UserState{}, err
+		}
+		defer s.unlockUsers(entries)
+		if rec = entries[key].rec; rec == nil {
 			return UserState{}, ErrUnknownUser
 		}
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if e.rec == nil {
-			return UserState{}, ErrUnknownUser
-		}
-		rec = e.rec
 	}
 	allowPhysio := !cfg.ProhibitsBiometricEmotion()
 	st := rec.Model.Estimate(now, allowPhysio, estimateTiming(cfg))
@@ -1128,24 +1093,14 @@ func (s *Service) CohortMetrics() metrics.Cohort {
 	snap, err := s.snapshot(ctx, cfg)
 	if err != nil {
 		s.log.Error("cohort for metrics failed", "error", err)
-		return metrics.Cohort{StoredUsers: s.replicaUsers()}
+		n, _ := s.store.CountUsers(ctx) // 0 when the store fails too
+		return metrics.Cohort{StoredUsers: n}
 	}
 	out := metrics.Cohort{Published: snap.Published, StoredUsers: snap.StoredUsers, Effects: publishableEffects(snap.Effects, cfg.Privacy.MinCohortSize)}
 	if snap.Published {
 		out.Loss, out.Size = snap.Loss, snap.Size
 	}
-	if !s.shared() {
-		out.StoredUsers = s.replicaUsers()
-	}
 	return out
-}
-
-// replicaUsers is the number of users in the replica-scope cache (0 on a
-// shared store, where only the snapshot counts them).
-func (s *Service) replicaUsers() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return len(s.users)
 }
 
 // sweepLock names the retention sweep's lock: on a shared store one

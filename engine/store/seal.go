@@ -936,3 +936,12 @@ func Encrypted(ctx context.Context, b Backend) (bool, error) {
 	}
 	return found, err
 }
+
+// ReleaseMappedPages releases the backend's mapped pages when it maps
+// its file (Bolt.ReleaseMappedPages).
+func (s *Sealed) ReleaseMappedPages() error {
+	if r, ok := s.inner.(interface{ ReleaseMappedPages() error }); ok {
+		return r.ReleaseMappedPages()
+	}
+	return nil
+}

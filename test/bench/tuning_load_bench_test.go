@@ -80,7 +80,8 @@ func runTuningLoad(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := controllers.SetupWithManager(mgr, controllers.Options{EngineImage: engineImage, MaxConcurrentReconciles: parallelism, OperatorNamespace: "attune-system"}); err != nil {
+	workers := tuningWorkers(b)
+	if err := controllers.SetupWithManager(mgr, controllers.Options{EngineImage: engineImage, MaxConcurrentReconciles: workers, OperatorNamespace: "attune-system"}); err != nil {
 		b.Fatal(err)
 	}
 	reconciled := watchReconciled(b, cp.client)
@@ -116,12 +117,26 @@ func runTuningLoad(b *testing.B) {
 	b.ReportMetric(cpu.client/elapsed, "operator-cores")
 	b.ReportMetric(float64(reads)/elapsed, "engine-reads/s")
 	b.ReportMetric(float64(writes)/elapsed, "writes/s")
-	fmt.Printf("programs=%d tuning every %s, steady window %s (load average %s)\n", programs, tuningInterval, steadyWindow, loadAverage())
+	fmt.Printf("programs=%d tuning every %s, steady window %s, %d workers (load average %s)\n", programs, tuningInterval, steadyWindow, workers, loadAverage())
 	fmt.Printf("operator CPU:          %.2f s in %.0f s = %.3f cores (%.1f ms per program per minute); API server %.3f cores, etcd %.3f, fake engine %.3f\n",
 		cpu.client, elapsed, cpu.client/elapsed, 1e3*cpu.client/float64(programs)/(elapsed/60), cpu.apiServer/elapsed, cpu.etcd/elapsed, engineCPU/elapsed)
 	fmt.Printf("engine reads:          %.1f /s (one per program per interval: %.1f /s)\n", float64(reads)/elapsed, wantRate)
 	fmt.Printf("operator writes:       %.1f /s (%s)\n", float64(writes)/elapsed, formatWrites(kindsBefore, counter.snapshot()))
 	fmt.Printf("process heap / RSS:    %.1f MB / %.1f MB, %d goroutines (this process, the manager in-process)\n", float64(heap)/1e6, float64(rss)/1e6, goruntime.NumGoroutine())
+}
+
+// tuningWorkers is the program reconciler's MaxConcurrentReconciles:
+// ATTUNE_BENCH_WORKERS, else the manager's default (--max-concurrent-reconciles).
+func tuningWorkers(b *testing.B) int {
+	v := os.Getenv("ATTUNE_BENCH_WORKERS")
+	if v == "" {
+		return controllers.DefaultMaxConcurrentReconciles
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("ATTUNE_BENCH_WORKERS=%q: want a positive number", v)
+	}
+	return n
 }
 
 // announceEnginePod creates the Ready pod of a program's Deployment that

@@ -28,6 +28,8 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
+	"github.com/attune-io/attune/controllers/tuning"
+	"github.com/attune-io/attune/internal/devstack/engineruntime"
 	"github.com/attune-io/attune/internal/simulator"
 )
 
@@ -114,11 +116,18 @@ func enginesIn(namespace string) []string {
 // with the program Manual at 0.7, then Auto: the operator moves the
 // strength to within 0.15 of the strength whose dose helps the population
 // most (the mean of the last three in force), and the engines publish the
-// interventions' effects in the program's status.
+// interventions' effects in the program's status. The engines receive the
+// ConfigMap's changes as late as from a kubelet (60–90 s against a minute's
+// interval, scaled to the program's), and the operator's strength push
+// brings each new strength in seconds (docs/tuning.md, "Propagation and
+// the push").
 func TestDemoScenarioConverges(t *testing.T) {
 	ctx := context.Background()
 	newWorld(t, "converge", nil)
 	p := program("converge", "evening-calm", 2)
+	scaled := float64(p.Spec.Tuning.Interval.Duration) / float64(tuning.DefaultInterval)
+	k := engineruntime.KubeletPropagation
+	stack.Supervisor.SetPropagation("converge", engineruntime.Propagation{Min: time.Duration(float64(k.Min) * scaled), Max: time.Duration(float64(k.Max) * scaled)})
 	p.Spec.Strength.Initial = 0.7
 	p.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
 	// The test's time budget: steps of 0.1 (make demo's 0.05 needs twice

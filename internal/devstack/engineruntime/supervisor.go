@@ -36,6 +36,31 @@ type Supervisor struct {
 
 	mu    sync.Mutex
 	procs map[types.UID]*Process
+	// byNamespace overrides Propagation for the pods of a namespace
+	// (SetPropagation).
+	byNamespace map[string]Propagation
+}
+
+// SetPropagation gives the engine pods of namespace that start from now
+// on the propagation delay p instead of Propagation (a test that runs one
+// world as on a real node while the others sync within a second).
+func (s *Supervisor) SetPropagation(namespace string, p Propagation) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byNamespace == nil {
+		s.byNamespace = map[string]Propagation{}
+	}
+	s.byNamespace[namespace] = p
+}
+
+// propagationFor is the propagation delay of namespace's pods.
+func (s *Supervisor) propagationFor(namespace string) Propagation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.byNamespace[namespace]; ok {
+		return p
+	}
+	return s.Propagation
 }
 
 // Run reconciles processes with pods every interval until ctx ends, then
@@ -106,7 +131,7 @@ func (s *Supervisor) Sync(ctx context.Context) error {
 			src.DataDir = ClaimDir(s.StateDir, pod.Namespace, src.DataClaim)
 		}
 		dir := filepath.Join(s.StateDir, pod.Namespace, pod.Name)
-		p, err = Start(ctx, s.Client, s.Binary, dir, pod.Status.PodIP, port, src, WithDelay(s.Propagation.DelayFor(pod.Namespace+"/"+pod.Name)))
+		p, err = Start(ctx, s.Client, s.Binary, dir, pod.Status.PodIP, port, src, WithDelay(s.propagationFor(pod.Namespace).DelayFor(pod.Namespace+"/"+pod.Name)))
 		if err != nil {
 			if model != nil {
 				model.Stop()

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package store
+
+// ReleaseMappedPages does nothing off Linux (mappedpages_linux.go).
+func (s *Bolt) ReleaseMappedPages() error { return nil }
