@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 )
@@ -44,7 +45,7 @@ func TestBoltEachUserPages(t *testing.T) {
 			return stop
 		}
 		return nil
-	}); err != stop || n != eachUserPage+1 {
+	}); !errors.Is(err, stop) || n != eachUserPage+1 {
 		t.Fatalf("fn's error at user %d: EachUser returned %v after %d users", eachUserPage+1, err, n)
 	}
 }
