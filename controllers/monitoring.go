@@ -113,12 +113,19 @@ func (r *MeditationProgramReconciler) podMonitorGone() {
 }
 
 func metricsTokenSecret(p *wellbeingv1alpha1.MeditationProgram, token string) *corev1.Secret {
+	return builtInTokenSecret(p, MetricsTokenSecretName(p), metricsTokenComponent, MetricsTokenKey, token)
+}
+
+// builtInTokenSecret is the Secret of one of the operator's built-in
+// clients' tokens (metrics, tuning): the engine's labels with its own
+// component, the token under key.
+func builtInTokenSecret(p *wellbeingv1alpha1.MeditationProgram, name, component, key, token string) *corev1.Secret {
 	labels := engineLabels(p)
-	labels[LabelComponent] = metricsTokenComponent
+	labels[LabelComponent] = component
 	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: MetricsTokenSecretName(p), Namespace: p.Namespace, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: labels},
 		Type:       corev1.SecretTypeOpaque,
-		Data:       map[string][]byte{MetricsTokenKey: []byte(token)},
+		Data:       map[string][]byte{key: []byte(token)},
 	}
 }
 

@@ -67,13 +67,7 @@ func TuningTokenSecretName(p *wellbeingv1alpha1.MeditationProgram) string {
 }
 
 func tuningTokenSecret(p *wellbeingv1alpha1.MeditationProgram, token string) *corev1.Secret {
-	labels := engineLabels(p)
-	labels[LabelComponent] = tuningTokenComponent
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: TuningTokenSecretName(p), Namespace: p.Namespace, Labels: labels},
-		Type:       corev1.SecretTypeOpaque,
-		Data:       map[string][]byte{TuningTokenKey: []byte(token)},
-	}
+	return builtInTokenSecret(p, TuningTokenSecretName(p), tuningTokenComponent, TuningTokenKey, token)
 }
 
 // reconcileTuningClient issues the tuning token once and returns the
