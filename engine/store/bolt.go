@@ -90,6 +90,9 @@ type Bolt struct {
 	stopCompactor chan struct{}
 	compactorDone chan struct{}
 	compactDelay  time.Duration
+	// mapped bounds the store's pages mapped into the engine's memory
+	// (mappedpages_linux.go).
+	mapped mappedBudget
 	// groups, changes, busy and applying (ns): CommitStats.
 	groups, changes, busy, applying atomic.Int64
 }
@@ -145,6 +148,15 @@ func WithoutGroupCommit() Option { return func(s *Bolt) { s.groupLimit = 1 } }
 // that call Compact).
 func WithCompactDelay(d time.Duration) Option { return func(s *Bolt) { s.compactDelay = d } }
 
+// WithMappedPagesBudget bounds how much of the store file stays mapped
+// into the engine's memory (DefaultMappedPagesBudget by default; 0 or
+// negative: no bound): every read that misses the engine's cache maps in
+// a few pages (and the kernel's fault-around their neighbours), so over a
+// million users the whole file would end up counted in the engine's RSS.
+func WithMappedPagesBudget(bytes int64) Option {
+	return func(s *Bolt) { s.mapped.budget = bytes }
+}
+
 // WithoutCommit applies every change in a transaction that is then rolled
 // back: nothing is written, and Commit still answers as if it had been
 // (versions are checked but never conflict: nothing stays to conflict with).
@@ -173,9 +185,11 @@ func OpenBolt(dir string, opts ...Option) (*Bolt, error) {
 	}
 	st := &Bolt{db: db, path: path, commits: make(chan commitRequest, 256), done: make(chan struct{}),
 		erased: make(chan struct{}, 1), stopCompactor: make(chan struct{}), compactorDone: make(chan struct{}), compactDelay: CompactDelay, groupLimit: maxGroup}
+	st.mapped.budget = DefaultMappedPagesBudget
 	for _, o := range opts {
 		o(st)
 	}
+	st.mapped.baseline = fileResident()
 	db.NoSync = st.noSync
 	journal := filepath.Join(dir, TombstonesFileName)
 	if !st.rollback {
@@ -289,8 +303,10 @@ func (s *Bolt) Close() error {
 // view runs fn in a read transaction of the current file.
 func (s *Bolt) view(fn func(*bolt.Tx) error) error {
 	s.dbMu.RLock()
-	defer s.dbMu.RUnlock()
-	return s.db.View(fn)
+	err := s.db.View(fn)
+	s.dbMu.RUnlock()
+	s.noteRead()
+	return err
 }
 
 // compactor compacts the file CompactDelay after an erasure, and then
@@ -498,6 +514,7 @@ func (s *Bolt) commitOnce(group []commitRequest) (results []error, failed int, e
 		err = s.db.Update(apply)
 	}
 	s.dbMu.RUnlock()
+	s.noteRead() // a commit reads its users' pages through the map too
 	if err == nil && erased && !s.rollback {
 		select {
 		case s.erased <- struct{}{}:

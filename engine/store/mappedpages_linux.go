@@ -1,7 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"strconv"
 	"syscall"
 
 	bolt "go.etcd.io/bbolt"
@@ -24,4 +27,22 @@ func (s *Bolt) ReleaseMappedPages() error {
 		}
 		return nil
 	})
+}
+
+// fileResident is this process's file-backed resident memory in bytes
+// (the third field of /proc/self/statm, in pages), 0 when unreadable.
+func fileResident() int64 {
+	raw, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	fields := bytes.Fields(raw)
+	if len(fields) < 3 {
+		return 0
+	}
+	pages, err := strconv.ParseInt(string(fields[2]), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages * int64(os.Getpagesize())
 }

@@ -103,3 +103,65 @@ func rssFile(t *testing.T) int64 {
 	t.Fatal("no RssFile in /proc/self/status")
 	return 0
 }
+
+// TestMappedPagesStayWithinTheBudget: random reads of single users over a
+// store file much larger than the budget keep the pages mapped into the
+// process under the budget (plus what one check interval can map),
+// while the same reads of a store without a budget map most of the file.
+// Every value still reads back whole.
+func TestMappedPagesStayWithinTheBudget(t *testing.T) {
+	const (
+		users  = 32_000 // 4,000 bytes each: a file of about 128 MiB
+		budget = 16 << 20
+		reads  = 40_000
+	)
+	value := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 4000) }
+	grown := func(opts ...Option) int64 {
+		ctx := context.Background()
+		db, err := OpenBolt(t.TempDir(), append(opts, WithoutSync())...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = db.Close() }()
+		for from := 0; from < users; from += 1000 {
+			change := Change{Users: map[string]Write{}}
+			for i := from; i < from+1000; i++ {
+				change.Users[fmt.Sprintf("user-%06d", i)] = Write{Value: value(i)}
+			}
+			if err := db.Commit(ctx, change); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := db.ReleaseMappedPages(); err != nil {
+			t.Fatal(err)
+		}
+		before, peak := rssFile(t), int64(0)
+		for n := range reads {
+			i := (n * 7919) % users
+			key := fmt.Sprintf("user-%06d", i)
+			got, err := db.Users(ctx, []string{key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got[key].Value, value(i)) {
+				t.Fatalf("%s reads back wrong", key)
+			}
+			if n%1000 == 999 {
+				peak = max(peak, rssFile(t)-before)
+			}
+		}
+		return peak
+	}
+	bounded := grown(WithMappedPagesBudget(budget))
+	// What one check interval can map on top of the budget: a fault per
+	// read, each mapping up to 16 pages (the kernel's fault-around).
+	slack := int64(mappedCheckEvery * 16 * os.Getpagesize())
+	if bounded > budget+slack {
+		t.Errorf("with a %d MiB budget the store's mapped pages grew to %d MiB (want at most %d MiB)", budget>>20, bounded>>20, (budget+slack)>>20)
+	}
+	unbounded := grown(WithMappedPagesBudget(0))
+	if unbounded < 3*(budget+slack)/2 {
+		t.Errorf("without a budget the mapped pages grew only %d MiB: the reads do not show what the budget bounds", unbounded>>20)
+	}
+	t.Logf("mapped pages after %d random reads of a 128 MiB store: %d MiB with a %d MiB budget, %d MiB without", reads, bounded>>20, budget>>20, unbounded>>20)
+}
