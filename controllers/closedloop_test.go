@@ -257,14 +257,6 @@ func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 	if testing.Short() {
 		t.Skip("closed loop takes about two minutes")
 	}
-	// Still a known defect of issue 13: the tuner now leaves the upper
-	// bound while the level moves, and passed here 5 of 5 times on a
-	// loaded machine, but on a fresh-clone CI run it stayed at 0.9 for 12
-	// intervals (the population's daily rhythm still moves the loss as
-	// much as a step does). Set ATTUNE_TUNER_THROUGH_ENGINES=1 to run it.
-	if os.Getenv("ATTUNE_TUNER_THROUGH_ENGINES") == "" {
-		t.Skip("known defect: the tuner can stay pinned at the upper bound through real engines (issue 13); ATTUNE_TUNER_THROUGH_ENGINES=1 runs it")
-	}
 	setupWorld(t, "loop", wellbeingv1alpha1.ContextSocial)
 	program := tunedProgram("loop", "tuned")
 	program.Spec.Tuning.Mode = wellbeingv1alpha1.TuningManual
@@ -302,6 +294,9 @@ func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 		last = p
 		if p.Status.LastTuneTime != nil {
 			if c := apimeta.FindStatusCondition(p.Status.Conditions, wellbeingv1alpha1.ConditionLossObserved); c != nil {
+				if _, seen := measured[p.Status.LastTuneTime.Time]; !seen && c.Reason == wellbeingv1alpha1.ReasonStrengthPending {
+					t.Logf("measurement at %s held: %s", p.Status.LastTuneTime.Format(time.TimeOnly), c.Message)
+				}
 				measured[p.Status.LastTuneTime.Time] = c.Reason
 			}
 		}
@@ -427,15 +422,18 @@ func TestClosedLoopOnSharedStore(t *testing.T) {
 // intervals.
 const convergenceTolerance = 0.15
 
-// convergenceBudget is the time the closed loop gets to converge: 120 s
-// (twelve intervals; without a propagation delay it takes 40–70 s),
-// doubled under a propagation delay, where each move waits for the
-// engines to run it.
+// convergenceBudget is the time the closed loop gets to converge: room
+// for 30 credited measurements, within which the tuner converged from
+// the bound in 400 of 400 simulated runs of this test's loss curve and
+// daily rhythm (test/tuningbench, TestLeavesTheUpperBoundUnderTheDailyRhythm;
+// 98.5% within 20). 300 s (30 intervals) when changes land at once;
+// 420 s under a propagation delay, where about one measurement in four
+// is held StrengthPending or at night. It usually takes 40–70 s.
 func convergenceBudget(p engineruntime.Propagation) time.Duration {
 	if p.Max > 0 {
-		return 240 * time.Second
+		return 420 * time.Second
 	}
-	return 120 * time.Second
+	return 300 * time.Second
 }
 
 // scaledKubeletPropagation is a kubelet's propagation delay (60–90 s

@@ -75,6 +75,9 @@ type MeditationProgramReconciler struct {
 	// MonitoringNamespaces are admitted to every engine's API port, as
 	// each world's spec.isolation.monitoringNamespaces are (monitoring.go).
 	MonitoringNamespaces []string
+	// ownWrites detects a cached program older than our own last status
+	// write (own_status_writes.go).
+	ownWrites ownStatusWrites
 }
 
 // programReconcile carries one reconcile's working state between steps.
@@ -120,11 +123,17 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if err := r.Get(ctx, req.NamespacedName, program); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetProgramMetrics(req.Namespace, req.Name)
+			r.ownWrites.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !program.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // owner references clean up every child
+	}
+	if r.ownWrites.stale(program) {
+		// The cache has not caught up with our last status write: acting
+		// on this copy would undo the tuner's last step.
+		return ctrl.Result{RequeueAfter: staleCacheRetry}, nil
 	}
 
 	status := program.Status.DeepCopy()
@@ -486,6 +495,7 @@ func (r *MeditationProgramReconciler) writeStatus(ctx context.Context, p *wellbe
 	if err := r.Status().Update(ctx, p); err != nil {
 		return fmt.Errorf("write program status: %w", err)
 	}
+	r.ownWrites.wrote(p)
 	return nil
 }
 
