@@ -206,10 +206,10 @@ func aimAt(history []Observation, current float64, p Params) (aim, bool) {
 	}
 	long, longOK := fit(history, 2, longMemory)
 	short, shortOK := fit(history, 2, shortMemory)
-	if levelMoves(history) {
+	if differenced, ok := fitDifferenced(history, 2, longMemory); ok && longOK && levelMoves(long, differenced) {
 		// Read the curve from adjacent intervals' differences, in which
 		// the moving level cancels.
-		long, longOK = fitDifferenced(history, 2, longMemory)
+		long = differenced
 		short, shortOK = fitDifferenced(history, 2, shortMemory)
 		if l, ok := fitDifferenced(history, 1, shortMemory); ok {
 			line = l
@@ -619,9 +619,6 @@ func fitAged(history []Observation, ages []float64, degree int, trend bool, lamb
 // moves slowly; the curve's constant cancels too, so coef[1…degree] are
 // those of fit (b, a) and the vertex and convexity read the same.
 func fitDifferenced(history []Observation, degree int, lambda float64) (polyFit, bool) {
-	if len(history) < 2 {
-		return polyFit{}, false
-	}
 	var rows [][]float64
 	var diffs, ages []float64
 	for i := 1; i < len(history); i++ {
@@ -640,24 +637,16 @@ func fitDifferenced(history []Observation, degree int, lambda float64) (polyFit,
 }
 
 // levelMoves: the loss's level moves in time more than the measurement
-// noise, by a variance-ratio test (von Neumann's, as Durbin–Watson's):
-// with independent noise around a curve that stays put, the residual
-// variance of the differenced quadratic fit is twice that of the fit in
-// levels; a level that wanders makes the residuals in levels large and
+// noise, by a variance-ratio test (von Neumann's, as Durbin–Watson's) of
+// the quadratic fits of the long memory in levels and differenced: with
+// independent noise around a curve that stays put, the residual
+// variance of the differenced fit is twice that of the fit in levels; a level that wanders makes the residuals in levels large and
 // serially correlated while the differences stay small. Where the
 // differenced variance is below 2·levelMovesRatio times the level one the
 // fits are read from the differences. A curve the quadratic fits badly
 // (asymmetric, flat-bottomed) inflates both and is not taken for a
 // moving level.
-func levelMoves(history []Observation) bool {
-	inLevels, ok := fit(history, 2, longMemory)
-	if !ok {
-		return false
-	}
-	differenced, ok := fitDifferenced(history, 2, longMemory)
-	if !ok {
-		return false
-	}
+func levelMoves(inLevels, differenced polyFit) bool {
 	return differenced.sigma*differenced.sigma < 2*levelMovesRatio*inLevels.sigma*inLevels.sigma
 }
 
