@@ -341,3 +341,32 @@ func TestLeavesTheUpperBoundWhileTheLevelMoves(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstProbeHeadsIntoTheRange: with one strength measured the tuner
+// steps toward the middle of [min, max], where it has room to learn the
+// curve, rather than toward a nearby bound (from 0.85 it used to step up
+// to 0.9 and, on a cohort whose loss moves with the time of day, stay).
+func TestFirstProbeHeadsIntoTheRange(t *testing.T) {
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct{ start, want float64 }{
+		{0.85, 0.80}, {0.7, 0.65}, {0.5, 0.55}, {0.3, 0.35}, {0.15, 0.20}, {0.9, 0.875}, {0.1, 0.125},
+	} {
+		d, _ := Step(nil, c.start, params, Measurement{Loss: 0.05, CohortSize: 100, At: at}, at, time.Minute)
+		if math.Abs(d.Strength-c.want) > 1e-9 {
+			t.Errorf("first step from %.2f went to %.3f, want %.3f", c.start, d.Strength, c.want)
+		}
+	}
+	// Then downhill along the secant, whichever side of the middle: from
+	// 0.85 down to 0.80, and 0.80 measured worse, the tuner steps back up.
+	var history []Observation
+	s := 0.85
+	for _, loss := range []float64{0.05, 0.06} {
+		var d Decision
+		d, history = Step(history, s, params, Measurement{Loss: loss, CohortSize: 100, At: at}, at, time.Minute)
+		s = d.Strength
+		at = at.Add(time.Minute)
+	}
+	if math.Abs(s-0.85) > 1e-9 {
+		t.Errorf("after 0.80 measured worse than 0.85 the tuner went to %.3f, want back up to 0.85", s)
+	}
+}
