@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -111,11 +112,7 @@ func TestWorldIsolationCanBeTurnedOff(t *testing.T) {
 		return k8s.Get(ctx, client.ObjectKey{Namespace: "arcade", Name: controllers.EngineDenyAllPolicyName}, &networkingv1.NetworkPolicy{})
 	})
 
-	get(t, client.ObjectKey{Name: "arcade"}, w)
-	w.Spec.Isolation.NetworkPolicy = ptr.To(false)
-	if err := k8s.Update(ctx, w); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, w, func(w *wellbeingv1alpha1.VirtualWorld) { w.Spec.Isolation.NetworkPolicy = ptr.To(false) })
 	eventually(t, "network policies removed", func() error {
 		for _, k := range []client.ObjectKey{key, {Namespace: "arcade", Name: controllers.EngineDenyAllPolicyName}} {
 			if err := k8s.Get(ctx, k, &networkingv1.NetworkPolicy{}); !apierrors.IsNotFound(err) {
@@ -162,9 +159,13 @@ func TestWorldWithOwnKeyGetsNoGeneratedKey(t *testing.T) {
 func TestWorldNamespaceIsImmutable(t *testing.T) {
 	w := newWorld("fixed", "fixed", wellbeingv1alpha1.ContextSocial)
 	createWorld(t, w)
-	get(t, client.ObjectKey{Name: "fixed"}, w)
-	w.Spec.Namespace = "moved"
-	err := k8s.Update(context.Background(), w)
+	// Retried on a conflict with the operator's status write: only the
+	// API server's validation answer counts.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		get(t, client.ObjectKey{Name: "fixed"}, w)
+		w.Spec.Namespace = "moved"
+		return k8s.Update(context.Background(), w)
+	})
 	if err == nil || !apierrors.IsInvalid(err) || !contains(err.Error(), "spec.namespace is immutable") {
 		t.Fatalf("update of spec.namespace: err = %v, want Invalid naming spec.namespace", err)
 	}
