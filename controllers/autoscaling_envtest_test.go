@@ -169,11 +169,7 @@ func TestAutoscalerFollowsTheProgram(t *testing.T) {
 
 	// Removing autoscaling deletes the autoscaler; the last count stays
 	// as the program's fixed replicas.
-	get(t, client.ObjectKeyFromObject(p), p)
-	p.Spec.Engine.Autoscaling = nil
-	if err := k8s.Update(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, p, func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Engine.Autoscaling = nil })
 	eventually(t, "autoscaler deleted", func() error {
 		if _, err := getAutoscaler(p); !apierrors.IsNotFound(err) {
 			return fmt.Errorf("get autoscaler: %v, want NotFound", err)

@@ -470,11 +470,8 @@ func TestScaleSubresourceAndAvailability(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "spec.engine.replicas above 1 needs a shared store") {
 		t.Fatalf("scaling an embedded-store program to 2: err = %v, want the schema to refuse it", err)
 	}
-	get(t, client.ObjectKeyFromObject(p), p)
-	sharedStore(p, "elastic-postgres", 1) // kubectl scale sets the replicas below
-	if err := k8s.Update(ctx, p); err != nil {
-		t.Fatal(err)
-	}
+	// kubectl scale sets the replicas below
+	updateSpec(t, p, func(p *wellbeingv1alpha1.MeditationProgram) { sharedStore(p, "elastic-postgres", 1) })
 	if err := k8s.SubResource("scale").Get(ctx, p, scale); err != nil {
 		t.Fatal(err)
 	}

@@ -99,11 +99,9 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	f.simulate(40, 3)
 
 	// The operator, switched to the Prometheus source, observes the loss.
-	get(t, client.ObjectKeyFromObject(program), program)
-	program.Spec.Tuning.Source = wellbeingv1alpha1.LossSource{Type: wellbeingv1alpha1.LossSourcePrometheus, Prometheus: &wellbeingv1alpha1.PrometheusSource{Address: address}}
-	if err := k8s.Update(ctx, program); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, program, func(program *wellbeingv1alpha1.MeditationProgram) {
+		program.Spec.Tuning.Source = wellbeingv1alpha1.LossSource{Type: wellbeingv1alpha1.LossSourcePrometheus, Prometheus: &wellbeingv1alpha1.PrometheusSource{Address: address}}
+	})
 	waitUpTo(t, 60*time.Second, "loss observed through Prometheus", func() error {
 		p := &wellbeingv1alpha1.MeditationProgram{}
 		get(t, client.ObjectKeyFromObject(program), p)

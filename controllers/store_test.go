@@ -80,11 +80,7 @@ func TestPostgresStoreWiring(t *testing.T) {
 	// next recheck of the Secret.
 	bump := func() {
 		t.Helper()
-		get(t, client.ObjectKeyFromObject(p), p)
-		p.Spec.Strength.Initial += 0.01
-		if err := k8s.Update(ctx, p); err != nil {
-			t.Fatal(err)
-		}
+		updateSpec(t, p, func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Strength.Initial += 0.01 })
 	}
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "ledger-postgres", Namespace: "vault"},
 		Data: map[string][]byte{"user": []byte("attune"), "password": []byte("hunter2")}}
@@ -213,11 +209,7 @@ func TestEmbeddedStoreOnAClaim(t *testing.T) {
 	// the claim with its data stays until the program goes.
 	setVolume := func(embedded *wellbeingv1alpha1.EmbeddedStore, onClaim bool) {
 		t.Helper()
-		get(t, client.ObjectKeyFromObject(p), p)
-		p.Spec.Engine.Store.Embedded = embedded
-		if err := k8s.Update(ctx, p); err != nil {
-			t.Fatal(err)
-		}
+		updateSpec(t, p, func(p *wellbeingv1alpha1.MeditationProgram) { p.Spec.Engine.Store.Embedded = embedded })
 		eventually(t, fmt.Sprintf("data volume on a claim: %t", onClaim), func() error {
 			get(t, client.ObjectKeyFromObject(d), d)
 			if src := dataVolume(d); (src.PersistentVolumeClaim != nil) != onClaim || (src.EmptyDir != nil) == onClaim {

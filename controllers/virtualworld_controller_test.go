@@ -88,11 +88,7 @@ func TestWorldCreatesNamespaceQuotaKeyAndPolicy(t *testing.T) {
 	}
 
 	// Removing the limit removes the quota.
-	get(t, client.ObjectKey{Name: "plaza"}, w)
-	w.Spec.GPUQuota.Limit = nil
-	if err := k8s.Update(ctx, w); err != nil {
-		t.Fatal(err)
-	}
+	updateSpec(t, w, func(w *wellbeingv1alpha1.VirtualWorld) { w.Spec.GPUQuota.Limit = nil })
 	eventually(t, "quota removed", func() error {
 		err := k8s.Get(ctx, client.ObjectKey{Namespace: "plaza", Name: controllers.GPUQuotaName}, &corev1.ResourceQuota{})
 		if apierrors.IsNotFound(err) {
