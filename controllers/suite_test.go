@@ -200,14 +200,19 @@ func conditionIs(conds []metav1.Condition, condType string, status metav1.Condit
 // read when the operator's status write got there first (a conflict).
 func updateSpec[T client.Object](t *testing.T, obj T, mutate func(T)) {
 	t.Helper()
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	if err := tryUpdateSpec(obj, mutate); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryUpdateSpec is updateSpec returning the API server's answer, for
+// tests that expect an update to be refused.
+func tryUpdateSpec[T client.Object](obj T, mutate func(T)) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
 			return err
 		}
 		mutate(obj)
 		return k8s.Update(context.Background(), obj)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }

@@ -11,7 +11,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -157,11 +156,7 @@ func TestWorldNamespaceIsImmutable(t *testing.T) {
 	createWorld(t, w)
 	// Retried on a conflict with the operator's status write: only the
 	// API server's validation answer counts.
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		get(t, client.ObjectKey{Name: "fixed"}, w)
-		w.Spec.Namespace = "moved"
-		return k8s.Update(context.Background(), w)
-	})
+	err := tryUpdateSpec(w, func(w *wellbeingv1alpha1.VirtualWorld) { w.Spec.Namespace = "moved" })
 	if err == nil || !apierrors.IsInvalid(err) || !contains(err.Error(), "spec.namespace is immutable") {
 		t.Fatalf("update of spec.namespace: err = %v, want Invalid naming spec.namespace", err)
 	}

@@ -453,23 +453,20 @@ func recentCentre(history []Observation, lambda float64) float64 {
 // promising one.
 func probe(history []Observation, current float64, p Params) Decision {
 	direction := 1.0
-	if current > (p.Min+p.Max)/2 {
-		direction = -1
-	}
 	if slope, ok := levelTrendSlope(history); ok {
 		// The secant of the two strengths seen, read by a line with a term
 		// for a level moving in time: a loss rising at every strength must
 		// not send the tuner back to where it measured earlier.
-		direction = 1
 		if slope > 0 {
 			direction = -1
 		}
 	} else if other, ok := otherStrength(history, current, p.MaxStep/4); ok {
 		currentLoss, otherLoss := lossAt(history, current, p.MaxStep/4), lossAt(history, other.Strength, p.MaxStep/4)
-		direction = 1
 		if (otherLoss < currentLoss) == (other.Strength < current) {
 			direction = -1
 		}
+	} else if current > (p.Min+p.Max)/2 {
+		direction = -1 // a single strength: toward the middle
 	}
 	step := p.MaxStep
 	if current == p.Min || current == p.Max {
@@ -649,9 +646,10 @@ func fitDifferenced(history []Observation, degree int, lambda float64) (polyFit,
 // levelMoves: the loss's level moves in time more than the measurement
 // noise, by a variance-ratio test (von Neumann's, as Durbin–Watson's) of
 // the quadratic fits of the long memory in levels and differenced: with
-// independent noise around a curve that stays put, the residual
-// variance of the differenced fit is twice that of the fit in levels; a level that wanders makes the residuals in levels large and
-// serially correlated while the differences stay small. Where the
+// independent noise around a curve that stays put, the residual variance
+// of the differenced fit is twice that of the fit in levels; a level that
+// wanders makes the residuals in levels large and serially correlated
+// while the differences stay small. Where the
 // differenced variance is below 2·levelMovesRatio times the level one the
 // fits are read from the differences. A curve the quadratic fits badly
 // (asymmetric, flat-bottomed) inflates both and is not taken for a
