@@ -102,7 +102,7 @@ bench-operator: envtest-assets ## SIZE programs (500) across 5 worlds on envtest
 
 .PHONY: bench-operator-tuning
 bench-operator-tuning: envtest-assets ## SIZE programs tuning every 60 s against a fake HTTPS engine: the operator's steady CPU, engine reads/s, writes/s.
-	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) ATTUNE_BENCH=1 ATTUNE_BENCH_PROGRAMS=$(SIZE) \
+	KUBEBUILDER_ASSETS=$(ENVTEST_ASSETS) ATTUNE_BENCH=1 ATTUNE_BENCH_PROGRAMS=$(SIZE) ATTUNE_BENCH_PROFILE=$(CURDIR)/.attune/bench \
 		go test -count=1 -run '^$$' -bench BenchmarkOperatorTuningLoad -benchtime=1x -timeout 60m ./test/bench/
 
 ##@ Tools

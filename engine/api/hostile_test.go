@@ -158,6 +158,24 @@ func TestContentTypesAndMethods(t *testing.T) {
 	expect(t, e.do("POST", "/v1/telemetry", rwToken, api.MediaJSON, array), 413, "samples", "more than 1000")
 }
 
+// earlyAnswers is what the server has sent on each connection, read for
+// at most 100 ms apiece: a request still waiting for its body has nothing.
+func earlyAnswers(conns []net.Conn) string {
+	var out []string
+	for i, conn := range conns {
+		_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		buf := make([]byte, 512)
+		n, err := conn.Read(buf)
+		switch {
+		case n > 0:
+			out = append(out, fmt.Sprintf("%d: %q", i, buf[:n]))
+		case err != nil:
+			out = append(out, fmt.Sprintf("%d: nothing (%v)", i, err))
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
 // TestSlowBodiesHoldAtMostTheClientsCap: clients that send headers and
 // then trickle their bodies hold at most the per-token cap of requests;
 // beyond it the token is answered 429 at once, other tokens are served,
@@ -198,7 +216,7 @@ func TestSlowBodiesHoldAtMostTheClientsCap(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the slow bodies never filled the token's %d slots (last answer %d)", limit, r.status)
+			t.Fatalf("the slow bodies never filled the token's %d slots (last answer %d); the slow connections got: %s", limit, r.status, earlyAnswers(slow))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

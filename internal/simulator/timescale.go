@@ -17,12 +17,18 @@ import (
 const DefaultSpeedup = 480
 
 // OutcomeWindow is the proximal-outcome horizon the population's programs
-// use: 30 minutes, as HeartSteps measured steps over the 30 minutes after
-// a decision. The engine's default of 10 minutes is shorter than most of
-// its sessions (5 to 22 minutes long at strengths 0–1, docs/engine-model.md),
-// so it would often measure a session before it had ended, let alone
-// worked.
-const OutcomeWindow = 30 * time.Minute
+// use: 60 minutes, two evidence time constants (estimate.DefaultStateDecay)
+// and the cooldown. The engine reads an outcome from the user's state
+// estimate, whose evidence decays with τ 30 minutes: after a 15-minute
+// session, e^(−15/30) ≈ 60% of the weight at the end of a 30-minute window
+// is on evidence from before the session ended, so the change it measures
+// falls short of the true one (effects against the truth 0.75–0.88 in six
+// runs, their intervals covering it in 89%); at 60 minutes e^(−45/30) ≈
+// 22% (coverage 94% in five runs). A window no longer
+// than the cooldown also keeps a treated person's next session out of the
+// outcome. The engine's default of 10 minutes is shorter than most
+// sessions (5 to 22 minutes at strengths 0–1, docs/engine-model.md).
+const OutcomeWindow = 60 * time.Minute
 
 // TimeScale maps the population's clock onto the wall clock. The engines
 // see only wall-clock timestamps; they keep up because their time
@@ -59,7 +65,7 @@ type EngineTiming struct {
 // EngineTiming is each of the engine's production defaults, taken as a
 // span of simulated time, on the wall clock (to 100 ms, at least 1s), and
 // the outcome window OutcomeWindow: at DefaultSpeedup a cooldown of 7.5s,
-// an outcome window of 3.8s, evidence decay of 3.8s (attention, emotion)
+// an outcome window of 7.5s, evidence decay of 3.8s (attention, emotion)
 // and 42m (resilience), stress recovery 1.3s. The daily cap counts a
 // wall-clock day, which no speedup shortens, so it is set out of reach
 // (96) and the cooldown alone spaces the sessions.

@@ -291,7 +291,7 @@ func runOperatorBenchmark(b *testing.B) {
 	mgrCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	heapBefore := liveHeap()
-	stopProfile := startCPUProfile(b, programs)
+	stopProfile := startCPUProfile(b, fmt.Sprintf("operator-%d", programs))
 	b.ResetTimer()
 	operator := measure(func() {
 		go func() { done <- mgr.Start(mgrCtx) }()
@@ -313,7 +313,7 @@ func runOperatorBenchmark(b *testing.B) {
 	time.Sleep(idleWindow)
 	idleWrites := counter.writes.Load() - before
 	heapAfter, rss := liveHeap(), residentBytes()
-	writeHeapProfile(b, programs)
+	writeHeapProfile(b, fmt.Sprintf("operator-%d", programs))
 	operatorHeap := float64(heapAfter) - float64(heapBefore)
 
 	ratio := operator.elapsed.Seconds() / plain.elapsed.Seconds()
@@ -450,9 +450,9 @@ func loadAverage() string {
 	return strings.Join(fields[:3], " ")
 }
 
-// startCPUProfile profiles this process (the operator) from its start until
-// all programs are Reconciled, when ATTUNE_BENCH_PROFILE names a folder.
-func startCPUProfile(b *testing.B, programs int) (stop func()) {
+// startCPUProfile profiles this process (the operator) into
+// name.cpu.pprof until stop, when ATTUNE_BENCH_PROFILE names a folder.
+func startCPUProfile(b *testing.B, name string) (stop func()) {
 	dir := os.Getenv("ATTUNE_BENCH_PROFILE")
 	if dir == "" {
 		return func() {}
@@ -460,7 +460,7 @@ func startCPUProfile(b *testing.B, programs int) (stop func()) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("operator-%d.cpu.pprof", programs)))
+	f, err := os.Create(filepath.Join(dir, name+".cpu.pprof"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -470,13 +470,14 @@ func startCPUProfile(b *testing.B, programs int) (stop func()) {
 	return func() { pprof.StopCPUProfile(); _ = f.Close() }
 }
 
-// writeHeapProfile writes the live heap after the run next to the CPU profile.
-func writeHeapProfile(b *testing.B, programs int) {
+// writeHeapProfile writes the live heap into name.heap.pprof, next to the
+// CPU profile.
+func writeHeapProfile(b *testing.B, name string) {
 	dir := os.Getenv("ATTUNE_BENCH_PROFILE")
 	if dir == "" {
 		return
 	}
-	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("operator-%d.heap.pprof", programs)))
+	f, err := os.Create(filepath.Join(dir, name+".heap.pprof"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -107,11 +107,14 @@ func runTuningLoad(b *testing.B) {
 	readsBefore, writesBefore, cpuBefore, kindsBefore := engine.reads(b), counter.writes.Load(), readCPU(), counter.snapshot()
 	childBefore := processCPU(engine.cmd.Process.Pid)
 	start := time.Now()
+	stopProfile := startCPUProfile(b, fmt.Sprintf("tuning-%d", programs))
 	time.Sleep(steadyWindow)
+	stopProfile()
 	elapsed := time.Since(start).Seconds()
 	reads, writes, cpu := engine.reads(b)-readsBefore, counter.writes.Load()-writesBefore, readCPU().sub(cpuBefore)
 	engineCPU := processCPU(engine.cmd.Process.Pid) - childBefore
 	heap, rss := liveHeap(), residentBytes()
+	writeHeapProfile(b, fmt.Sprintf("tuning-%d", programs))
 
 	wantRate := float64(programs) / tuningInterval.Seconds()
 	b.ReportMetric(cpu.client/elapsed, "operator-cores")
