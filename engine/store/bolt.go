@@ -185,7 +185,7 @@ func OpenBolt(dir string, opts ...Option) (*Bolt, error) {
 	}
 	st := &Bolt{db: db, path: path, commits: make(chan commitRequest, 256), done: make(chan struct{}),
 		erased: make(chan struct{}, 1), stopCompactor: make(chan struct{}), compactorDone: make(chan struct{}), compactDelay: CompactDelay, groupLimit: maxGroup}
-	st.mapped.budget = DefaultMappedPagesBudget
+	st.mapped.budget, st.mapped.checkEvery = DefaultMappedPagesBudget, mappedCheckEvery
 	for _, o := range opts {
 		o(st)
 	}

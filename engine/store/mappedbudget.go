@@ -1,6 +1,9 @@
 package store
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // DefaultMappedPagesBudget is how much of the store file may stay mapped
 // into the engine's memory before the mapped pages are released: enough
@@ -25,28 +28,46 @@ type mappedBudget struct {
 	budget int64 // bytes; ≤ 0: no bound
 	// baseline is the process's file-backed resident memory when the
 	// store opened (the binary's own pages), not counted against budget.
-	baseline  int64
-	reads     atomic.Uint64
-	releasing atomic.Bool
+	baseline int64
+	// checkEvery is how many transactions pass between two checks
+	// (mappedCheckEvery; tests set fewer).
+	checkEvery uint64
+	reads      atomic.Uint64
+	// releasing is held from the check that starts a release until the
+	// release is done.
+	releasing sync.Mutex
 }
 
-// noteRead counts a transaction and, every mappedCheckEvery, releases the
-// mapped pages in the background when they exceed the budget, so no
-// request waits for the release.
+// noteRead counts a transaction and, every checkEvery, releases the mapped
+// pages in the background when they exceed the budget, so the request
+// that finds them over it does not wait for the release. A release still
+// not done at the next check (a busy machine had no thread free for it)
+// is waited for there: the mapped pages then never exceed the budget by
+// more than two check intervals' faults (each read maps at most the
+// kernel's fault-around of 16 pages), however loaded the machine is.
 func (s *Bolt) noteRead() {
 	m := &s.mapped
-	if m.budget <= 0 || m.reads.Add(1)%mappedCheckEvery != 0 {
+	if m.budget <= 0 || m.reads.Add(1)%m.checkEvery != 0 {
 		return
 	}
-	if !m.releasing.CompareAndSwap(false, true) {
+	if !m.releasing.TryLock() {
+		m.releasing.Lock()
+	}
+	if fileResident()-m.baseline <= m.budget {
+		m.releasing.Unlock()
 		return
 	}
 	go func() {
-		defer m.releasing.Store(false)
-		if fileResident()-m.baseline > m.budget {
-			// After Close this fails on the closed file, with nothing to
-			// release.
-			_ = s.ReleaseMappedPages()
-		}
+		defer m.releasing.Unlock()
+		// After Close this fails on the closed file, with nothing to
+		// release.
+		_ = s.ReleaseMappedPages()
 	}()
+}
+
+// withMappedCheckEvery sets how many transactions pass between two checks
+// of the mapped pages (mappedCheckEvery by default), for tests that bound
+// them tighter than the default's slack allows.
+func withMappedCheckEvery(n uint64) Option {
+	return func(s *Bolt) { s.mapped.checkEvery = max(n, 1) }
 }

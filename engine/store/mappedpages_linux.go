@@ -15,9 +15,13 @@ import (
 // whole file in, and those pages would otherwise count in the engine's
 // RSS until the kernel reclaims them. The data stays in the kernel's page
 // cache, so the next read of a page is a minor fault, not a disk read.
-// It runs inside a read transaction, which holds bbolt's mapping in place.
+// It runs inside a read transaction, which holds bbolt's mapping in place,
+// and not through view: the release is not a read the budget counts (and
+// counting it could make the release wait for itself).
 func (s *Bolt) ReleaseMappedPages() error {
-	return s.view(func(tx *bolt.Tx) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	return s.db.View(func(tx *bolt.Tx) error {
 		info := tx.DB().Info()
 		if info == nil || info.Data == 0 || tx.Size() == 0 {
 			return nil
