@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"gonum.org/v1/gonum/stat"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -300,8 +301,8 @@ func TestClosedLoopTunesTowardTheOptimum(t *testing.T) {
 				measured[p.Status.LastTuneTime.Time] = c.Reason
 			}
 		}
-		recent := recentStrengths(p, 3)
-		if len(p.Status.History) < 3 || math.Abs(mean(recent)-reference) > convergenceTolerance {
+		recent := testutil.RecentStrengths(p, 3)
+		if len(p.Status.History) < 3 || math.Abs(stat.Mean(recent, nil)-reference) > convergenceTolerance {
 			return fmt.Errorf("history %d, recent strengths %.3f, LossObserved %v", len(p.Status.History), recent, condition(p, wellbeingv1alpha1.ConditionLossObserved))
 		}
 		return nil
@@ -454,30 +455,6 @@ func programInterventions(p *wellbeingv1alpha1.MeditationProgram) []string {
 		out = append(out, string(i))
 	}
 	return out
-}
-
-// recentStrengths are the last n strengths in force: the credited
-// history's, then the one in force now.
-func recentStrengths(p *wellbeingv1alpha1.MeditationProgram, n int) []float64 {
-	var out []float64
-	for _, h := range p.Status.History {
-		out = append(out, h.Strength)
-	}
-	if p.Status.Strength != nil {
-		out = append(out, *p.Status.Strength)
-	}
-	return out[max(0, len(out)-n):]
-}
-
-func mean(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	var sum float64
-	for _, x := range xs {
-		sum += x
-	}
-	return sum / float64(len(xs))
 }
 
 func condition(p *wellbeingv1alpha1.MeditationProgram, condType string) string {

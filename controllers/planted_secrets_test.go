@@ -83,18 +83,18 @@ func TestPlantedWorldKeySecretsAreRefused(t *testing.T) {
 	createWorld(t, w)
 	for i, name := range []string{controllers.PseudonymizationKeySecretName, controllers.KeyEncryptionKeySecretName} {
 		plantSecret(t, "planted-keys", name, nil, map[string][]byte{"key": []byte(strings.Repeat("k", 32))})
-		get(t, client.ObjectKey{Name: w.Name}, w)
-		if i == 0 {
-			w.Spec.Privacy.PseudonymizationKeyRef = nil
-		} else {
+		if i == 1 {
 			if err := k8s.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "planted-keys", Name: controllers.PseudonymizationKeySecretName}}); err != nil {
 				t.Fatal(err)
 			}
-			w.Spec.Privacy.KeyEncryptionKeySecretRef = nil
 		}
-		if err := k8s.Update(ctx, w); err != nil {
-			t.Fatal(err)
-		}
+		updateSpec(t, w, func(w *wellbeingv1alpha1.VirtualWorld) {
+			if i == 0 {
+				w.Spec.Privacy.PseudonymizationKeyRef = nil
+			} else {
+				w.Spec.Privacy.KeyEncryptionKeySecretRef = nil
+			}
+		})
 		eventually(t, name+": refused", func() error {
 			get(t, client.ObjectKey{Name: w.Name}, w)
 			if w.Status.ObservedGeneration != w.Generation {

@@ -4,6 +4,8 @@ package testutil
 import (
 	"testing"
 	"time"
+
+	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 )
 
 // Eventually polls check every interval until it returns nil, failing the
@@ -19,4 +21,18 @@ func Eventually(t testing.TB, timeout, interval time.Duration, what string, chec
 		time.Sleep(interval)
 	}
 	t.Fatalf("%s: still failing after %s: %v", what, timeout, last)
+}
+
+// RecentStrengths are the last n strengths in force on p: the credited
+// history's, then the one in force now. The closed-loop tests judge
+// convergence on their mean.
+func RecentStrengths(p *wellbeingv1alpha1.MeditationProgram, n int) []float64 {
+	var out []float64
+	for _, h := range p.Status.History {
+		out = append(out, h.Strength)
+	}
+	if p.Status.Strength != nil {
+		out = append(out, *p.Status.Strength)
+	}
+	return out[max(0, len(out)-n):]
 }

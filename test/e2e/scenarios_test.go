@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"gonum.org/v1/gonum/stat"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -31,6 +32,7 @@ import (
 	"github.com/attune-io/attune/controllers/tuning"
 	"github.com/attune-io/attune/internal/devstack/engineruntime"
 	"github.com/attune-io/attune/internal/simulator"
+	"github.com/attune-io/attune/internal/testutil"
 )
 
 // kubectl runs the source-built kubectl against the local cluster.
@@ -184,37 +186,13 @@ func TestDemoScenarioConverges(t *testing.T) {
 	// it usually takes about a minute.
 	eventually(t, 420*time.Second, fmt.Sprintf("measurements credited, effects published and strength within 0.15 of the population's reference %.3f", reference), func() error {
 		got := getProgram(t, p)
-		recent := lastStrengths(got, 3)
-		if len(got.Status.History) < 3 || len(got.Status.Effects) == 0 || math.Abs(meanOf(recent)-reference) > 0.15 {
+		recent := testutil.RecentStrengths(got, 3)
+		if len(got.Status.History) < 3 || len(got.Status.Effects) == 0 || math.Abs(stat.Mean(recent, nil)-reference) > 0.15 {
 			return fmt.Errorf("recent strengths %.3f, %d credited measurements, %d effects published, true loss %.4f", recent, len(got.Status.History), len(got.Status.Effects), driver.Latest().TrueLoss)
 		}
 		t.Logf("converged: recent strengths %.3f (reference %.3f), %d credited measurements", recent, reference, len(got.Status.History))
 		return nil
 	})
-}
-
-// lastStrengths are the last n strengths in force: the credited
-// history's, then the one in force now.
-func lastStrengths(p *wellbeingv1alpha1.MeditationProgram, n int) []float64 {
-	var out []float64
-	for _, h := range p.Status.History {
-		out = append(out, h.Strength)
-	}
-	if p.Status.Strength != nil {
-		out = append(out, *p.Status.Strength)
-	}
-	return out[max(0, len(out)-n):]
-}
-
-func meanOf(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	var sum float64
-	for _, x := range xs {
-		sum += x
-	}
-	return sum / float64(len(xs))
 }
 
 // demoWarmUp is how long make demo's cohort lives at the initial strength
