@@ -43,16 +43,15 @@ type mappedBudget struct {
 // that finds them over it does not wait for the release. A release still
 // not done at the next check (a busy machine had no thread free for it)
 // is waited for there: the mapped pages then never exceed the budget by
-// more than two check intervals' faults (each read maps at most the
+// more than two check intervals' faults (each fault maps at most the
 // kernel's fault-around of 16 pages), however loaded the machine is.
 func (s *Bolt) noteRead() {
 	m := &s.mapped
 	if m.budget <= 0 || m.reads.Add(1)%m.checkEvery != 0 {
 		return
 	}
-	if !m.releasing.TryLock() {
-		m.releasing.Lock()
-	}
+	// Waits only while the release started at the last check runs.
+	m.releasing.Lock()
 	if fileResident()-m.baseline <= m.budget {
 		m.releasing.Unlock()
 		return
