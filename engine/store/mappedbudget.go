@@ -33,34 +33,31 @@ type mappedBudget struct {
 	// (mappedCheckEvery; tests set fewer).
 	checkEvery uint64
 	reads      atomic.Uint64
-	// releasing is held from the check that starts a release until the
-	// release is done.
+	// releasing is held from a check until its release is done.
 	releasing sync.Mutex
 }
 
-// noteRead counts a transaction and, every checkEvery, releases the mapped
-// pages in the background when they exceed the budget, so the request
-// that finds them over it does not wait for the release. A release still
-// not done at the next check (a busy machine had no thread free for it)
-// is waited for there: the mapped pages then never exceed the budget by
-// more than two check intervals' faults (each fault maps at most the
+// noteRead counts a transaction and, every checkEvery, looks at the mapped
+// pages and releases them when they exceed the budget, both in the
+// background, so no request reads /proc or waits for the release. A check
+// still not done at the next one (a busy machine had no thread free for
+// it) is waited for there: the mapped pages then never exceed the budget
+// by more than two check intervals' faults (each fault maps at most the
 // kernel's fault-around of 16 pages), however loaded the machine is.
 func (s *Bolt) noteRead() {
 	m := &s.mapped
 	if m.budget <= 0 || m.reads.Add(1)%m.checkEvery != 0 {
 		return
 	}
-	// Waits only while the release started at the last check runs.
+	// Waits only while the check started at the last interval runs.
 	m.releasing.Lock()
-	if fileResident()-m.baseline <= m.budget {
-		m.releasing.Unlock()
-		return
-	}
 	go func() {
 		defer m.releasing.Unlock()
-		// After Close this fails on the closed file, with nothing to
-		// release.
-		_ = s.ReleaseMappedPages()
+		if fileResident()-m.baseline > m.budget {
+			// After Close this fails on the closed file, with nothing
+			// to release.
+			_ = s.ReleaseMappedPages()
+		}
 	}()
 }
 
