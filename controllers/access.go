@@ -215,7 +215,7 @@ func (r *MeditationProgramReconciler) reconcileAccess(ctx context.Context, a *ch
 		return err
 	}
 	// The reconcilers' client serves the operator's own Secrets from its
-	// watch and reads any other from the API server (secretCachingClient).
+	// watch and reads any other from the API server (ownObjectsClient).
 	reader := client.Reader(r.Client)
 	now, grace := r.Clock.Now(), rotationGrace(p)
 	tokens := map[string]clientToken{}

@@ -188,7 +188,7 @@ func (r *MeditationProgramReconciler) reconcileServingCertificate(ctx context.Co
 	}
 	caPair := pki.KeyPair{CertPEM: ca.Data[corev1.TLSCertKey], KeyPEM: ca.Data[corev1.TLSPrivateKeyKey]}
 	bundle := ca.Data[CABundleKey]
-	if _, usable := usableCA(caPair, now); !usable || len(bundle) == 0 {
+	if !r.certificateChecks.usableCA(caPair, now) || len(bundle) == 0 {
 		rc.certificateProblem = fmt.Sprintf("the world's CA Secret %s/%s holds no usable CA", p.Namespace, CASecretName)
 		rc.requeueAfter = minPositive(rc.requeueAfter, servingRecheck)
 		return nil
@@ -203,14 +203,16 @@ func (r *MeditationProgramReconciler) reconcileServingCertificate(ctx context.Co
 		return err
 	}
 	serving := pki.KeyPair{CertPEM: existing.Data[corev1.TLSCertKey], KeyPEM: existing.Data[corev1.TLSPrivateKeyKey]}
-	leaf, due := servingDue(serving, bundle, p, now)
+	validity, due := r.certificateChecks.servingDue(serving, bundle, EngineDNSNames(p), now)
 	if due {
 		if serving, err = pki.IssueServing(caPair, EngineDNSNames(p), now, pki.ServingValidity); err != nil {
 			return err
 		}
-		if leaf, err = serving.Certificate(); err != nil {
+		leaf, err := serving.Certificate()
+		if err != nil {
 			return err
 		}
+		validity = checkedCertificate{sound: true, notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
 	}
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: engineTLSSecretName(p), Namespace: p.Namespace, Labels: engineLabels(p)},
@@ -220,41 +222,41 @@ func (r *MeditationProgramReconciler) reconcileServingCertificate(ctx context.Co
 	if err := writeIssuedSecret(ctx, a, p, existing, secret); err != nil {
 		return err
 	}
-	renewal := pki.RenewalTime(leaf)
-	rc.status.TLS = tlsStatus(p, leaf.NotAfter, renewal)
+	renewal := pki.RenewalBetween(validity.notBefore, validity.notAfter)
+	rc.status.TLS = tlsStatus(p, validity.notAfter, renewal)
 	// Also look again soon: the CA may be replaced (its bundle then
 	// changes, and the Secret's ca.crt follows).
 	rc.requeueAfter = minPositive(rc.requeueAfter, max(renewal.Sub(now), time.Second))
 	return nil
 }
 
-// servingDue parses the program's serving certificate and says whether it
-// must be issued again: missing, unparseable, a key that does not match,
-// other names, not verified by the world's bundle (the CA was replaced
-// outside the operator), or 2/3 through its lifetime.
-func servingDue(k pki.KeyPair, bundle []byte, p *wellbeingv1alpha1.MeditationProgram, now time.Time) (*x509.Certificate, bool) {
+// servingSound parses the program's serving certificate and says whether
+// it passes the checks that do not depend on the time: present, parsed, a
+// key that matches, the Service's names, verified by the world's bundle
+// (not so when the CA was replaced outside the operator). Renewal at 2/3
+// of its lifetime is certificateChecks.servingDue's.
+func servingSound(k pki.KeyPair, bundle []byte, names []string) (*x509.Certificate, bool) {
 	if len(k.CertPEM) == 0 || len(k.KeyPEM) == 0 {
-		return nil, true
+		return nil, false
 	}
 	leaf, err := k.Certificate()
 	if err != nil {
-		return nil, true
+		return nil, false
 	}
 	if _, err := tls.X509KeyPair(k.CertPEM, k.KeyPEM); err != nil {
-		return leaf, true
+		return leaf, false
 	}
-	names := EngineDNSNames(p)
 	if len(leaf.DNSNames) != len(names) {
-		return leaf, true
+		return leaf, false
 	}
 	for _, n := range names {
 		// Verify at the certificate's own start, so that a certificate
 		// issued by a clock a little ahead is not re-issued in a loop.
 		if err := pki.Verify(leaf, bundle, n, leaf.NotBefore.Add(time.Second)); err != nil {
-			return leaf, true
+			return leaf, false
 		}
 	}
-	return leaf, !now.Before(pki.RenewalTime(leaf))
+	return leaf, true
 }
 
 func tlsStatus(p *wellbeingv1alpha1.MeditationProgram, notAfter, renewal time.Time) *wellbeingv1alpha1.ProgramTLSStatus {

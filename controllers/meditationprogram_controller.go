@@ -78,6 +78,9 @@ type MeditationProgramReconciler struct {
 	// ownWrites detects a cached program older than our own last status
 	// write (own_status_writes.go).
 	ownWrites ownStatusWrites
+	// certificateChecks remembers the checks of unchanged certificates
+	// (certificate_checks.go).
+	certificateChecks certificateChecks
 }
 
 // programReconcile carries one reconcile's working state between steps.
@@ -507,6 +510,17 @@ var ignoreCreates = builder.WithPredicates(predicate.Funcs{CreateFunc: func(even
 func IndexWorldRef(ctx context.Context, mgr ctrl.Manager) error {
 	return mgr.GetFieldIndexer().IndexField(ctx, &wellbeingv1alpha1.MeditationProgram{}, worldIndexField, func(obj client.Object) []string {
 		return []string{obj.(*wellbeingv1alpha1.MeditationProgram).Spec.WorldRef.Name}
+	})
+}
+
+// indexEnginePods indexes the cached engine pods by their program (label
+// LabelInstance), for ownObjectsClient's lists of one program's engines.
+func indexEnginePods(ctx context.Context, mgr ctrl.Manager) error {
+	return mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, enginePodIndexField, func(obj client.Object) []string {
+		if p, ok := obj.GetLabels()[LabelInstance]; ok {
+			return []string{p}
+		}
+		return nil
 	})
 }
 

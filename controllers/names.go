@@ -26,10 +26,13 @@ const (
 	GPUProductLabel    = "nvidia.com/gpu.product"
 	GPUTaintKey        = "nvidia.com/gpu"
 	// AMDGPUTaintKey is the taint of AMD GPU nodes (amd.com/gpu resources).
-	AMDGPUTaintKey    = "amd.com/gpu"
-	worldIndexField   = "spec.worldRef.name"
-	engineHTTPPort    = 8080
-	engineHTTPPortStr = "http"
+	AMDGPUTaintKey  = "amd.com/gpu"
+	worldIndexField = "spec.worldRef.name"
+	// enginePodIndexField indexes cached engine pods by program (the
+	// value of their LabelInstance).
+	enginePodIndexField = "attune.engine.program"
+	engineHTTPPort      = 8080
+	engineHTTPPortStr   = "http"
 )
 
 // Names of a world's children.

@@ -26,7 +26,7 @@ import (
 // without the operator listing or watching Secrets cluster-wide (its RBAC
 // grants Secrets only in world namespaces: docs in README "Security").
 // The informers also serve the reconcilers' reads of those Secrets
-// (secretCachingClient): only the operator's own, by label, so no other
+// (ownObjectsClient): only the operator's own, by label, so no other
 // Secret's data is ever cached and memory follows the programs.
 type worldSecrets struct {
 	client rest.Interface
@@ -93,7 +93,7 @@ func (w *worldSecrets) watch(world, namespace string) {
 	lw := toolscache.NewFilteredListWatchFromClient(w.client, "secrets", namespace, func(o *metav1.ListOptions) {
 		o.LabelSelector = selector
 	})
-	informer := toolscache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, toolscache.Indexers{})
+	informer := toolscache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, toolscache.Indexers{secretProgramIndex: secretProgram})
 	// Managed fields are never read (as in CacheOptions).
 	_ = informer.SetTransform(cache.TransformStripManagedFields())
 	_, _ = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
@@ -103,6 +103,22 @@ func (w *worldSecrets) watch(world, namespace string) {
 	})
 	go informer.RunWithContext(ctx)
 	w.watching[world] = namespaceWatch{namespace: namespace, stop: stop, informer: informer}
+}
+
+// secretProgramIndex indexes a namespace's Secrets by the program they
+// belong to (label LabelProgram), so that listing one program's Secrets
+// costs what it has, not what its world has.
+const secretProgramIndex = "program"
+
+func secretProgram(obj any) ([]string, error) {
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return nil, nil
+	}
+	if p, ok := m.GetLabels()[LabelProgram]; ok {
+		return []string{p}, nil
+	}
+	return nil, nil
 }
 
 // informer is the synced informer of namespace's Secrets; nil while none

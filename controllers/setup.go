@@ -84,8 +84,9 @@ func ReconcilerClient(mgr ctrl.Manager) (client.Client, error) {
 	return c, nil
 }
 
-// secretCachingClient serves reads of the operator's own Secrets from the
-// informers of worldSecrets and every other read as c does (Secrets from
+// ownObjectsClient serves reads of the operator's own Secrets from the
+// informers of worldSecrets, lists of a program's engine pods from an
+// index of the cache (List), and every other read as c does (Secrets from
 // the API server). A Secret the informers do not hold is read from the API
 // server: one without the operator's label (a planted one, which the
 // reconcilers then refuse; a PostgreSQL Secret a program names), one just
@@ -93,12 +94,12 @@ func ReconcilerClient(mgr ctrl.Manager) (client.Client, error) {
 // is still listing. A cached one may trail a write by the time the watch
 // takes to deliver it; an update made from it then conflicts and is
 // retried, and the watch's event reconciles again.
-type secretCachingClient struct {
+type ownObjectsClient struct {
 	client.Client
 	secrets *worldSecrets
 }
 
-func (c *secretCachingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+func (c *ownObjectsClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 	if s, ok := obj.(*corev1.Secret); ok && len(opts) == 0 {
 		if cached, ok := c.secrets.get(key); ok {
 			cached.DeepCopyInto(s)
@@ -108,27 +109,53 @@ func (c *secretCachingClient) Get(ctx context.Context, key client.ObjectKey, obj
 	return c.Client.Get(ctx, key, obj, opts...)
 }
 
-// List serves the metadata of the operator's Secrets in one namespace,
-// selected by labels that include the operator's own (all of them are
-// then in the informer); any other list goes to c.
-func (c *secretCachingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
-	meta, ok := list.(*metav1.PartialObjectMetadataList)
-	if !ok || meta.GroupVersionKind() != corev1.SchemeGroupVersion.WithKind("SecretList") {
-		return c.Client.List(ctx, list, opts...)
-	}
+// List serves two lists from indexes, so that a program's reconcile reads
+// what is its own rather than everything in its world's namespace (which
+// may hold thousands of programs): the metadata of the operator's Secrets
+// of one program, from the informer of worldSecrets, and a program's
+// engine pods, from the manager's cache by enginePodIndexField. Any other
+// list goes to c, as does one whose informer is still listing.
+func (c *ownObjectsClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
 	o := (&client.ListOptions{}).ApplyOptions(opts)
 	if o.Namespace == "" || o.LabelSelector == nil || o.FieldSelector != nil || o.Limit != 0 || o.Continue != "" {
 		return c.Client.List(ctx, list, opts...)
 	}
+	switch l := list.(type) {
+	case *metav1.PartialObjectMetadataList:
+		if l.GroupVersionKind() == corev1.SchemeGroupVersion.WithKind("SecretList") && c.listOwnSecrets(l, o) {
+			return nil
+		}
+	case *corev1.PodList:
+		instance, byInstance := o.LabelSelector.RequiresExactMatch(LabelInstance)
+		if app, _ := o.LabelSelector.RequiresExactMatch(LabelName); byInstance && app == EngineAppName {
+			return c.Client.List(ctx, list, append(opts, client.MatchingFields{enginePodIndexField: instance})...)
+		}
+	}
+	return c.Client.List(ctx, list, opts...)
+}
+
+// listOwnSecrets fills meta with the operator's Secrets that o selects,
+// from the informer of o's namespace; false when it cannot (the selector
+// does not require the operator's label, or the informer is not synced).
+func (c *ownObjectsClient) listOwnSecrets(meta *metav1.PartialObjectMetadataList, o *client.ListOptions) bool {
 	if required, _ := o.LabelSelector.RequiresExactMatch(LabelManagedBy); required != ManagedByValue {
-		return c.Client.List(ctx, list, opts...)
+		return false
 	}
 	informer := c.secrets.informer(o.Namespace)
 	if informer == nil {
-		return c.Client.List(ctx, list, opts...)
+		return false
+	}
+	var objs []any
+	if program, ok := o.LabelSelector.RequiresExactMatch(LabelProgram); ok {
+		var err error
+		if objs, err = informer.GetIndexer().ByIndex(secretProgramIndex, program); err != nil {
+			return false
+		}
+	} else {
+		objs = informer.GetStore().List()
 	}
 	meta.Items = nil
-	for _, obj := range informer.GetStore().List() {
+	for _, obj := range objs {
 		s, ok := obj.(*corev1.Secret)
 		if !ok || !o.LabelSelector.Matches(labels.Set(s.Labels)) {
 			continue
@@ -137,7 +164,7 @@ func (c *secretCachingClient) List(ctx context.Context, list client.ObjectList, 
 		s.ObjectMeta.DeepCopyInto(&item.ObjectMeta)
 		meta.Items = append(meta.Items, item)
 	}
-	return nil
+	return true
 }
 
 // SetupWithManager registers both reconcilers and their shared index.
@@ -151,6 +178,9 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	if err := IndexWorldRef(context.Background(), mgr); err != nil {
 		return fmt.Errorf("index programs by world: %w", err)
 	}
+	if err := indexEnginePods(context.Background(), mgr); err != nil {
+		return fmt.Errorf("index engine pods by program: %w", err)
+	}
 	c, err := ReconcilerClient(mgr)
 	if err != nil {
 		return err
@@ -159,7 +189,7 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	if err != nil {
 		return err
 	}
-	c = &secretCachingClient{Client: c, secrets: secrets}
+	c = &ownObjectsClient{Client: c, secrets: secrets}
 	world := &VirtualWorldReconciler{
 		Client: c, APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
 		Recorder: mgr.GetEventRecorder("attune-virtualworld"), Clock: o.Clock, OperatorNamespace: o.OperatorNamespace,

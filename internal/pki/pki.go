@@ -146,8 +146,13 @@ func IssueServing(ca KeyPair, dnsNames []string, now time.Time, validity time.Du
 // RenewalTime is when a certificate is due for renewal: when 2/3 of its
 // lifetime has passed (cert-manager's default).
 func RenewalTime(cert *x509.Certificate) time.Time {
-	lifetime := cert.NotAfter.Sub(cert.NotBefore)
-	return cert.NotAfter.Add(-lifetime / 3)
+	return RenewalBetween(cert.NotBefore, cert.NotAfter)
+}
+
+// RenewalBetween is RenewalTime of a certificate valid from notBefore to
+// notAfter.
+func RenewalBetween(notBefore, notAfter time.Time) time.Time {
+	return notAfter.Add(-notAfter.Sub(notBefore) / 3)
 }
 
 // Bundle is the PEM bundle of current followed by those of previous that
