@@ -62,7 +62,8 @@ func digest(kind string, parts ...[]byte) [sha256.Size]byte {
 	return d
 }
 
-// usableCA is the package's usableCA, remembered.
+// usableCA is the package's usableCA, remembered, with the expiry judged
+// at now.
 func (c *certificateChecks) usableCA(k pki.KeyPair, now time.Time) bool {
 	r := c.memo(digest("ca", k.CertPEM, k.KeyPEM), func() checkedCertificate {
 		cert, ok := usableCA(k, time.Time{}) // every time check is made below
@@ -74,9 +75,10 @@ func (c *certificateChecks) usableCA(k pki.KeyPair, now time.Time) bool {
 	return r.sound && !now.After(r.notAfter)
 }
 
-// servingDue is the package's servingDue, remembered: the validity of the
-// serving certificate k (zero when it does not parse) and whether it must
-// be issued again at now.
+// servingDue is servingSound, remembered, with the renewal judged at now:
+// the validity of the serving certificate k (zero when it does not parse)
+// and whether it must be issued again (not sound, or 2/3 through its
+// lifetime).
 func (c *certificateChecks) servingDue(k pki.KeyPair, bundle []byte, names []string, now time.Time) (checkedCertificate, bool) {
 	parts := [][]byte{k.CertPEM, k.KeyPEM, bundle}
 	for _, n := range names {
