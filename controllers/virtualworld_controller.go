@@ -49,6 +49,10 @@ type VirtualWorldReconciler struct {
 	SecretAccess *SecretAccess
 	// secrets watches the world namespaces' operator Secrets.
 	secrets *worldSecrets
+	// accessAwaited holds, by world, when a Secret-access binding this
+	// operator created or changed was applied and is not yet known to be
+	// in force.
+	accessAwaited awaitedAccess
 }
 
 // SecretAccess is how the operator reaches Secrets in cluster mode: its
@@ -96,12 +100,16 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	logger := log.FromContext(ctx)
 	world := &wellbeingv1alpha1.VirtualWorld{}
 	if err := r.Get(ctx, req.NamespacedName, world); err != nil {
-		if apierrors.IsNotFound(err) && r.secrets != nil {
-			r.secrets.forget(req.Name)
+		if apierrors.IsNotFound(err) {
+			r.accessAwaited.done(req.Name)
+			if r.secrets != nil {
+				r.secrets.forget(req.Name)
+			}
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !world.DeletionTimestamp.IsZero() {
+		r.accessAwaited.done(world.Name)
 		if r.secrets != nil {
 			r.secrets.forget(world.Name)
 		}
@@ -134,9 +142,14 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}
 	conflict := errors.Is(stepErr, errNamespaceConflict)
+	accessPending := errors.Is(stepErr, errSecretAccessPending)
 	switch {
 	case conflict:
 		// reconcileNamespace set Ready=False with the reason.
+	case accessPending:
+		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, wellbeingv1alpha1.ReasonSecretAccessPending,
+			fmt.Sprintf("waiting for RoleBinding %s in namespace %s to come into force: the API server does not yet let the operator use Secrets there",
+				SecretAccessBindingName, world.Spec.Namespace))
 	case stepErr != nil:
 		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, wellbeingv1alpha1.ReasonApplyFailed, stepErr.Error())
 	default:
@@ -154,6 +167,10 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		// Nothing to retry until the namespace or the world changes.
 		logger.Info("namespace conflict", "namespace", world.Spec.Namespace)
 		return ctrl.Result{}, nil
+	}
+	if accessPending {
+		// Not an error: RBAC takes a moment to see a new binding.
+		return ctrl.Result{RequeueAfter: secretAccessRecheck}, nil
 	}
 	if stepErr != nil {
 		return ctrl.Result{}, stepErr
@@ -199,10 +216,19 @@ func (r *VirtualWorldReconciler) reconcileSecretAccess(ctx context.Context, a *c
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: sa.ClusterRole},
 			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa.ServiceAccount, Namespace: sa.Namespace}},
 		}
+		applied := len(a.changes)
 		if err := a.apply(ctx, rc.world, binding); err != nil {
 			return err
 		}
+		if len(a.changes) > applied {
+			r.accessAwaited.start(rc.world.Name, r.Clock.Now())
+		}
+		if err := r.awaitSecretAccess(ctx, rc.world); err != nil {
+			return err
+		}
 	}
+	// Watched only once the operator may: a refused list is retried
+	// after a growing back-off.
 	if r.secrets != nil {
 		r.secrets.watch(rc.world.Name, rc.world.Spec.Namespace)
 	}

@@ -46,20 +46,26 @@ const (
 
 // Condition reasons.
 const (
-	ReasonReconciled         = "Reconciled"
-	ReasonApplyFailed        = "ApplyFailed"
-	ReasonWorldNotFound      = "WorldNotFound"
-	ReasonWrongNamespace     = "WrongNamespace"
-	ReasonWorldNotReady      = "WorldNotReady"
-	ReasonSuspended          = "Suspended"
-	ReasonNotSuspended       = "NotSuspended"
-	ReasonAvailable          = "Available"
-	ReasonProgressing        = "Progressing"
-	ReasonUnavailable        = "Unavailable"
-	ReasonAsExpected         = "AsExpected"
-	ReasonNamespaceConflict  = "NamespaceConflict"
-	ReasonMetricsUnavailable = "MetricsUnavailable"
-	ReasonCohortTooSmall     = "CohortTooSmall"
+	ReasonReconciled        = "Reconciled"
+	ReasonApplyFailed       = "ApplyFailed"
+	ReasonWorldNotFound     = "WorldNotFound"
+	ReasonWrongNamespace    = "WrongNamespace"
+	ReasonWorldNotReady     = "WorldNotReady"
+	ReasonSuspended         = "Suspended"
+	ReasonNotSuspended      = "NotSuspended"
+	ReasonAvailable         = "Available"
+	ReasonProgressing       = "Progressing"
+	ReasonUnavailable       = "Unavailable"
+	ReasonAsExpected        = "AsExpected"
+	ReasonNamespaceConflict = "NamespaceConflict"
+	// ReasonSecretAccessPending (VirtualWorld Ready False): the operator
+	// has just bound its Secret role in the world's namespace and the API
+	// server does not yet authorize it; the world is reconciled again
+	// every 250ms, and after 30s the wait becomes ApplyFailed naming the
+	// ClusterRole and the verbs it lacks.
+	ReasonSecretAccessPending = "SecretAccessPending"
+	ReasonMetricsUnavailable  = "MetricsUnavailable"
+	ReasonCohortTooSmall      = "CohortTooSmall"
 	// ReasonEngineCertificateUntrusted (LossObserved False): no engine
 	// answered, and at least one presented a certificate that the world's
 	// CA bundle does not verify for the program's Service name.

@@ -1,6 +1,7 @@
 package chart
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
@@ -103,21 +106,18 @@ func TestOperatorHoldsOnlyWhatItNeeds(t *testing.T) {
 			}
 		}
 	}
-	// The chart's objects, as installed; the CRDs came with envtest.
+	// The chart's objects, as installed; the CRDs came with envtest. The
+	// world-secrets ClusterRole is held back until the first world has
+	// bound it, so that the operator meets a binding not yet in force, as
+	// it does for a moment after every binding it creates.
 	var deployment *appsv1.Deployment
-	for _, obj := range render(t) {
-		switch obj.GetKind() {
-		case "CustomResourceDefinition", "Service":
-			continue
-		case "Deployment":
+	objects := render(t)
+	for _, obj := range objects {
+		if obj.GetKind() == "Deployment" {
 			deployment = &appsv1.Deployment{}
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, deployment); err != nil {
 				t.Fatal(err)
 			}
-			continue
-		}
-		if err := admin.Create(ctx, obj); err != nil {
-			t.Fatalf("install %s %s: %v", obj.GetKind(), obj.GetName(), err)
 		}
 	}
 	if deployment == nil {
@@ -127,6 +127,22 @@ func TestOperatorHoldsOnlyWhatItNeeds(t *testing.T) {
 	sa := deployment.Spec.Template.Spec.ServiceAccountName
 	if roleFlag == "" || "system:serviceaccount:"+releaseNamespace+":"+sa != operatorUser {
 		t.Fatalf("the Deployment runs as %q with --world-secrets-cluster-role=%q", sa, roleFlag)
+	}
+	var secretsRole *unstructured.Unstructured
+	for _, obj := range objects {
+		switch {
+		case obj.GetKind() == "CustomResourceDefinition", obj.GetKind() == "Service", obj.GetKind() == "Deployment":
+			continue
+		case obj.GetKind() == "ClusterRole" && obj.GetName() == roleFlag:
+			secretsRole = obj
+			continue
+		}
+		if err := admin.Create(ctx, obj); err != nil {
+			t.Fatalf("install %s %s: %v", obj.GetKind(), obj.GetName(), err)
+		}
+	}
+	if secretsRole == nil {
+		t.Fatalf("the chart renders no ClusterRole %s", roleFlag)
 	}
 
 	// Admission: a world may not claim the operator's namespace (the
@@ -149,8 +165,9 @@ func TestOperatorHoldsOnlyWhatItNeeds(t *testing.T) {
 	operatorCfg := rest.CopyConfig(cfg)
 	operatorCfg.Impersonate = rest.ImpersonationConfig{UserName: operatorUser,
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNamespace, "system:authenticated"}}
+	operatorLog := &syncBuffer{}
 	mgr, err := ctrl.NewManager(operatorCfg, ctrl.Options{
-		Scheme: scheme, Cache: controllers.CacheOptions(),
+		Logger: zap.New(zap.WriteTo(operatorLog)), Scheme: scheme, Cache: controllers.CacheOptions(),
 		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
@@ -173,8 +190,33 @@ func TestOperatorHoldsOnlyWhatItNeeds(t *testing.T) {
 		}
 	})
 
-	// The positive set.
+	// The positive set. Until the Secret role exists the world waits,
+	// saying why, without an error or a refused Secret read.
 	if err := admin.Create(ctx, world("harbor", "harbor-social")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "world waiting for its Secret access", func() error {
+		w := &wellbeingv1alpha1.VirtualWorld{}
+		if err := admin.Get(ctx, client.ObjectKey{Name: "harbor"}, w); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(w.Status.Conditions, wellbeingv1alpha1.ConditionReady)
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != wellbeingv1alpha1.ReasonSecretAccessPending {
+			return fmt.Errorf("Ready: %+v", c)
+		}
+		if want := "RoleBinding " + controllers.SecretAccessBindingName + " in namespace harbor-social"; !strings.Contains(c.Message, want) {
+			return fmt.Errorf("message %q does not name %s", c.Message, want)
+		}
+		return nil
+	})
+	time.Sleep(time.Second) // a few more checks while it waits
+	if err := admin.Get(ctx, client.ObjectKey{Namespace: "harbor-social", Name: controllers.PseudonymizationKeySecretName}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Errorf("key Secret before the operator may create it: err = %v", err)
+	}
+	if log := operatorLog.String(); strings.Contains(log, "Reconciler error") || strings.Contains(log, "forbidden") {
+		t.Errorf("the wait for Secret access logged an error:\n%s", log)
+	}
+	if err := admin.Create(ctx, secretsRole); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "world Ready", func() error {
@@ -338,6 +380,24 @@ func flagValue(d *appsv1.Deployment, name string) string {
 		}
 	}
 	return ""
+}
+
+// syncBuffer is a log sink the manager's goroutines may write at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func eventually(t *testing.T, what string, check func() error) {
