@@ -30,6 +30,9 @@ type childApplier struct {
 	// reader reads from the API server (the manager's APIReader); nil:
 	// client.
 	reader client.Reader
+	// applied remembers the children found as declared (nil: compare
+	// every time).
+	applied *appliedChildren
 	// changes lists what this reconcile wrote; recordChanges turns it into
 	// one event, because an event per child doubles the writes of a rollout.
 	changes []string
@@ -54,9 +57,19 @@ func (a *childApplier) apply(ctx context.Context, owner, desired client.Object) 
 	if err := controllerutil.SetControllerReference(owner, desired, a.scheme); err != nil {
 		return fmt.Errorf("set owner of %s %s: %w", gvk.Kind, desired.GetName(), err)
 	}
-	existing, err := a.get(ctx, gvk, client.ObjectKeyFromObject(desired))
+	key := client.ObjectKeyFromObject(desired)
+	existing, err := a.get(ctx, gvk, key)
 	if err != nil {
 		return err
+	}
+	var declared appliedChild
+	if existing != nil && a.applied != nil {
+		if declared, err = declaredAt(desired, existing.GetResourceVersion()); err != nil {
+			return fmt.Errorf("digest %s %s: %w", gvk.Kind, desired.GetName(), err)
+		}
+		if a.applied.unchanged(gvk, key, declared) {
+			return nil
+		}
 	}
 	desiredMap, err := a.toApplyMap(desired, gvk)
 	if err != nil {
@@ -68,6 +81,9 @@ func (a *childApplier) apply(ctx context.Context, owner, desired client.Object) 
 			return fmt.Errorf("convert %s %s: %w", gvk.Kind, desired.GetName(), err)
 		}
 		if isSubset(desiredMap, existingMap) {
+			if a.applied != nil {
+				a.applied.remember(gvk, key, declared)
+			}
 			return nil
 		}
 	}

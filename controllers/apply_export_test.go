@@ -8,10 +8,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
+// AppliedChildren is what the reconcilers' appliers remember.
+type AppliedChildren = appliedChildren
+
+// Remembered is how many children m remembers as declared.
+func (m *AppliedChildren) Remembered() int { return m.len() }
+
 // ApplyChild applies desired, owned by owner, through the reconcilers'
-// applier with c, and returns the changes it recorded (none: no write).
-func ApplyChild(ctx context.Context, c client.Client, scheme *runtime.Scheme, owner, desired client.Object) ([]string, error) {
-	a := &childApplier{client: c, scheme: scheme, reader: c, recorder: &events.FakeRecorder{}}
+// applier with c and applied (nil: no memory), and returns the changes
+// it recorded (none: no write).
+func ApplyChild(ctx context.Context, c client.Client, scheme *runtime.Scheme, applied *AppliedChildren, owner, desired client.Object) ([]string, error) {
+	a := &childApplier{client: c, scheme: scheme, reader: c, recorder: &events.FakeRecorder{}, applied: applied}
 	err := a.apply(ctx, owner, desired)
 	return a.changes, err
 }

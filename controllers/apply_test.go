@@ -2,10 +2,12 @@ package controllers_test
 
 import (
 	"context"
+	"maps"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/attune-io/attune/controllers"
 )
@@ -25,17 +27,80 @@ func TestApplyUnchangedChildReadFromAPIServerWritesNothing(t *testing.T) {
 		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "child", Namespace: ns.Name, Labels: map[string]string{"a": "b"}},
 			Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"clients.json": []byte(`{"clients": []}`)}}
 	}
-	changes, err := controllers.ApplyChild(ctx, k8s, scheme, owner, desired())
+	changes, err := controllers.ApplyChild(ctx, k8s, scheme, nil, owner, desired())
 	if err != nil || len(changes) != 1 {
 		t.Fatalf("first apply: changes %v, err %v; want it created", changes, err)
 	}
-	changes, err = controllers.ApplyChild(ctx, k8s, scheme, owner, desired())
+	changes, err = controllers.ApplyChild(ctx, k8s, scheme, nil, owner, desired())
 	if err != nil || len(changes) != 0 {
 		t.Fatalf("second apply of the same Secret: changes %v, err %v; want no write", changes, err)
 	}
 	changed := desired()
 	changed.Data["clients.json"] = []byte(`{"clients": [{}]}`)
-	if changes, err = controllers.ApplyChild(ctx, k8s, scheme, owner, changed); err != nil || len(changes) != 1 {
+	if changes, err = controllers.ApplyChild(ctx, k8s, scheme, nil, owner, changed); err != nil || len(changes) != 1 {
 		t.Fatalf("apply of changed data: changes %v, err %v; want it updated", changes, err)
 	}
+}
+
+// The reconcilers remember the children they found as declared, so that a
+// steady reconcile does not compare every child afresh; what they
+// remember must never hide an edit, a deletion or a new declaration.
+func TestRememberedChildrenAreAppliedWhenTheyOrTheirDeclarationChange(t *testing.T) {
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "applied-"}}
+	create(t, ns)
+	owner := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "owner", Namespace: ns.Name}}
+	create(t, owner)
+	declared := map[string]string{"strength": "0.5", "interval": "60s"}
+	desired := func(data map[string]string) *corev1.ConfigMap {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "child", Namespace: ns.Name, Labels: map[string]string{"a": "b"}},
+			Data: maps.Clone(data)}
+	}
+	memory := &controllers.AppliedChildren{}
+	apply := func(step string, data map[string]string, wantWrites int) {
+		t.Helper()
+		changes, err := controllers.ApplyChild(ctx, k8s, scheme, memory, owner, desired(data))
+		if err != nil || len(changes) != wantWrites {
+			t.Fatalf("%s: changes %v, err %v; want %d writes", step, changes, err, wantWrites)
+		}
+		got := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: "child"}, got); err != nil {
+			t.Fatal(err)
+		}
+		if !maps.Equal(got.Data, data) {
+			t.Fatalf("%s: child holds %v, want %v", step, got.Data, data)
+		}
+	}
+	apply("create", declared, 1)
+	apply("unchanged: compared, then remembered", declared, 0)
+	if n := memory.Remembered(); n != 1 {
+		t.Fatalf("remembered %d children, want 1", n)
+	}
+	apply("unchanged again: remembered", declared, 0)
+
+	// Someone else edits it: another resourceVersion, compared afresh.
+	edited := &corev1.ConfigMap{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: "child"}, edited); err != nil {
+		t.Fatal(err)
+	}
+	edited.Data["strength"] = "0.9"
+	if err := k8s.Update(ctx, edited); err != nil {
+		t.Fatal(err)
+	}
+	apply("edited by another writer: restored", declared, 1)
+	apply("restored: compared, then remembered", declared, 0)
+
+	// Deleted and created again.
+	if err := k8s.Delete(ctx, edited); err != nil {
+		t.Fatal(err)
+	}
+	apply("deleted: created again", declared, 1)
+
+	// A new declaration is applied although the child did not change.
+	apply("re-created: remembered", declared, 0)
+	changed := maps.Clone(declared)
+	changed["strength"] = "0.55"
+	apply("new declaration", changed, 1)
+	apply("new declaration in force", changed, 0)
+	apply("the old declaration again", declared, 1)
 }

@@ -81,6 +81,9 @@ type MeditationProgramReconciler struct {
 	// certificateChecks remembers the checks of unchanged certificates
 	// (certificate_checks.go).
 	certificateChecks certificateChecks
+	// applied remembers the children found as declared
+	// (applied_children.go).
+	applied appliedChildren
 }
 
 // programReconcile carries one reconcile's working state between steps.
@@ -142,7 +145,7 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	status := program.Status.DeepCopy()
 	status.ObservedGeneration = program.Generation
 	rc := &programReconcile{program: program, status: status, conds: conditionSetter{&status.Conditions, program.Generation, r.Clock}}
-	applier := &childApplier{client: r.Client, scheme: r.Scheme, recorder: r.Recorder, reader: r.APIReader}
+	applier := &childApplier{client: r.Client, scheme: r.Scheme, recorder: r.Recorder, reader: r.APIReader, applied: &r.applied}
 
 	steps := []struct {
 		name string
@@ -517,10 +520,7 @@ func IndexWorldRef(ctx context.Context, mgr ctrl.Manager) error {
 // LabelInstance), for ownObjectsClient's lists of one program's engines.
 func indexEnginePods(ctx context.Context, mgr ctrl.Manager) error {
 	return mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, enginePodIndexField, func(obj client.Object) []string {
-		if p, ok := obj.GetLabels()[LabelInstance]; ok {
-			return []string{p}
-		}
-		return nil
+		return labelValue(obj, LabelInstance)
 	})
 }
 

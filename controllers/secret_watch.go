@@ -115,10 +115,16 @@ func secretProgram(obj any) ([]string, error) {
 	if !ok {
 		return nil, nil
 	}
-	if p, ok := m.GetLabels()[LabelProgram]; ok {
-		return []string{p}, nil
+	return labelValue(m, LabelProgram), nil
+}
+
+// labelValue is an index's values for obj: the value of its label, none
+// when it has no such label.
+func labelValue(obj metav1.Object, label string) []string {
+	if v, ok := obj.GetLabels()[label]; ok {
+		return []string{v}
 	}
-	return nil, nil
+	return nil
 }
 
 // informer is the synced informer of namespace's Secrets; nil while none

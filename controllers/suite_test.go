@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -37,8 +38,11 @@ const operatorNamespace = "attune-system"
 var loopbackPrometheus = controllers.PrometheusAccess{AllowedURLs: []*url.URL{{Scheme: "http", Host: "127.0.0.1"}}}
 
 var (
-	k8s    client.Client // a direct (uncached) client, as a user's kubectl
-	scheme = runtime.NewScheme()
+	k8s client.Client // a direct (uncached) client, as a user's kubectl
+	// restConfig reaches the suite's API server, for tests that run a
+	// manager of their own.
+	restConfig *rest.Config
+	scheme     = runtime.NewScheme()
 )
 
 // TestMain starts a real kube-apiserver and etcd (envtest), installs the
@@ -70,6 +74,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "start envtest:", err)
 		return 1
 	}
+	restConfig = cfg
 	defer func() { _ = env.Stop() }()
 
 	k8s, err = client.New(cfg, client.Options{Scheme: scheme})

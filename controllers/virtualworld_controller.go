@@ -53,6 +53,9 @@ type VirtualWorldReconciler struct {
 	// operator created or changed was applied and is not yet known to be
 	// in force.
 	accessAwaited awaitedAccess
+	// applied remembers the children found as declared
+	// (applied_children.go).
+	applied appliedChildren
 }
 
 // SecretAccess is how the operator reaches Secrets in cluster mode: its
@@ -119,7 +122,7 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	status := world.Status.DeepCopy()
 	status.ObservedGeneration = world.Generation
 	rc := &worldReconcile{world: world, status: status, conds: conditionSetter{&status.Conditions, world.Generation, r.Clock}}
-	applier := &childApplier{client: r.Client, scheme: r.Scheme, recorder: r.Recorder, reader: r.APIReader}
+	applier := &childApplier{client: r.Client, scheme: r.Scheme, recorder: r.Recorder, reader: r.APIReader, applied: &r.applied}
 
 	steps := []struct {
 		name string
