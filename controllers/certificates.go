@@ -561,7 +561,7 @@ func (r *MeditationProgramReconciler) programsOfBundle(ctx context.Context, obj 
 		return nil
 	}
 	programs := &wellbeingv1alpha1.MeditationProgramList{}
-	if err := r.List(ctx, programs, client.InNamespace(obj.GetNamespace())); err != nil {
+	if err := r.List(ctx, programs, client.InNamespace(obj.GetNamespace()), client.UnsafeDisableDeepCopy); err != nil {
 		log.FromContext(ctx).Error(err, "list programs of a CA bundle", "namespace", obj.GetNamespace())
 		return nil
 	}

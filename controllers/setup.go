@@ -181,6 +181,9 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	if err := indexEnginePods(context.Background(), mgr); err != nil {
 		return fmt.Errorf("index engine pods by program: %w", err)
 	}
+	if err := indexAutoscaledGPUPrograms(context.Background(), mgr); err != nil {
+		return fmt.Errorf("index autoscaled GPU programs: %w", err)
+	}
 	c, err := ReconcilerClient(mgr)
 	if err != nil {
 		return err
