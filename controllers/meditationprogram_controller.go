@@ -17,6 +17,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -193,7 +194,9 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	// included) having set its own.
 	recordProgramConditions(program.Namespace, program.Name, status.Conditions)
 	if errors.Is(stepErr, errWorldUnusable) {
-		return ctrl.Result{}, nil // the world watch re-runs us when it appears or changes
+		// The world watch re-runs us when it appears or changes; one being
+		// set up is looked at again after rc.requeueAfter.
+		return ctrl.Result{RequeueAfter: rc.requeueAfter}, nil
 	}
 	if stepErr != nil {
 		log.FromContext(ctx).Error(stepErr, "reconcile program")
@@ -219,9 +222,27 @@ func (r *MeditationProgramReconciler) reconcileWorld(ctx context.Context, _ *chi
 			"program is in namespace %q but VirtualWorld %q owns namespace %q; create the program there", rc.program.Namespace, name, world.Spec.Namespace))
 		return errWorldUnusable
 	}
+	// A world not yet reconciled, or waiting for its Secret access, is
+	// set up in a moment: reading the program's Secrets now would be
+	// refused (cluster mode binds that access per world namespace).
+	if ready := meta.FindStatusCondition(world.Status.Conditions, wellbeingv1alpha1.ConditionReady); ready == nil || ready.Reason == wellbeingv1alpha1.ReasonSecretAccessPending {
+		message := fmt.Sprintf("VirtualWorld %q is not set up yet", name)
+		if ready != nil {
+			message = fmt.Sprintf("VirtualWorld %q is not set up yet: %s", name, ready.Message)
+		}
+		rc.conds.set(wellbeingv1alpha1.ConditionReconciled, metav1.ConditionFalse, wellbeingv1alpha1.ReasonWorldNotReady, message)
+		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, wellbeingv1alpha1.ReasonWorldNotReady, message)
+		rc.requeueAfter = secretAccessRecheck
+		return errWorldSettingUp
+	}
 	rc.world = world
 	return nil
 }
+
+// errWorldSettingUp stops the steps, as errWorldUnusable does, while the
+// world is being set up; the program is reconciled again shortly (the
+// world's status changes send it no event).
+var errWorldSettingUp = fmt.Errorf("%w: the world is being set up", errWorldUnusable)
 
 func (r *MeditationProgramReconciler) worldUnusable(rc *programReconcile, reason, message string) {
 	rc.conds.set(wellbeingv1alpha1.ConditionReconciled, metav1.ConditionFalse, reason, message)

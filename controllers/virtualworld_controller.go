@@ -49,9 +49,8 @@ type VirtualWorldReconciler struct {
 	SecretAccess *SecretAccess
 	// secrets watches the world namespaces' operator Secrets.
 	secrets *worldSecrets
-	// accessAwaited holds, by world, when a Secret-access binding this
-	// operator created or changed was applied and is not yet known to be
-	// in force.
+	// accessAwaited holds, by world, whether its Secret-access binding is
+	// known to be in force, and since when it is awaited.
 	accessAwaited awaitedAccess
 	// applied remembers the children found as declared
 	// (applied_children.go).
@@ -104,7 +103,7 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	world := &wellbeingv1alpha1.VirtualWorld{}
 	if err := r.Get(ctx, req.NamespacedName, world); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.accessAwaited.done(req.Name)
+			r.accessAwaited.forget(req.Name)
 			if r.secrets != nil {
 				r.secrets.forget(req.Name)
 			}
@@ -112,7 +111,7 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !world.DeletionTimestamp.IsZero() {
-		r.accessAwaited.done(world.Name)
+		r.accessAwaited.forget(world.Name)
 		if r.secrets != nil {
 			r.secrets.forget(world.Name)
 		}
@@ -164,6 +163,12 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	applier.recordChanges(world)
 	if err := r.writeStatus(ctx, world, status); err != nil {
+		if apierrors.IsConflict(err) {
+			// Read from a cache one write behind (often our own of a
+			// moment ago, which the 250ms re-checks of the Secret access
+			// meet): again, from the newer copy, without an error.
+			return ctrl.Result{RequeueAfter: statusConflictRetry}, nil
+		}
 		return ctrl.Result{}, err
 	}
 	if conflict {
@@ -173,13 +178,24 @@ func (r *VirtualWorldReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	if accessPending {
 		// Not an error: RBAC takes a moment to see a new binding.
-		return ctrl.Result{RequeueAfter: secretAccessRecheck}, nil
+		return ctrl.Result{RequeueAfter: rc.requeueAfter}, nil
+	}
+	if errors.Is(stepErr, errSecretAccessMissing) {
+		// Checked again on a schedule of its own rather than the error
+		// back-off: creating the ClusterRole sends the world no event.
+		r.Recorder.Eventf(world, nil, "Warning", "SecretAccessMissing", "Reconcile", "%v", stepErr)
+		logger.Info("secret access not in force", "namespace", world.Spec.Namespace, "reason", stepErr.Error())
+		return ctrl.Result{RequeueAfter: rc.requeueAfter}, nil
 	}
 	if stepErr != nil {
 		return ctrl.Result{}, stepErr
 	}
 	return ctrl.Result{RequeueAfter: rc.requeueAfter}, nil
 }
+
+// statusConflictRetry is how soon a world whose status write met a newer
+// version is reconciled again.
+const statusConflictRetry = 200 * time.Millisecond
 
 // errNamespaceConflict means the namespace exists and belongs to someone else.
 var errNamespaceConflict = fmt.Errorf("namespace is not controlled by this world")
@@ -224,9 +240,11 @@ func (r *VirtualWorldReconciler) reconcileSecretAccess(ctx context.Context, a *c
 			return err
 		}
 		if len(a.changes) > applied {
-			r.accessAwaited.start(rc.world.Name, r.Clock.Now())
+			r.accessAwaited.changed(rc.world.Name)
 		}
-		if err := r.awaitSecretAccess(ctx, rc.world); err != nil {
+		recheck, err := r.awaitSecretAccess(ctx, rc.world)
+		if err != nil {
+			rc.requeueAfter = recheck
 			return err
 		}
 	}

@@ -46,10 +46,14 @@ const (
 
 // Condition reasons.
 const (
-	ReasonReconciled        = "Reconciled"
-	ReasonApplyFailed       = "ApplyFailed"
-	ReasonWorldNotFound     = "WorldNotFound"
-	ReasonWrongNamespace    = "WrongNamespace"
+	ReasonReconciled     = "Reconciled"
+	ReasonApplyFailed    = "ApplyFailed"
+	ReasonWorldNotFound  = "WorldNotFound"
+	ReasonWrongNamespace = "WrongNamespace"
+	// ReasonWorldNotReady (MeditationProgram Ready and Reconciled False):
+	// the program's world has not been reconciled yet, or waits for its
+	// Secret access (SecretAccessPending); the program is looked at again
+	// every 250ms.
 	ReasonWorldNotReady     = "WorldNotReady"
 	ReasonSuspended         = "Suspended"
 	ReasonNotSuspended      = "NotSuspended"
@@ -61,8 +65,9 @@ const (
 	// ReasonSecretAccessPending (VirtualWorld Ready False): the operator
 	// has just bound its Secret role in the world's namespace and the API
 	// server does not yet authorize it; the world is reconciled again
-	// every 250ms, and after 30s the wait becomes ApplyFailed naming the
-	// ClusterRole and the verbs it lacks.
+	// every 250ms and its programs wait (WorldNotReady). After 30s the
+	// wait becomes ApplyFailed, naming the ClusterRole and the verbs it
+	// lacks.
 	ReasonSecretAccessPending = "SecretAccessPending"
 	ReasonMetricsUnavailable  = "MetricsUnavailable"
 	ReasonCohortTooSmall      = "CohortTooSmall"

@@ -26,9 +26,10 @@ import (
 var clusterScoped = []string{"namespaces", "virtualworlds", "virtualworlds/status"}
 
 // clusterModeOnly are the resources with which the operator binds the
-// world-secrets ClusterRole in each world namespace: namespaced mode's
-// Roles grant Secrets directly and need neither.
-var clusterModeOnly = []string{"rolebindings", "clusterroles"}
+// world-secrets ClusterRole in each world namespace and checks that the
+// binding is in force: namespaced mode's Roles grant Secrets directly
+// and need none of them.
+var clusterModeOnly = []string{"rolebindings", "clusterroles", "selfsubjectaccessreviews"}
 
 func main() {
 	if err := run(); err != nil {
