@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/lru"
@@ -28,6 +29,8 @@ const maxAppliedChildren = 100_000
 type appliedChildren struct {
 	once sync.Once
 	seen *lru.Cache // childKey -> appliedChild
+	// hits counts the comparisons spared.
+	hits atomic.Int64
 }
 
 // childKey names a child: its kind, namespace and name.
@@ -68,7 +71,11 @@ func (c *appliedChildren) unchanged(gvk schema.GroupVersionKind, key client.Obje
 		return false
 	}
 	v, ok := c.cache().Get(childKey{gvk, key})
-	return ok && v.(appliedChild) == declared
+	if ok && v.(appliedChild) == declared {
+		c.hits.Add(1)
+		return true
+	}
+	return false
 }
 
 // remember notes that declared is in force in the child.

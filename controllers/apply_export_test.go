@@ -14,6 +14,9 @@ type AppliedChildren = appliedChildren
 // Remembered is how many children m remembers as declared.
 func (m *AppliedChildren) Remembered() int { return m.len() }
 
+// Spared is how many comparisons m has spared.
+func (m *AppliedChildren) Spared() int64 { return m.hits.Load() }
+
 // ApplyChild applies desired, owned by owner, through the reconcilers'
 // applier with c and applied (nil: no memory), and returns the changes
 // it recorded (none: no write).

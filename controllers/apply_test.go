@@ -57,11 +57,16 @@ func TestRememberedChildrenAreAppliedWhenTheyOrTheirDeclarationChange(t *testing
 			Data: maps.Clone(data)}
 	}
 	memory := &controllers.AppliedChildren{}
-	apply := func(step string, data map[string]string, wantWrites int) {
+	// wantSpared: whether the memory, not a comparison, answers.
+	apply := func(step string, data map[string]string, wantWrites int, wantSpared bool) {
 		t.Helper()
+		spared := memory.Spared()
 		changes, err := controllers.ApplyChild(ctx, k8s, scheme, memory, owner, desired(data))
 		if err != nil || len(changes) != wantWrites {
 			t.Fatalf("%s: changes %v, err %v; want %d writes", step, changes, err, wantWrites)
+		}
+		if got := memory.Spared() > spared; got != wantSpared {
+			t.Fatalf("%s: answered from memory %v, want %v", step, got, wantSpared)
 		}
 		got := &corev1.ConfigMap{}
 		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: "child"}, got); err != nil {
@@ -71,12 +76,12 @@ func TestRememberedChildrenAreAppliedWhenTheyOrTheirDeclarationChange(t *testing
 			t.Fatalf("%s: child holds %v, want %v", step, got.Data, data)
 		}
 	}
-	apply("create", declared, 1)
-	apply("unchanged: compared, then remembered", declared, 0)
+	apply("create", declared, 1, false)
+	apply("unchanged: compared, then remembered", declared, 0, false)
 	if n := memory.Remembered(); n != 1 {
 		t.Fatalf("remembered %d children, want 1", n)
 	}
-	apply("unchanged again: remembered", declared, 0)
+	apply("unchanged again: remembered", declared, 0, true)
 
 	// Someone else edits it: another resourceVersion, compared afresh.
 	edited := &corev1.ConfigMap{}
@@ -87,20 +92,21 @@ func TestRememberedChildrenAreAppliedWhenTheyOrTheirDeclarationChange(t *testing
 	if err := k8s.Update(ctx, edited); err != nil {
 		t.Fatal(err)
 	}
-	apply("edited by another writer: restored", declared, 1)
-	apply("restored: compared, then remembered", declared, 0)
+	apply("edited by another writer: restored", declared, 1, false)
+	apply("restored: compared, then remembered", declared, 0, false)
 
 	// Deleted and created again.
 	if err := k8s.Delete(ctx, edited); err != nil {
 		t.Fatal(err)
 	}
-	apply("deleted: created again", declared, 1)
+	apply("deleted: created again", declared, 1, false)
 
 	// A new declaration is applied although the child did not change.
-	apply("re-created: remembered", declared, 0)
+	apply("re-created: compared, then remembered", declared, 0, false)
 	changed := maps.Clone(declared)
 	changed["strength"] = "0.55"
-	apply("new declaration", changed, 1)
-	apply("new declaration in force", changed, 0)
-	apply("the old declaration again", declared, 1)
+	apply("new declaration", changed, 1, false)
+	apply("new declaration in force", changed, 0, false)
+	apply("new declaration, remembered", changed, 0, true)
+	apply("the old declaration again", declared, 1, false)
 }

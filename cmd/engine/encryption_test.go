@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,30 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/attune-io/attune/engine/config"
+	"github.com/attune-io/attune/internal/testutil"
 )
-
-// lockedBuffer is a log the engine writes while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestEngineRotatesItsKeyEncryptionKey runs the engine on a keyring as
 // the operator mounts it and rotates the KEK the documented way while it
@@ -82,7 +63,7 @@ func TestEngineRotatesItsKeyEncryptionKey(t *testing.T) {
 		return stop
 	}
 
-	logs := &lockedBuffer{}
+	logs := &testutil.LockedBuffer{}
 	stop := start(logs)
 	if code, body := post(t, base+"/v1/users/u1/consent", "rw-secret", `{"scopes":["questionnaire"]}`); code != 200 {
 		t.Fatalf("consent: %d %s", code, body)

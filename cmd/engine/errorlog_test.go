@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attune-io/attune/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -44,7 +45,7 @@ func TestTLSHandshakeErrorsLogNoAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out lockedBuffer
+	var out testutil.LockedBuffer
 	logger := slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	handshakes := prometheus.NewCounter(prometheus.CounterOpts{Name: "handshake_errors_total"})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -85,9 +86,7 @@ func TestTLSHandshakeErrorsLogNoAddress(t *testing.T) {
 	}
 
 	// Another net/http message: the text stays, the address goes.
-	out.mu.Lock()
-	out.buf.Reset()
-	out.mu.Unlock()
+	out.Reset()
 	srv.ErrorLog.Printf("http: panic serving 127.0.0.1:51234: boom")
 	srv.ErrorLog.Printf("http: panic serving [2001:db8::1]:443: boom")
 	if logged := out.String(); strings.Contains(logged, "127.0.0.1") || strings.Contains(logged, "2001:db8") ||

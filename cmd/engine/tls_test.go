@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -27,6 +26,7 @@ import (
 	"github.com/attune-io/attune/engine/client"
 	"github.com/attune-io/attune/engine/config"
 	"github.com/attune-io/attune/engine/telemetry"
+	"github.com/attune-io/attune/internal/testutil"
 )
 
 // engineDNSName is the Service name the test certificates are issued for;
@@ -199,7 +199,7 @@ func TestEngineRotatesCertificateUnderLoad(t *testing.T) {
 	first := time.Now().Add(24 * time.Hour).Truncate(time.Second)
 	vol := newSecretVolume(t, ca.leaf(t, 100, engineDNSName, first))
 	enableTLS(t, path, vol)
-	var logs syncBuffer
+	var logs testutil.LockedBuffer
 	startEngine(t, path, 50*time.Millisecond, &logs)
 	waitFor(t, func() bool { return servedSerial(t, addr) == 100 })
 	if code, _ := get(t, "http://"+addr+"/v1/cohort", "ro-secret"); code == http.StatusOK {
@@ -289,7 +289,7 @@ func TestEngineKeepsLastGoodCertificate(t *testing.T) {
 	good := ca.leaf(t, 100, engineDNSName, time.Now().Add(24*time.Hour))
 	vol := newSecretVolume(t, good)
 	enableTLS(t, path, vol)
-	var logs syncBuffer
+	var logs testutil.LockedBuffer
 	startEngine(t, path, 50*time.Millisecond, &logs)
 	waitFor(t, func() bool { return servedSerial(t, addr) == 100 })
 	hc := httpsClient(ca)
@@ -381,30 +381,12 @@ func TestEngineCertificateRefusedByClient(t *testing.T) {
 	}
 }
 
-// syncBuffer is an io.Writer for the engine's logs, read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestEngineWithoutTLSWarns: without tls the engine serves plain HTTP and
 // says so; turning tls on in a reloaded configuration is reported as
 // taking effect at the next restart, and plain HTTP goes on meanwhile.
 func TestEngineWithoutTLSWarns(t *testing.T) {
 	_, path, addr := writeFiles(t, 0.5, 11)
-	var logs syncBuffer
+	var logs testutil.LockedBuffer
 	startEngine(t, path, 50*time.Millisecond, &logs)
 	waitFor(t, func() bool { code, _ := get(t, "http://"+addr+"/v1/cohort", "ro-secret"); return code == http.StatusOK })
 	if !strings.Contains(logs.String(), "tls is not set: serving plain HTTP") {

@@ -1,7 +1,6 @@
 package chart
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +34,7 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
+	"github.com/attune-io/attune/internal/testutil"
 )
 
 // The chart's default install, as helm template renders it in render().
@@ -165,7 +164,7 @@ func TestOperatorHoldsOnlyWhatItNeeds(t *testing.T) {
 	operatorCfg := rest.CopyConfig(cfg)
 	operatorCfg.Impersonate = rest.ImpersonationConfig{UserName: operatorUser,
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNamespace, "system:authenticated"}}
-	operatorLog := &syncBuffer{}
+	operatorLog := &testutil.LockedBuffer{}
 	mgr, err := ctrl.NewManager(operatorCfg, ctrl.Options{
 		Logger: zap.New(zap.WriteTo(operatorLog)), Scheme: scheme, Cache: controllers.CacheOptions(),
 		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
@@ -380,24 +379,6 @@ func flagValue(d *appsv1.Deployment, name string) string {
 		}
 	}
 	return ""
-}
-
-// syncBuffer is a log sink the manager's goroutines may write at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func eventually(t *testing.T, what string, check func() error) {
