@@ -97,9 +97,12 @@ func TestPopulationLivesThroughRealEngines(t *testing.T) {
 		clients[e] = c
 	}
 	// A person asleep or busy for most of the two hours may send too
-	// little for one dimension (no SART or behaviour, say); the cohort as
-	// a whole must be estimated, and everyone on something.
-	linked, settled, partial := 0, 0, 0
+	// little for one dimension (no SART or behaviour, say), as may one who
+	// joined late (churn): the cohort as a whole must be estimated, and
+	// everyone on something. Only those there from the start are counted
+	// against the 10%: how much of the run a newcomer saw depends on how
+	// many ticks the machine's load allowed.
+	linked, settled, partial, original := 0, 0, 0, 0
 	for _, a := range d.Population.Agents {
 		st, err := clients[d.homes[a.ID]].State(ctx, UserID(a.ID))
 		if err != nil {
@@ -108,13 +111,17 @@ func TestPopulationLivesThroughRealEngines(t *testing.T) {
 		if !st.Attention.Known && !st.Emotion.Known && !st.Resilience.Known {
 			t.Errorf("person %d: the engine estimated nothing from the telemetry: %+v", a.ID, st)
 		}
-		if !st.Attention.Known || !st.Emotion.Known || !st.Resilience.Known {
-			partial++
+		if first[a.ID] {
+			original++
+			if !st.Attention.Known || !st.Emotion.Known || !st.Resilience.Known {
+				partial++
+				t.Logf("person %d, there from the start, lacks an estimate: attention %v, emotion %v, resilience %v", a.ID, st.Attention.Known, st.Emotion.Known, st.Resilience.Known)
+			}
 		}
 		delete(first, a.ID)
 	}
-	if n := len(d.Population.Agents); partial*10 > n {
-		t.Errorf("%d of %d people lack an estimate of some dimension, want at most 10%%", partial, n)
+	if partial*10 > original {
+		t.Errorf("%d of the %d people there from the start lack an estimate of some dimension, want at most 10%%", partial, original)
 	}
 	for _, e := range engines {
 		err := clients[e].ExportDecisions(ctx, time.Time{}, func(x contract.ExportedDecision) error {
