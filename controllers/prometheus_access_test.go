@@ -130,8 +130,11 @@ func TestPrometheusAnswersNeverReachConditionsVerbatim(t *testing.T) {
 			if !strings.Contains(me.Message, tc.want) {
 				t.Errorf("message %q, want it to say %q", me.Message, tc.want)
 			}
+			// The server's own address may be named (its port may hold
+			// any digits); nothing of its answer may.
+			message := strings.ReplaceAll(me.Message, srv.URL, "")
 			for _, leaked := range []string{secret, "500", "418", "400", "422", "302", "Found"} {
-				if strings.Contains(me.Message, leaked) {
+				if strings.Contains(message, leaked) {
 					t.Errorf("message %q repeats %q from the answer", me.Message, leaked)
 				}
 			}
