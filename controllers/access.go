@@ -279,7 +279,7 @@ func (r *MeditationProgramReconciler) reconcileClientToken(ctx context.Context, 
 	want := tokenGeneration(c)
 	secret := &corev1.Secret{}
 	notOurs := fmt.Errorf("spec.access.clients[%s]: Secret %s exists and is not this program's; rename the client or remove the Secret", c.Name, key.Name)
-	err := reader.Get(ctx, key, secret)
+	err := getGeneratedSecret(ctx, reader, key, secret)
 	if apierrors.IsNotFound(err) {
 		token, tokenErr := randomToken()
 		if tokenErr != nil {

@@ -58,9 +58,14 @@ func (a *childApplier) apply(ctx context.Context, owner, desired client.Object) 
 		return fmt.Errorf("set owner of %s %s: %w", gvk.Kind, desired.GetName(), err)
 	}
 	key := client.ObjectKeyFromObject(desired)
-	existing, err := a.get(ctx, gvk, key)
-	if err != nil {
-		return err
+	var existing client.Object
+	// A Secret the operator knows it has not (ownSecretsKnowledge) is
+	// applied without a read: one there all the same is outside its
+	// watch, so never a subset of desired, and would be applied anyway.
+	if k, ok := a.client.(ownSecretsKnowledge); !ok || gvk != secretGVK || !k.lacksOwnSecret(key) {
+		if existing, err = a.get(ctx, gvk, key); err != nil {
+			return err
+		}
 	}
 	var declared appliedChild
 	if existing != nil && a.applied != nil {
@@ -110,7 +115,7 @@ func (a *childApplier) apply(ctx context.Context, owner, desired client.Object) 
 // when false, the caller must read back what is stored.
 func (a *childApplier) createSecretIfMissing(ctx context.Context, owner client.Object, key client.ObjectKey, generate func() (*corev1.Secret, error)) (created bool, err error) {
 	existing := &corev1.Secret{}
-	if err := a.client.Get(ctx, key, existing); err == nil {
+	if err := getGeneratedSecret(ctx, a.client, key, existing); err == nil {
 		return false, checkSecretController(owner, existing)
 	} else if !apierrors.IsNotFound(err) {
 		return false, fmt.Errorf("get Secret %s: %w", key, err)
@@ -135,6 +140,28 @@ func (a *childApplier) createSecretIfMissing(ctx context.Context, owner client.O
 	}
 	a.changes = append(a.changes, "Created Secret "+key.Name)
 	return true, nil
+}
+
+var secretGVK = corev1.SchemeGroupVersion.WithKind("Secret")
+
+// ownSecretsKnowledge is what the reconcilers' client (ownObjectsClient)
+// knows of the operator's Secrets without asking the API server.
+type ownSecretsKnowledge interface {
+	lacksOwnSecret(key client.ObjectKey) bool
+}
+
+// getGeneratedSecret reads a Secret the operator generates, answering
+// NotFound without a request when the operator has no Secret of that name
+// as far as it knows (the synced watch of its namespace, and the Secrets
+// this process created, hold none). The caller then creates it: a Secret
+// there without the operator's label (planted) fails that create with
+// AlreadyExists, and the caller reads it from the API server. This spares
+// the API server a quorum read for each Secret of a new program.
+func getGeneratedSecret(ctx context.Context, reader client.Reader, key client.ObjectKey, secret *corev1.Secret) error {
+	if k, ok := reader.(ownSecretsKnowledge); ok && k.lacksOwnSecret(key) {
+		return apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)
+	}
+	return reader.Get(ctx, key, secret)
 }
 
 // errSecretNotControlled means a Secret the operator generates exists but

@@ -111,6 +111,9 @@ type programReconcile struct {
 	// pushStrength: push the strength to the engines after the ConfigMap
 	// is written (strength_push.go).
 	pushStrength bool
+	// quiet: write no status this time (a new program whose world is
+	// being set up for a moment, reconcileWorld).
+	quiet bool
 }
 
 // errWorldUnusable stops the steps when the world is missing or wrong; the
@@ -186,6 +189,9 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	r.computeStatus(rc, stepErr)
 	applier.recordChanges(program)
+	if rc.quiet {
+		return ctrl.Result{RequeueAfter: rc.requeueAfter}, nil
+	}
 	if err := r.writeStatus(ctx, program, status); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -233,11 +239,25 @@ func (r *MeditationProgramReconciler) reconcileWorld(ctx context.Context, _ *chi
 		rc.conds.set(wellbeingv1alpha1.ConditionReconciled, metav1.ConditionFalse, wellbeingv1alpha1.ReasonWorldNotReady, message)
 		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, wellbeingv1alpha1.ReasonWorldNotReady, message)
 		rc.requeueAfter = secretAccessRecheck
+		// A world is set up in about a second (one binding authorized): a
+		// program without a status yet gets none for that moment, since
+		// it would be overwritten at once (a write per new program of a
+		// new world). One whose world's wait lasts longer is told.
+		since := world.CreationTimestamp
+		if ready != nil {
+			since = ready.LastTransitionTime
+		}
+		rc.quiet = len(rc.program.Status.Conditions) == 0 && r.Clock.Since(since.Time) < worldSetUpQuiet
 		return errWorldSettingUp
 	}
 	rc.world = world
 	return nil
 }
+
+// worldSetUpQuiet is how long a new program waits for its world's set-up
+// before its status says so (LastTransitionTime has whole seconds, so
+// the wait told is 2-3 s).
+const worldSetUpQuiet = 3 * time.Second
 
 // errWorldSettingUp stops the steps, as errWorldUnusable does, while the
 // world is being set up; the program is reconciled again shortly (the

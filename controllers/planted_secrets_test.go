@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
 	"github.com/attune-io/attune/engine/auth"
+	"github.com/attune-io/attune/internal/pki"
 )
 
 // plantSecret creates a Secret the operator would generate, as anyone who
@@ -168,4 +170,45 @@ func conditionMessage(conds []metav1.Condition, condType string) string {
 		}
 	}
 	return ""
+}
+
+// A planted serving certificate (a key pair the planter knows, without
+// the operator's labels, so outside its watch) is replaced by one the
+// world's CA issues, under the program's control: the operator creates
+// the Secret, finds it there, and writes over it.
+func TestPlantedServingCertificateIsReplaced(t *testing.T) {
+	ctx := context.Background()
+	createWorld(t, newWorld("planted-tls", "planted-tls", wellbeingv1alpha1.ContextSocial))
+	planterCA, err := pki.NewCA("planter", time.Now(), pki.CAValidity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProgram("planted-tls", "serving", "planted-tls")
+	planted, err := pki.IssueServing(planterCA, controllers.EngineDNSNames(p), time.Now(), pki.ServingValidity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "planted-tls", Name: "serving-engine-tls"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: planted.CertPEM, corev1.TLSPrivateKeyKey: planted.KeyPEM, "ca.crt": planterCA.CertPEM}})
+	create(t, p)
+	eventually(t, "the serving certificate replaced", func() error {
+		s, ca := &corev1.Secret{}, &corev1.Secret{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: "planted-tls", Name: "serving-engine-tls"}, s); err != nil {
+			return err
+		}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: "planted-tls", Name: controllers.CASecretName}, ca); err != nil {
+			return err
+		}
+		if ref := metav1.GetControllerOf(s); ref == nil || ref.UID != p.UID {
+			return fmt.Errorf("controller %v, want the program", ref)
+		}
+		if string(s.Data[corev1.TLSPrivateKeyKey]) == string(planted.KeyPEM) {
+			return fmt.Errorf("the planted key is still served")
+		}
+		leaf, err := pki.KeyPair{CertPEM: s.Data[corev1.TLSCertKey]}.Certificate()
+		if err != nil {
+			return err
+		}
+		return pki.Verify(leaf, ca.Data[corev1.TLSCertKey], controllers.EngineDNSNames(p)[0], time.Now())
+	})
 }

@@ -39,6 +39,13 @@ type worldSecrets struct {
 	sinks []secretSink
 	// watching maps a world's name to its namespace's running informer.
 	watching map[string]namespaceWatch
+	// created holds the Secrets this process created that their
+	// namespace's informer has not yet delivered, so that reads just after
+	// a create are served without asking the API server (read your own
+	// writes). An entry goes when the informer delivers any event of its
+	// name, from when on the informer is the truth; so it never outlives
+	// the watch's delay.
+	created map[types.NamespacedName]*corev1.Secret
 }
 
 type secretSink struct {
@@ -57,7 +64,7 @@ func newWorldSecrets(cfg *rest.Config) (*worldSecrets, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secrets client: %w", err)
 	}
-	return &worldSecrets{client: c.RESTClient(), watching: map[string]namespaceWatch{}}, nil
+	return &worldSecrets{client: c.RESTClient(), watching: map[string]namespaceWatch{}, created: map[types.NamespacedName]*corev1.Secret{}}, nil
 }
 
 // source is a controller's watch of the Secrets controlled by ownerKind
@@ -87,6 +94,7 @@ func (w *worldSecrets) watch(world, namespace string) {
 			return
 		}
 		current.stop()
+		w.dropCreated(current.namespace)
 	}
 	ctx, stop := context.WithCancel(w.ctx)
 	selector := labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue}).String()
@@ -98,8 +106,9 @@ func (w *worldSecrets) watch(world, namespace string) {
 	_ = informer.SetTransform(cache.TransformStripManagedFields())
 	_, _ = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		// Creations are ours and need no second look (as with Owns).
-		UpdateFunc: func(_, obj any) { w.enqueue(obj) },
-		DeleteFunc: func(obj any) { w.enqueue(obj) },
+		AddFunc:    func(obj any) { w.delivered(obj) },
+		UpdateFunc: func(_, obj any) { w.delivered(obj); w.enqueue(obj) },
+		DeleteFunc: func(obj any) { w.delivered(obj); w.enqueue(obj) },
 	})
 	go informer.RunWithContext(ctx)
 	w.watching[world] = namespaceWatch{namespace: namespace, stop: stop, informer: informer}
@@ -141,18 +150,90 @@ func (w *worldSecrets) informer(namespace string) toolscache.SharedIndexInformer
 }
 
 // get is the operator's Secret key as last watched, when the informer of
-// its namespace has it.
+// its namespace has it, or as this process created it, when the informer
+// has not yet delivered it.
 func (w *worldSecrets) get(key types.NamespacedName) (*corev1.Secret, bool) {
+	if informer := w.informer(key.Namespace); informer != nil {
+		if s, ok := storedSecret(informer, key); ok {
+			return s, true
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s, ok := w.created[key]
+	return s, ok
+}
+
+// lacks says whether the operator has no Secret key as far as this
+// process knows without asking: the informer of its namespace has synced
+// and holds none of that name, and this process created none that it has
+// not yet delivered. A Secret there without the operator's label (planted)
+// is outside the informer's selection and not known; the caller's create
+// then fails with AlreadyExists, and it reads the Secret from the API
+// server.
+func (w *worldSecrets) lacks(key types.NamespacedName) bool {
 	informer := w.informer(key.Namespace)
 	if informer == nil {
-		return nil, false
+		return false
 	}
+	if _, ok := storedSecret(informer, key); ok {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.created[key]
+	return !ok
+}
+
+func storedSecret(informer toolscache.SharedIndexInformer, key types.NamespacedName) (*corev1.Secret, bool) {
 	obj, ok, err := informer.GetStore().GetByKey(key.Namespace + "/" + key.Name)
 	if err != nil || !ok {
 		return nil, false
 	}
 	s, ok := obj.(*corev1.Secret)
 	return s, ok
+}
+
+// remember keeps a Secret this process just created until the informer of
+// its namespace delivers it. Only one the informer will deliver is kept:
+// one with the operator's label, in a watched namespace, not already
+// delivered (the informer's store is written before its handlers run, and
+// both this check and delivered hold w.mu, so no entry can miss its
+// removal).
+func (w *worldSecrets) remember(s *corev1.Secret) {
+	if s.Labels[LabelManagedBy] != ManagedByValue {
+		return
+	}
+	key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, nw := range w.watching {
+		if nw.namespace != key.Namespace {
+			continue
+		}
+		if _, ok := storedSecret(nw.informer, key); ok {
+			return
+		}
+		kept := s.DeepCopy()
+		kept.ManagedFields = nil // never read (as in CacheOptions)
+		w.created[key] = kept
+		return
+	}
+}
+
+// delivered drops what remember kept of obj's name: the informer now
+// holds it (or its deletion).
+func (w *worldSecrets) delivered(obj any) {
+	if tombstone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = tombstone.Obj
+	}
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.created, types.NamespacedName{Namespace: m.GetNamespace(), Name: m.GetName()})
 }
 
 // forget stops the informer of a world that is gone.
@@ -162,6 +243,17 @@ func (w *worldSecrets) forget(world string) {
 	if current, ok := w.watching[world]; ok {
 		current.stop()
 		delete(w.watching, world)
+		w.dropCreated(current.namespace)
+	}
+}
+
+// dropCreated forgets what remember kept in a namespace no longer watched.
+// The caller holds w.mu.
+func (w *worldSecrets) dropCreated(namespace string) {
+	for key := range w.created {
+		if key.Namespace == namespace {
+			delete(w.created, key)
+		}
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -107,6 +109,48 @@ func (c *ownObjectsClient) Get(ctx context.Context, key client.ObjectKey, obj cl
 		}
 	}
 	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+// Create remembers a Secret it created until the informer of its
+// namespace delivers it, so that the reads that follow at once (the
+// program's next reconcile, woken by its other children) are answered
+// without asking the API server.
+func (c *ownObjectsClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if err := c.Client.Create(ctx, obj, opts...); err != nil {
+		return err
+	}
+	if s, ok := obj.(*corev1.Secret); ok && len((&client.CreateOptions{}).ApplyOptions(opts).DryRun) == 0 {
+		c.secrets.remember(s)
+	}
+	return nil
+}
+
+// Apply remembers a Secret it created as Create does: the apply's answer
+// is the stored Secret.
+func (c *ownObjectsClient) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+	if err := c.Client.Apply(ctx, obj, opts...); err != nil {
+		return err
+	}
+	// client.ApplyConfigurationFromUnstructured's configuration is the
+	// Unstructured the answer was decoded into.
+	u, ok := obj.(interface {
+		GroupVersionKind() schema.GroupVersionKind
+		UnstructuredContent() map[string]any
+	})
+	if !ok || u.GroupVersionKind() != secretGVK || len((&client.ApplyOptions{}).ApplyOptions(opts).DryRun) != 0 {
+		return nil
+	}
+	s := &corev1.Secret{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.UnstructuredContent(), s); err == nil && s.ResourceVersion != "" {
+		c.secrets.remember(s)
+	}
+	return nil
+}
+
+// lacksOwnSecret says whether the operator has no Secret key, as far as it
+// knows without asking the API server (worldSecrets.lacks).
+func (c *ownObjectsClient) lacksOwnSecret(key client.ObjectKey) bool {
+	return c.secrets.lacks(key)
 }
 
 // List serves two lists from indexes, so that a program's reconcile reads

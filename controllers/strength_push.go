@@ -133,17 +133,25 @@ func (r *MeditationProgramReconciler) reconcileStrengthPush(ctx context.Context,
 // pushStrength sends st to every ready engine pod of p at once: how many
 // took it, and why each other one did not.
 func (r *MeditationProgramReconciler) pushStrength(ctx context.Context, p *wellbeingv1alpha1.MeditationProgram, st contract.Strength) (int, []string, error) {
-	reader := r.APIReader
-	if reader == nil {
-		reader = r.Client
-	}
-	token, err := readTuningToken(ctx, reader, p)
-	if err != nil {
-		return 0, nil, err
-	}
 	pods := &corev1.PodList{}
 	if err := r.List(ctx, pods, client.InNamespace(p.Namespace), client.MatchingLabels(EngineSelectorLabels(p))); err != nil {
 		return 0, nil, fmt.Errorf("list engine pods: %w", err)
+	}
+	type target struct{ name, addr string }
+	var targets []target
+	for i := range pods.Items {
+		if addr, ok := engineAddress(&pods.Items[i]); ok {
+			targets = append(targets, target{pods.Items[i].Name, addr})
+		}
+	}
+	if len(targets) == 0 {
+		return 0, nil, nil // nothing to push to (a new program): no token read
+	}
+	// The reconcilers' client serves the operator's own Secrets from its
+	// watch (ownObjectsClient).
+	token, err := readTuningToken(ctx, r.Client, p)
+	if err != nil {
+		return 0, nil, err
 	}
 	bundle, err := worldBundle(ctx, r.Client, p)
 	if err != nil {
@@ -158,18 +166,13 @@ func (r *MeditationProgramReconciler) pushStrength(ctx context.Context, p *wellb
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	pushed, failed := 0, []string{}
-	for i := range pods.Items {
-		addr, ok := engineAddress(&pods.Items[i])
-		if !ok {
-			continue
-		}
-		name := pods.Items[i].Name
+	for _, t := range targets {
 		wg.Go(func() {
-			err := pushTo(ctx, addr, token, hc, trust, st)
+			err := pushTo(ctx, t.addr, token, hc, trust, st)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				failed = append(failed, name+": "+err.Error())
+				failed = append(failed, t.name+": "+err.Error())
 				return
 			}
 			pushed++

@@ -208,6 +208,33 @@ func TestOperatorHoldsOnlyWhatItNeeds(t *testing.T) {
 		}
 		return nil
 	})
+	// A program created meanwhile waits too, and says so once the wait
+	// has lasted a few seconds (none is written for a moment's wait).
+	early := &wellbeingv1alpha1.MeditationProgram{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "harbor-social", Name: "early"},
+		Spec: wellbeingv1alpha1.MeditationProgramSpec{
+			WorldRef:      wellbeingv1alpha1.WorldReference{Name: "harbor"},
+			Target:        wellbeingv1alpha1.StateVector{Attention: 0.8, Emotion: 0.7, Resilience: 0.75},
+			Weights:       wellbeingv1alpha1.Weights{Attention: 1, Emotion: 1, Resilience: 1},
+			Interventions: []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.FocusedAttention},
+			Strength:      wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.1, Max: 0.9},
+		},
+	}
+	if err := admin.Create(ctx, early); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "program waiting for its world", func() error {
+		if err := admin.Get(ctx, client.ObjectKeyFromObject(early), early); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(early.Status.Conditions, wellbeingv1alpha1.ConditionReady); c == nil || c.Reason != wellbeingv1alpha1.ReasonWorldNotReady {
+			return fmt.Errorf("Ready: %+v", c)
+		}
+		return nil
+	})
+	if err := admin.Delete(ctx, early); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(time.Second) // a few more checks while it waits
 	if err := admin.Get(ctx, client.ObjectKey{Namespace: "harbor-social", Name: controllers.PseudonymizationKeySecretName}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Errorf("key Secret before the operator may create it: err = %v", err)
