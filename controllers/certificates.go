@@ -195,7 +195,7 @@ func (r *MeditationProgramReconciler) reconcileServingCertificate(ctx context.Co
 	}
 
 	existing := &corev1.Secret{}
-	err := getGeneratedSecret(ctx, r.Client, client.ObjectKey{Namespace: p.Namespace, Name: engineTLSSecretName(p)}, existing)
+	err := r.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: engineTLSSecretName(p)}, existing)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("get Secret %s: %w", engineTLSSecretName(p), err)
 	}
@@ -489,25 +489,11 @@ func writeIssuedSecret(ctx context.Context, a *childApplier, owner client.Object
 		return fmt.Errorf("set owner of Secret %s: %w", desired.Name, err)
 	}
 	if existing.ResourceVersion == "" {
-		err := a.client.Create(ctx, desired, client.FieldOwner(FieldOwner))
-		if err == nil {
-			a.changes = append(a.changes, "Created Secret "+desired.Name)
-			return nil
-		}
-		if !apierrors.IsAlreadyExists(err) {
+		if err := a.client.Create(ctx, desired, client.FieldOwner(FieldOwner)); err != nil {
 			return fmt.Errorf("create Secret %s: %w", desired.Name, err)
 		}
-		// It is there after all. One the owner controls was issued by
-		// another reconcile the watch has not delivered yet: retried from
-		// a fresh read, as a conflict is. Any other is outside the
-		// operator's watch (without its label, getGeneratedSecret) and is
-		// replaced as one that was read.
-		if getErr := a.apiReader().Get(ctx, client.ObjectKeyFromObject(desired), existing); getErr != nil {
-			return fmt.Errorf("get Secret %s: %w", desired.Name, getErr)
-		}
-		if metav1.IsControlledBy(existing, owner) {
-			return fmt.Errorf("create Secret %s: %w", desired.Name, err)
-		}
+		a.changes = append(a.changes, "Created Secret "+desired.Name)
+		return nil
 	}
 	if existing.Type == desired.Type && equality.Semantic.DeepEqual(existing.Data, desired.Data) &&
 		hasLabels(existing.Labels, desired.Labels) && metav1.IsControlledBy(existing, owner) {

@@ -247,7 +247,10 @@ func (r *MeditationProgramReconciler) reconcileWorld(ctx context.Context, _ *chi
 		if ready != nil {
 			since = ready.LastTransitionTime
 		}
-		rc.quiet = len(rc.program.Status.Conditions) == 0 && r.Clock.Since(since.Time) < worldSetUpQuiet
+		// A clock behind the API server's by more than a second is not
+		// trusted to measure the moment.
+		waited := r.Clock.Since(since.Time)
+		rc.quiet = len(rc.program.Status.Conditions) == 0 && waited > -time.Second && waited < worldSetUpQuiet
 		return errWorldSettingUp
 	}
 	rc.world = world

@@ -211,7 +211,8 @@ func TestOwnSecretsAreKnownWithoutAsking(t *testing.T) {
 		}
 		return nil
 	})
-	// Remembering what the watch already holds keeps nothing.
+	// Remembering what the watch already holds keeps nothing (were it
+	// kept, the read after the deletion below would still find it).
 	controllers.RememberCreatedSecret(own, secret("key", "stale", ours))
 	if data, err := read("key"); err != nil || data != "stored" {
 		t.Errorf("after remembering a name the watch holds: %q, %v", data, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -43,9 +44,33 @@ type worldSecrets struct {
 	// namespace's informer has not yet delivered, so that reads just after
 	// a create are served without asking the API server (read your own
 	// writes). An entry goes when the informer delivers any event of its
-	// name, from when on the informer is the truth; so it never outlives
-	// the watch's delay.
-	created map[types.NamespacedName]*corev1.Secret
+	// name, from when on the informer is the truth, and is not used after
+	// createdMemory: a Secret deleted while the watch was broken is not in
+	// the relist, and sends no event of its name.
+	created map[types.NamespacedName]createdSecret
+}
+
+type createdSecret struct {
+	secret *corev1.Secret
+	at     time.Time
+}
+
+// createdMemory is how long a created Secret is served from memory at
+// most: a watch delivers in well under a second.
+const createdMemory = 30 * time.Second
+
+// createdEntry is the remembered Secret key, if still of use. The caller
+// holds w.mu.
+func (w *worldSecrets) createdEntry(key types.NamespacedName) (*corev1.Secret, bool) {
+	e, ok := w.created[key]
+	if !ok {
+		return nil, false
+	}
+	if time.Since(e.at) > createdMemory {
+		delete(w.created, key)
+		return nil, false
+	}
+	return e.secret, true
 }
 
 type secretSink struct {
@@ -64,7 +89,7 @@ func newWorldSecrets(cfg *rest.Config) (*worldSecrets, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secrets client: %w", err)
 	}
-	return &worldSecrets{client: c.RESTClient(), watching: map[string]namespaceWatch{}, created: map[types.NamespacedName]*corev1.Secret{}}, nil
+	return &worldSecrets{client: c.RESTClient(), watching: map[string]namespaceWatch{}, created: map[types.NamespacedName]createdSecret{}}, nil
 }
 
 // source is a controller's watch of the Secrets controlled by ownerKind
@@ -160,8 +185,7 @@ func (w *worldSecrets) get(key types.NamespacedName) (*corev1.Secret, bool) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	s, ok := w.created[key]
-	return s, ok
+	return w.createdEntry(key)
 }
 
 // lacks says whether the operator has no Secret key as far as this
@@ -176,13 +200,17 @@ func (w *worldSecrets) lacks(key types.NamespacedName) bool {
 	if informer == nil {
 		return false
 	}
-	if _, ok := storedSecret(informer, key); ok {
+	// Memory first, then the store: the store is written before the
+	// handler that drops the entry runs, so a delivery in between is seen
+	// in one or the other.
+	w.mu.Lock()
+	_, remembered := w.createdEntry(key)
+	w.mu.Unlock()
+	if remembered {
 		return false
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	_, ok := w.created[key]
-	return !ok
+	_, stored := storedSecret(informer, key)
+	return !stored
 }
 
 func storedSecret(informer toolscache.SharedIndexInformer, key types.NamespacedName) (*corev1.Secret, bool) {
@@ -198,8 +226,8 @@ func storedSecret(informer toolscache.SharedIndexInformer, key types.NamespacedN
 // its namespace delivers it. Only one the informer will deliver is kept:
 // one with the operator's label, in a watched namespace, not already
 // delivered (the informer's store is written before its handlers run, and
-// both this check and delivered hold w.mu, so no entry can miss its
-// removal).
+// both this check and delivered hold w.mu, so a delivery after the check
+// removes the entry; one that never comes is outlived by createdMemory).
 func (w *worldSecrets) remember(s *corev1.Secret) {
 	if s.Labels[LabelManagedBy] != ManagedByValue {
 		return
@@ -207,6 +235,9 @@ func (w *worldSecrets) remember(s *corev1.Secret) {
 	key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	for k := range w.created {
+		w.createdEntry(k) // drops what is past createdMemory
+	}
 	for _, nw := range w.watching {
 		if nw.namespace != key.Namespace {
 			continue
@@ -216,7 +247,7 @@ func (w *worldSecrets) remember(s *corev1.Secret) {
 		}
 		kept := s.DeepCopy()
 		kept.ManagedFields = nil // never read (as in CacheOptions)
-		w.created[key] = kept
+		w.created[key] = createdSecret{secret: kept, at: time.Now()}
 		return
 	}
 }

@@ -91,9 +91,10 @@ func ReconcilerClient(mgr ctrl.Manager) (client.Client, error) {
 // index of the cache (List), and every other read as c does (Secrets from
 // the API server). A Secret the informers do not hold is read from the API
 // server: one without the operator's label (a planted one, which the
-// reconcilers then refuse; a PostgreSQL Secret a program names), one just
-// created and not yet watched, or any while the informer of its namespace
-// is still listing. A cached one may trail a write by the time the watch
+// reconcilers then refuse; a PostgreSQL Secret a program names), or any
+// while the informer of its namespace is still listing. One this client
+// just created or applied is served from memory until the informer
+// delivers it (worldSecrets.remember). A cached one may trail a write by the time the watch
 // takes to deliver it; an update made from it then conflicts and is
 // retried, and the watch's event reconciles again.
 type ownObjectsClient struct {

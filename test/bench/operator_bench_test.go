@@ -17,6 +17,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -308,10 +309,18 @@ func runOperatorBenchmark(b *testing.B) {
 		}
 	}
 	floorWatch := watchReconciled(b, cp.client)
+	var watchErr error
 	floor := measure(func() {
+		// Followed while the writes go on, as the operator's run is: a
+		// watch not read falls behind and the API server closes it.
+		watched := make(chan struct{})
+		go func() { defer close(watched); watchErr = floorWatch.until(len(created)) }()
 		parallel(len(created), func(i int) error { return requiredWrites(ctx, cp, created[i], authorities[created[i].Namespace]) })
-		floorWatch.wait(b, len(created))
+		<-watched
 	})
+	if watchErr != nil {
+		b.Fatal(watchErr)
+	}
 	cp.stop(b)
 
 	cp = startControlPlane(b)
@@ -683,23 +692,30 @@ func (r *reconciledWatch) observe(p *wellbeingv1alpha1.MeditationProgram) {
 
 // wait returns once want programs are Reconciled at their generation.
 func (r *reconciledWatch) wait(b *testing.B, want int) {
+	if err := r.until(want); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// until is wait for any goroutine: an error instead of b.Fatal.
+func (r *reconciledWatch) until(want int) error {
 	defer r.stop()
 	limit := 10 * time.Minute * time.Duration(max(1, want/500))
 	timeout := time.After(limit)
 	for {
 		if r.reconciled == want {
-			return
+			return nil
 		}
 		select {
 		case ev, open := <-r.events:
 			if !open {
-				b.Fatal("the program watch closed")
+				return errors.New("the program watch closed")
 			}
 			if p, ok := ev.Object.(*wellbeingv1alpha1.MeditationProgram); ok {
 				r.observe(p)
 			}
 		case <-timeout:
-			b.Fatalf("%d of %d programs reconciled after %s", r.reconciled, want, limit)
+			return fmt.Errorf("%d of %d programs reconciled after %s", r.reconciled, want, limit)
 		}
 	}
 }
