@@ -48,21 +48,7 @@ func TestIndexedListsMatchTheAPIServers(t *testing.T) {
 	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "calm-planted", Labels: map[string]string{controllers.LabelProgram: "calm"}}})
 	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "world-key", Labels: map[string]string{controllers.LabelManagedBy: controllers.ManagedByValue}}})
 
-	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{Scheme: scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := controllers.IndexEnginePods(ctx, mgr); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = mgr.Start(ctx) }()
-	if !mgr.GetCache().WaitForCacheSync(ctx) {
-		t.Fatal("cache not synced")
-	}
-	own, err := controllers.OwnObjectsClient(ctx, mgr, ns.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	own := ownObjectsClient(ctx, t, restConfig, ns.Name)
 	names := func(list client.ObjectList) []string {
 		var out []string
 		items, err := apimeta.ExtractList(list)
@@ -110,6 +96,29 @@ func TestIndexedListsMatchTheAPIServers(t *testing.T) {
 	}
 }
 
+// ownObjectsClient is the reconcilers' client over a manager of its own
+// (on cfg, its cache indexed as the operator's), watching the operator's
+// Secrets of namespace; it stops with ctx.
+func ownObjectsClient(ctx context.Context, t *testing.T, cfg *rest.Config, namespace string) client.Client {
+	t.Helper()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := controllers.IndexEnginePods(ctx, mgr); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		t.Fatal("cache not synced")
+	}
+	own, err := controllers.OwnObjectsClient(ctx, mgr, namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return own
+}
+
 func secretMetadata() *metav1.PartialObjectMetadataList {
 	l := &metav1.PartialObjectMetadataList{}
 	l.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
@@ -143,21 +152,7 @@ func TestOwnSecretsAreKnownWithoutAsking(t *testing.T) {
 	reads := &secretReads{}
 	cfg := rest.CopyConfig(restConfig)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { reads.next = rt; return reads })
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := controllers.IndexEnginePods(ctx, mgr); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = mgr.Start(ctx) }()
-	if !mgr.GetCache().WaitForCacheSync(ctx) {
-		t.Fatal("cache not synced")
-	}
-	own, err := controllers.OwnObjectsClient(ctx, mgr, ns.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	own := ownObjectsClient(ctx, t, cfg, ns.Name)
 	ours := map[string]string{controllers.LabelManagedBy: controllers.ManagedByValue}
 	secret := func(name, data string, labels map[string]string) *corev1.Secret {
 		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: name, Labels: labels}, Data: map[string][]byte{"k": []byte(data)}}

@@ -98,16 +98,7 @@ func (c *writeCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 // resourceOf is the resource (and subresource) of an API path:
 // /apis/g/v/namespaces/ns/deployments/name/status -> deployments/status.
 func resourceOf(path string) string {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	// /api/v1/... or /apis/group/version/...
-	skip := 2
-	if len(parts) > 0 && parts[0] == "apis" {
-		skip = 3
-	}
-	parts = parts[min(skip, len(parts)):]
-	if len(parts) > 2 && parts[0] == "namespaces" {
-		parts = parts[2:]
-	}
+	parts := resourcePath(path)
 	if len(parts) == 0 {
 		return path
 	}
@@ -120,8 +111,12 @@ func resourceOf(path string) string {
 // isCollection reports whether an API path names a collection
 // (/api/v1/namespaces/ns/secrets, /apis/g/v/deployments) rather than one
 // object or a subresource.
-func isCollection(path string) bool {
+func isCollection(path string) bool { return len(resourcePath(path)) == 1 }
+
+// resourcePath is an API path from its resource on: resource[/name[/sub]].
+func resourcePath(path string) []string {
 	parts := strings.Split(strings.Trim(path, "/"), "/")
+	// /api/v1/... or /apis/group/version/...
 	skip := 2
 	if len(parts) > 0 && parts[0] == "apis" {
 		skip = 3
@@ -130,7 +125,7 @@ func isCollection(path string) bool {
 	if len(parts) > 2 && parts[0] == "namespaces" {
 		parts = parts[2:]
 	}
-	return len(parts) == 1
+	return parts
 }
 
 // snapshot is the writes counted so far by kind.

@@ -210,16 +210,7 @@ func TestOperatorHoldsOnlyWhatItNeeds(t *testing.T) {
 	})
 	// A program created meanwhile waits too, and says so once the wait
 	// has lasted a few seconds (none is written for a moment's wait).
-	early := &wellbeingv1alpha1.MeditationProgram{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "harbor-social", Name: "early"},
-		Spec: wellbeingv1alpha1.MeditationProgramSpec{
-			WorldRef:      wellbeingv1alpha1.WorldReference{Name: "harbor"},
-			Target:        wellbeingv1alpha1.StateVector{Attention: 0.8, Emotion: 0.7, Resilience: 0.75},
-			Weights:       wellbeingv1alpha1.Weights{Attention: 1, Emotion: 1, Resilience: 1},
-			Interventions: []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.FocusedAttention},
-			Strength:      wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.1, Max: 0.9},
-		},
-	}
+	early := harborProgram("early")
 	if err := admin.Create(ctx, early); err != nil {
 		t.Fatal(err)
 	}
@@ -269,18 +260,9 @@ func TestOperatorHoldsOnlyWhatItNeeds(t *testing.T) {
 		StringData: map[string]string{"host": "db.example.test"}}); err != nil {
 		t.Fatal(err)
 	}
-	program := &wellbeingv1alpha1.MeditationProgram{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "harbor-social", Name: "calm"},
-		Spec: wellbeingv1alpha1.MeditationProgramSpec{
-			WorldRef:      wellbeingv1alpha1.WorldReference{Name: "harbor"},
-			Target:        wellbeingv1alpha1.StateVector{Attention: 0.8, Emotion: 0.7, Resilience: 0.75},
-			Weights:       wellbeingv1alpha1.Weights{Attention: 1, Emotion: 1, Resilience: 1},
-			Interventions: []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.FocusedAttention},
-			Strength:      wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.1, Max: 0.9},
-			Engine: wellbeingv1alpha1.EngineSpec{Replicas: ptr.To[int32](2), Store: wellbeingv1alpha1.EngineStore{Type: wellbeingv1alpha1.StorePostgreSQL,
-				Postgres: &wellbeingv1alpha1.PostgresStore{SecretRef: wellbeingv1alpha1.SecretReference{Name: "calm-postgres"}}}},
-		},
-	}
+	program := harborProgram("calm")
+	program.Spec.Engine = wellbeingv1alpha1.EngineSpec{Replicas: ptr.To[int32](2), Store: wellbeingv1alpha1.EngineStore{Type: wellbeingv1alpha1.StorePostgreSQL,
+		Postgres: &wellbeingv1alpha1.PostgresStore{SecretRef: wellbeingv1alpha1.SecretReference{Name: "calm-postgres"}}}}
 	if err := admin.Create(ctx, program); err != nil {
 		t.Fatal(err)
 	}
@@ -465,5 +447,19 @@ func TestManagerFlagsFollowValues(t *testing.T) {
 	}
 	if !env["POD_SERVICE_ACCOUNT=spec.serviceAccountName"] || !env["POD_NAMESPACE=metadata.namespace"] {
 		t.Errorf("the manager does not learn its ServiceAccount and namespace: %v", env)
+	}
+}
+
+// harborProgram is a program of the world harbor (namespace harbor-social).
+func harborProgram(name string) *wellbeingv1alpha1.MeditationProgram {
+	return &wellbeingv1alpha1.MeditationProgram{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "harbor-social", Name: name},
+		Spec: wellbeingv1alpha1.MeditationProgramSpec{
+			WorldRef:      wellbeingv1alpha1.WorldReference{Name: "harbor"},
+			Target:        wellbeingv1alpha1.StateVector{Attention: 0.8, Emotion: 0.7, Resilience: 0.75},
+			Weights:       wellbeingv1alpha1.Weights{Attention: 1, Emotion: 1, Resilience: 1},
+			Interventions: []wellbeingv1alpha1.Intervention{wellbeingv1alpha1.FocusedAttention},
+			Strength:      wellbeingv1alpha1.StrengthBounds{Initial: 0.5, Min: 0.1, Max: 0.9},
+		},
 	}
 }
