@@ -94,9 +94,9 @@ func ReconcilerClient(mgr ctrl.Manager) (client.Client, error) {
 // reconcilers then refuse; a PostgreSQL Secret a program names), or any
 // while the informer of its namespace is still listing. One this client
 // just created or applied is served from memory until the informer
-// delivers it (worldSecrets.remember). A cached one may trail a write by the time the watch
-// takes to deliver it; an update made from it then conflicts and is
-// retried, and the watch's event reconciles again.
+// delivers it (worldSecrets.remember). A cached one may trail a write by
+// the time the watch takes to deliver it; an update made from it then
+// conflicts and is retried, and the watch's event reconciles again.
 type ownObjectsClient struct {
 	client.Client
 	secrets *worldSecrets
