@@ -410,6 +410,7 @@ func EngineChildren(p *wellbeingv1alpha1.MeditationProgram, w *wellbeingv1alpha1
 		cm,
 		engineTokenSecret(p, "benchmark-read-write-token", "benchmark-read-only-token"),
 		backupTokenSecret(p, "benchmark-backup-token"),
+		tuningTokenSecret(p, "benchmark-tuning-token"),
 		engineDeployment(p, w, image, hash),
 		engineService(p),
 	}

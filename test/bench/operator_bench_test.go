@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -303,16 +304,22 @@ func runOperatorBenchmark(b *testing.B) {
 			authorities[p.Namespace] = ca
 		}
 	}
+	floorCounter := &writeCounter{}
+	floorClient := countingClient(b, cp, floorCounter)
 	floorWatch := watchReconciled(b, cp.client)
 	var watchErr error
+	stopFloorProfile := profileAPIServer(b, cp.cfg, fmt.Sprintf("floor-%d", len(created)))
 	floor := measure(func() {
 		// Followed while the writes go on, as the operator's run is: a
 		// watch not read falls behind and the API server closes it.
 		watched := make(chan struct{})
 		go func() { defer close(watched); watchErr = floorWatch.until(len(created)) }()
-		parallel(len(created), func(i int) error { return requiredWrites(ctx, cp, created[i], authorities[created[i].Namespace]) })
+		parallel(len(created), func(i int) error {
+			return requiredWrites(ctx, floorClient, cp.scheme, created[i], authorities[created[i].Namespace])
+		})
 		<-watched
 	})
+	stopFloorProfile()
 	if watchErr != nil {
 		b.Fatal(watchErr)
 	}
@@ -322,7 +329,7 @@ func runOperatorBenchmark(b *testing.B) {
 	defer cp.stop(b)
 	programs := len(createPrograms(b, cp))
 	counter := &writeCounter{}
-	managerCfg := rest.CopyConfig(cp.cfg)
+	managerCfg := controllers.RESTConfig(cp.cfg)
 	managerCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{Scheme: cp.scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
@@ -336,6 +343,7 @@ func runOperatorBenchmark(b *testing.B) {
 	done := make(chan error, 1)
 	heapBefore := liveHeap()
 	stopProfile := startCPUProfile(b, fmt.Sprintf("operator-%d", programs))
+	stopAPIServerProfile := profileAPIServer(b, cp.cfg, fmt.Sprintf("operator-%d", programs))
 	b.ResetTimer()
 	operator := measure(func() {
 		go func() { done <- mgr.Start(mgrCtx) }()
@@ -343,6 +351,7 @@ func runOperatorBenchmark(b *testing.B) {
 	})
 	b.StopTimer()
 	stopProfile()
+	stopAPIServerProfile()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -375,9 +384,10 @@ func runOperatorBenchmark(b *testing.B) {
 	fmt.Printf("programs=%d worlds=%d parallelism=%d, each contender on a fresh API server\n", programs, worlds, parallelism)
 	fmt.Printf("plain client creating %d children: %s\n", len(plainChildren), plain)
 	fmt.Printf("plain client, server-side apply:   %s\n", apply)
-	fmt.Printf("plain client, the required writes: %s\n", floor)
+	fmt.Printf("plain client, the required writes: %s, %d writes (%s)\n", floor, floorCounter.writes.Load(), formatWrites(nil, floorCounter.snapshot()))
 	fmt.Printf("operator until all Reconciled:     %s, %d writes (%s)\n", operator, reconcileWrites, formatWrites(nil, counter.snapshot()))
 	fmt.Printf("operator reads until then:         %s\n", formatWrites(nil, reads))
+	fmt.Printf("program states before Reconciled:  %s (operator; by Ready reason, none: no status yet); floor: %s\n", reconciled.statesBefore(), floorWatch.statesBefore())
 	fmt.Printf("ratio operator/plain client:       %.2f (goal <= 1.5); CPU %.2f\n", ratio, operator.cpu.total()/plain.cpu.total())
 	fmt.Printf("ratio plain apply/plain client:    %.2f; CPU %.2f\n", apply.elapsed.Seconds()/plain.elapsed.Seconds(), apply.cpu.total()/plain.cpu.total())
 	fmt.Printf("ratio required writes/plain client: %.2f; CPU %.2f (the lowest ratio any operator doing what the issue asks can reach)\n", floor.elapsed.Seconds()/plain.elapsed.Seconds(), floor.cpu.total()/plain.cpu.total())
@@ -566,7 +576,7 @@ func createPrograms(b *testing.B, cp *controlPlane, options ...func(*wellbeingv1
 // without: its children owned by it (the token and serving certificate
 // Secrets created, the rest server-side applied), the Reconciled status and
 // one event.
-func requiredWrites(ctx context.Context, cp *controlPlane, p *wellbeingv1alpha1.MeditationProgram, ca pki.KeyPair) error {
+func requiredWrites(ctx context.Context, c client.Client, scheme *runtime.Scheme, p *wellbeingv1alpha1.MeditationProgram, ca pki.KeyPair) error {
 	children, err := controllers.EngineChildren(p, world(p.Spec.WorldRef.Name, p.Namespace), engineImage)
 	if err != nil {
 		return err
@@ -581,23 +591,23 @@ func requiredWrites(ctx context.Context, cp *controlPlane, p *wellbeingv1alpha1.
 		Data:       map[string][]byte{corev1.TLSCertKey: serving.CertPEM, corev1.TLSPrivateKeyKey: serving.KeyPEM, "ca.crt": ca.CertPEM},
 	})
 	for _, child := range children {
-		if err := controllerutil.SetControllerReference(p, child, cp.scheme); err != nil {
+		if err := controllerutil.SetControllerReference(p, child, scheme); err != nil {
 			return err
 		}
 		if _, isSecret := child.(*corev1.Secret); isSecret {
-			err = cp.client.Create(ctx, child)
+			err = c.Create(ctx, child)
 		} else {
-			err = applyTyped(ctx, cp.client, cp.scheme, child)
+			err = applyTyped(ctx, c, scheme, child)
 		}
 		if err != nil {
 			return err
 		}
 	}
 	p.Status = reconciledStatus(p)
-	if err := cp.client.Status().Update(ctx, p); err != nil {
+	if err := c.Status().Update(ctx, p); err != nil {
 		return err
 	}
-	return cp.client.Create(ctx, &eventsv1.Event{
+	return c.Create(ctx, &eventsv1.Event{
 		ObjectMeta:          metav1.ObjectMeta{Namespace: p.Namespace, Name: fmt.Sprintf("%s.%x", p.Name, time.Now().UnixNano())},
 		EventTime:           metav1.NowMicro(),
 		ReportingController: "attune-meditationprogram",
@@ -608,6 +618,17 @@ func requiredWrites(ctx context.Context, cp *controlPlane, p *wellbeingv1alpha1.
 		Regarding:           corev1.ObjectReference{Kind: "MeditationProgram", APIVersion: wellbeingv1alpha1.GroupVersion.String(), Namespace: p.Namespace, Name: p.Name, UID: p.UID},
 		Note:                "Created ServiceAccount, Secret, ConfigMap, Deployment, Service",
 	})
+}
+
+// countingClient is a client of cp whose requests counter counts.
+func countingClient(b *testing.B, cp *controlPlane, counter *writeCounter) client.Client {
+	cfg := rest.CopyConfig(cp.cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
+	c, err := client.New(cfg, client.Options{Scheme: cp.scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
 }
 
 // reconciledStatus is a status like the one the operator writes for a
@@ -654,6 +675,10 @@ type reconciledWatch struct {
 	done   map[string]bool
 	// reconciled counts the true entries of done.
 	reconciled int
+	// before counts the statuses seen of programs not yet Reconciled, by
+	// their Ready reason ("none" for no status): each beyond the first,
+	// the created program, is a status write the floor does not make.
+	before map[string]int
 }
 
 // watchReconciled opens the watch at the current state of the programs.
@@ -666,7 +691,7 @@ func watchReconciled(b *testing.B, c client.WithWatch) *reconciledWatch {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := &reconciledWatch{events: w.ResultChan(), stop: w.Stop, done: map[string]bool{}}
+	r := &reconciledWatch{events: w.ResultChan(), stop: w.Stop, done: map[string]bool{}, before: map[string]int{}}
 	for i := range list.Items {
 		r.observe(&list.Items[i])
 	}
@@ -683,6 +708,24 @@ func (r *reconciledWatch) observe(p *wellbeingv1alpha1.MeditationProgram) {
 		r.reconciled--
 	}
 	r.done[key] = now
+	if !now {
+		reason := "none"
+		if ready := meta.FindStatusCondition(p.Status.Conditions, wellbeingv1alpha1.ConditionReady); ready != nil {
+			reason = ready.Reason
+		}
+		r.before[reason]++
+	}
+}
+
+// statesBefore is before, largest first.
+func (r *reconciledWatch) statesBefore() string {
+	reasons := slices.Collect(maps.Keys(r.before))
+	slices.SortFunc(reasons, func(a, b string) int { return r.before[b] - r.before[a] })
+	parts := make([]string, 0, len(reasons))
+	for _, reason := range reasons {
+		parts = append(parts, fmt.Sprintf("%s %d", reason, r.before[reason]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // wait returns once want programs are Reconciled at their generation.
