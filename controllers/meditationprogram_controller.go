@@ -85,6 +85,9 @@ type MeditationProgramReconciler struct {
 	// applied remembers the children found as declared
 	// (applied_children.go).
 	applied appliedChildren
+	// worldsFirstSeen times the set-up of worlds created before this
+	// process saw them (world_setup.go).
+	worldsFirstSeen worldFirstSeen
 }
 
 // programReconcile carries one reconcile's working state between steps.
@@ -231,28 +234,33 @@ func (r *MeditationProgramReconciler) reconcileWorld(ctx context.Context, _ *chi
 	// A world not yet reconciled, or waiting for its Secret access, is
 	// set up in a moment: reading the program's Secrets now would be
 	// refused (cluster mode binds that access per world namespace).
-	if ready := meta.FindStatusCondition(world.Status.Conditions, wellbeingv1alpha1.ConditionReady); ready == nil || ready.Reason == wellbeingv1alpha1.ReasonSecretAccessPending {
+	if !worldSetUp(world) {
+		ready := meta.FindStatusCondition(world.Status.Conditions, wellbeingv1alpha1.ConditionReady)
 		message := fmt.Sprintf("VirtualWorld %q is not set up yet", name)
 		if ready != nil {
 			message = fmt.Sprintf("VirtualWorld %q is not set up yet: %s", name, ready.Message)
 		}
 		rc.conds.set(wellbeingv1alpha1.ConditionReconciled, metav1.ConditionFalse, wellbeingv1alpha1.ReasonWorldNotReady, message)
 		rc.conds.set(wellbeingv1alpha1.ConditionReady, metav1.ConditionFalse, wellbeingv1alpha1.ReasonWorldNotReady, message)
-		rc.requeueAfter = secretAccessRecheck
 		// A world is set up in about a second (one binding authorized): a
 		// program without a status yet gets none for that moment, since
 		// it would be overwritten at once (a write per new program of a
 		// new world). One whose world's wait lasts longer is told.
-		since := world.CreationTimestamp
+		since := r.worldsFirstSeen.since(name, world.CreationTimestamp.Time, r.Clock.Now())
 		if ready != nil {
-			since = ready.LastTransitionTime
+			since = ready.LastTransitionTime.Time
 		}
 		// A clock behind the API server's by more than a second is not
 		// trusted to measure the moment.
-		waited := r.Clock.Since(since.Time)
+		waited := r.Clock.Since(since)
 		rc.quiet = len(rc.program.Status.Conditions) == 0 && waited > -time.Second && waited < worldSetUpQuiet
+		if rc.quiet {
+			// Told then, if the world is still being set up.
+			rc.requeueAfter = max(worldSetUpQuiet-waited, 100*time.Millisecond)
+		}
 		return errWorldSettingUp
 	}
+	r.worldsFirstSeen.forget(name)
 	rc.world = world
 	return nil
 }
@@ -263,8 +271,8 @@ func (r *MeditationProgramReconciler) reconcileWorld(ctx context.Context, _ *chi
 const worldSetUpQuiet = 3 * time.Second
 
 // errWorldSettingUp stops the steps, as errWorldUnusable does, while the
-// world is being set up; the program is reconciled again shortly (the
-// world's status changes send it no event).
+// world is being set up. The world's set-up ending reconciles the program
+// again (worldSetUpChanged), so it does not poll the world.
 var errWorldSettingUp = fmt.Errorf("%w: the world is being set up", errWorldUnusable)
 
 func (r *MeditationProgramReconciler) worldUnusable(rc *programReconcile, reason, message string) {
@@ -601,9 +609,10 @@ func (r *MeditationProgramReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// The world's CA bundle appearing or changing (a new or rotated CA)
 		// re-issues or updates the serving certificates (certificates.go).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.programsOfBundle)).
-		// A world appearing, changing or moving re-evaluates its programs.
+		// A world appearing, changing, moving or ending its set-up
+		// re-evaluates its programs.
 		Watches(&wellbeingv1alpha1.VirtualWorld{}, handler.EnqueueRequestsFromMapFunc(r.programsOfWorld),
-			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+			builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, worldSetUpChanged))).
 		// A sibling's spec change (its replicas, GPUs, autoscaling or
 		// suspension) moves the GPU bounds of the autoscaled GPU programs
 		// of its namespace (autoscaling.go).

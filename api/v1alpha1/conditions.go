@@ -52,8 +52,8 @@ const (
 	ReasonWrongNamespace = "WrongNamespace"
 	// ReasonWorldNotReady (MeditationProgram Ready and Reconciled False):
 	// the program's world has not been reconciled yet, or waits for its
-	// Secret access (SecretAccessPending); the program is looked at again
-	// every 250ms.
+	// Secret access (SecretAccessPending); the program is reconciled again
+	// when the world's set-up ends.
 	ReasonWorldNotReady     = "WorldNotReady"
 	ReasonSuspended         = "Suspended"
 	ReasonNotSuspended      = "NotSuspended"

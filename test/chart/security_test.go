@@ -161,7 +161,7 @@ func TestOperatorHoldsOnlyWhatItNeeds(t *testing.T) {
 	}
 
 	// The operator, as the chart's ServiceAccount, with the chart's flags.
-	operatorCfg := rest.CopyConfig(cfg)
+	operatorCfg := controllers.RESTConfig(cfg)
 	operatorCfg.Impersonate = rest.ImpersonationConfig{UserName: operatorUser,
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNamespace, "system:authenticated"}}
 	operatorLog := &testutil.LockedBuffer{}
@@ -223,9 +223,6 @@ func TestOperatorHoldsOnlyWhatItNeeds(t *testing.T) {
 		}
 		return nil
 	})
-	if err := admin.Delete(ctx, early); err != nil {
-		t.Fatal(err)
-	}
 	time.Sleep(time.Second) // a few more checks while it waits
 	if err := admin.Get(ctx, client.ObjectKey{Namespace: "harbor-social", Name: controllers.PseudonymizationKeySecretName}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Errorf("key Secret before the operator may create it: err = %v", err)
@@ -246,6 +243,20 @@ func TestOperatorHoldsOnlyWhatItNeeds(t *testing.T) {
 		}
 		return nil
 	})
+	// The waiting program is reconciled when its world's set-up ends: it
+	// has no recheck pending by then, so only the world's event can.
+	eventually(t, "the waiting program Reconciled once its world is set up", func() error {
+		if err := admin.Get(ctx, client.ObjectKeyFromObject(early), early); err != nil {
+			return err
+		}
+		if c := meta.FindStatusCondition(early.Status.Conditions, wellbeingv1alpha1.ConditionReconciled); c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("Reconciled: %+v", c)
+		}
+		return nil
+	})
+	if err := admin.Delete(ctx, early); err != nil {
+		t.Fatal(err)
+	}
 	binding := &rbacv1.RoleBinding{}
 	if err := admin.Get(ctx, client.ObjectKey{Namespace: "harbor-social", Name: controllers.SecretAccessBindingName}, binding); err != nil {
 		t.Fatal(err)
