@@ -101,7 +101,7 @@ func TestIndexedListsMatchTheAPIServers(t *testing.T) {
 // Secrets of namespace; it stops with ctx.
 func ownObjectsClient(ctx context.Context, t *testing.T, cfg *rest.Config, namespace string) client.Client {
 	t.Helper()
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	mgr, err := ctrl.NewManager(controllers.RESTConfig(cfg), ctrl.Options{Scheme: scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -45,6 +46,19 @@ type Options struct {
 	// MonitoringNamespaces are admitted by every engine's NetworkPolicy
 	// (--monitoring-namespaces).
 	MonitoringNamespaces []string
+}
+
+// RESTConfig is cfg as the operator's manager uses it: responses are not
+// compressed. The operator runs beside the API server, where gzip costs
+// both ends CPU and saves nothing worth it; the API server compresses the
+// events of every watch list (WatchListCompression) for a client that
+// accepts gzip, as client-go's transport does unless told not to. The
+// control plane's own components (kube-controller-manager,
+// kube-scheduler) opt out the same way.
+func RESTConfig(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.DisableCompression = true
+	return cfg
 }
 
 // CacheOptions limits the operator's cache to the objects it manages and

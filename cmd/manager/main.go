@@ -103,7 +103,7 @@ func run(o options) error {
 			cacheOptions.DefaultNamespaces[strings.TrimSpace(ns)] = cache.Config{}
 		}
 	}
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	mgr, err := ctrl.NewManager(controllers.RESTConfig(ctrl.GetConfigOrDie()), ctrl.Options{
 		Scheme:                  scheme,
 		Cache:                   cacheOptions,
 		Metrics:                 metricsServerOptions(o.metricsAddr, o.secureMetrics),

@@ -22,7 +22,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -74,7 +73,7 @@ func runTuningLoad(b *testing.B) {
 	programs := len(created)
 
 	counter := &writeCounter{}
-	managerCfg := rest.CopyConfig(cp.cfg)
+	managerCfg := controllers.RESTConfig(cp.cfg)
 	managerCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{Scheme: cp.scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {

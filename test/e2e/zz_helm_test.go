@@ -103,7 +103,7 @@ func TestHelmInstallRBACUpgradeUninstall(t *testing.T) {
 	})
 
 	// The manager, as the chart's ServiceAccount.
-	cfg := rest.CopyConfig(stack.Config)
+	cfg := controllers.RESTConfig(stack.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:attune-system:attune"}
 	logStart := fileSize(stack.OperatorLog)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{

@@ -110,7 +110,7 @@ func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
 	ctrl.SetLogger(logger)
 	klog.SetLogger(logger) // client-go's own messages (leader election, events) too
 
-	mgr, err := ctrl.NewManager(cluster.Config, ctrl.Options{
+	mgr, err := ctrl.NewManager(controllers.RESTConfig(cluster.Config), ctrl.Options{
 		Scheme: s.Scheme, Cache: controllers.CacheOptions(),
 		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
 	})
