@@ -50,12 +50,18 @@ func (a *childApplier) recordChanges(owner client.Object) {
 // apply makes desired (owned by owner) exist as declared; writes are
 // recorded for the reconcile's event.
 func (a *childApplier) apply(ctx context.Context, owner, desired client.Object) error {
+	_, err := a.applyWrote(ctx, owner, desired)
+	return err
+}
+
+// applyWrote is apply, also saying whether it wrote desired.
+func (a *childApplier) applyWrote(ctx context.Context, owner, desired client.Object) (bool, error) {
 	gvk, err := apiutil.GVKForObject(desired, a.scheme)
 	if err != nil {
-		return fmt.Errorf("resolve kind of %T: %w", desired, err)
+		return false, fmt.Errorf("resolve kind of %T: %w", desired, err)
 	}
 	if err := controllerutil.SetControllerReference(owner, desired, a.scheme); err != nil {
-		return fmt.Errorf("set owner of %s %s: %w", gvk.Kind, desired.GetName(), err)
+		return false, fmt.Errorf("set owner of %s %s: %w", gvk.Kind, desired.GetName(), err)
 	}
 	key := client.ObjectKeyFromObject(desired)
 	var existing client.Object
@@ -64,45 +70,45 @@ func (a *childApplier) apply(ctx context.Context, owner, desired client.Object) 
 	// watch, so never a subset of desired, and would be applied anyway.
 	if k, ok := a.client.(ownSecretsKnowledge); !ok || gvk != secretGVK || !k.lacksOwnSecret(key) {
 		if existing, err = a.get(ctx, gvk, key); err != nil {
-			return err
+			return false, err
 		}
 	}
 	var declared appliedChild
 	if existing != nil && a.applied != nil {
 		if declared, err = declaredAt(desired, existing.GetResourceVersion()); err != nil {
-			return fmt.Errorf("digest %s %s: %w", gvk.Kind, desired.GetName(), err)
+			return false, fmt.Errorf("digest %s %s: %w", gvk.Kind, desired.GetName(), err)
 		}
 		if a.applied.unchanged(gvk, key, declared) {
-			return nil
+			return false, nil
 		}
 	}
 	desiredMap, err := a.toApplyMap(desired, gvk)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if existing != nil {
 		existingMap, err := runtime.DefaultUnstructuredConverter.ToUnstructured(existing)
 		if err != nil {
-			return fmt.Errorf("convert %s %s: %w", gvk.Kind, desired.GetName(), err)
+			return false, fmt.Errorf("convert %s %s: %w", gvk.Kind, desired.GetName(), err)
 		}
 		if isSubset(desiredMap, existingMap) {
 			if a.applied != nil {
 				a.applied.remember(gvk, key, declared)
 			}
-			return nil
+			return false, nil
 		}
 	}
 	u := &unstructured.Unstructured{Object: desiredMap}
 	if err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		a.recorder.Eventf(owner, nil, "Warning", "ApplyFailed", "Apply", "apply %s %s: %v", gvk.Kind, desired.GetName(), err)
-		return fmt.Errorf("apply %s %s: %w", gvk.Kind, desired.GetName(), err)
+		return false, fmt.Errorf("apply %s %s: %w", gvk.Kind, desired.GetName(), err)
 	}
 	verb := "Updated"
 	if existing == nil {
 		verb = "Created"
 	}
 	a.changes = append(a.changes, fmt.Sprintf("%s %s %s", verb, gvk.Kind, desired.GetName()))
-	return nil
+	return true, nil
 }
 
 // createSecretIfMissing creates the Secret that generate returns, only when

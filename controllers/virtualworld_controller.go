@@ -235,11 +235,11 @@ func (r *VirtualWorldReconciler) reconcileSecretAccess(ctx context.Context, a *c
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: sa.ClusterRole},
 			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa.ServiceAccount, Namespace: sa.Namespace}},
 		}
-		applied := len(a.changes)
-		if err := a.apply(ctx, rc.world, binding); err != nil {
+		wrote, err := a.applyWrote(ctx, rc.world, binding)
+		if err != nil {
 			return err
 		}
-		if len(a.changes) > applied {
+		if wrote {
 			r.accessAwaited.changed(rc.world.Name)
 		}
 		recheck, err := r.awaitSecretAccess(ctx, rc.world)
