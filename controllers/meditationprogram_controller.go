@@ -203,9 +203,9 @@ func (r *MeditationProgramReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	// included) having set its own.
 	recordProgramConditions(program.Namespace, program.Name, status.Conditions)
 	if errors.Is(stepErr, errWorldUnusable) {
-		// The world watch re-runs us when it appears or changes; one being
-		// set up is looked at again after rc.requeueAfter.
-		return ctrl.Result{RequeueAfter: rc.requeueAfter}, nil
+		// The world watch re-runs us when it appears, changes or ends its
+		// set-up.
+		return ctrl.Result{}, nil
 	}
 	if stepErr != nil {
 		log.FromContext(ctx).Error(stepErr, "reconcile program")
@@ -221,6 +221,7 @@ func (r *MeditationProgramReconciler) reconcileWorld(ctx context.Context, _ *chi
 	name := rc.program.Spec.WorldRef.Name
 	if err := r.Get(ctx, client.ObjectKey{Name: name}, world); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.worldsFirstSeen.forget(name)
 			r.worldUnusable(rc, wellbeingv1alpha1.ReasonWorldNotFound, fmt.Sprintf("VirtualWorld %q does not exist", name))
 			return errWorldUnusable
 		}
@@ -246,9 +247,11 @@ func (r *MeditationProgramReconciler) reconcileWorld(ctx context.Context, _ *chi
 		// program without a status yet gets none for that moment, since
 		// it would be overwritten at once (a write per new program of a
 		// new world). One whose world's wait lasts longer is told.
-		since := r.worldsFirstSeen.since(name, world.CreationTimestamp.Time, r.Clock.Now())
+		var since time.Time
 		if ready != nil {
 			since = ready.LastTransitionTime.Time
+		} else {
+			since = r.worldsFirstSeen.since(name, world.CreationTimestamp.Time, r.Clock.Now())
 		}
 		// A clock behind the API server's by more than a second is not
 		// trusted to measure the moment.
@@ -266,8 +269,9 @@ func (r *MeditationProgramReconciler) reconcileWorld(ctx context.Context, _ *chi
 }
 
 // worldSetUpQuiet is how long a new program waits for its world's set-up
-// before its status says so (LastTransitionTime has whole seconds, so
-// the wait told is 2-3 s).
+// before its status says so (2-3 s when counted from Ready's
+// LastTransitionTime, which has whole seconds; 3 s from the operator's
+// first sight of the world).
 const worldSetUpQuiet = 3 * time.Second
 
 // errWorldSettingUp stops the steps, as errWorldUnusable does, while the

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/pprof/profile"
 	"k8s.io/client-go/rest"
@@ -41,6 +42,8 @@ func profileAPIServer(b *testing.B, cfg *rest.Config, name string) (stop func())
 	if err != nil {
 		b.Fatal(err)
 	}
+	// A stalled API server fails the slice rather than hanging stop.
+	httpClient.Timeout = (apiServerProfileSlice + 30) * time.Second
 	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(cfg.Host, "/"), apiServerProfileSlice)
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
@@ -66,6 +69,9 @@ func profileAPIServer(b *testing.B, cfg *rest.Config, name string) (stop func())
 		wg.Wait()
 		if len(errs) > 0 {
 			b.Errorf("API server profile %s: %v", name, errs[0])
+			return
+		}
+		if len(parts) == 0 { // stopped before a slice began
 			return
 		}
 		merged, err := profile.Merge(parts)

@@ -244,7 +244,9 @@ func TestOperatorHoldsOnlyWhatItNeeds(t *testing.T) {
 		return nil
 	})
 	// The waiting program is reconciled when its world's set-up ends: it
-	// has no recheck pending by then, so only the world's event can.
+	// has no recheck pending by then (the world's CA bundle appearing may
+	// also enqueue it; TestWorldSetUpChangedPassesOnlyTheEndsOfSetUp
+	// holds the world's event itself).
 	eventually(t, "the waiting program Reconciled once its world is set up", func() error {
 		if err := admin.Get(ctx, client.ObjectKeyFromObject(early), early); err != nil {
 			return err

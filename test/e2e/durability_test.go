@@ -193,9 +193,19 @@ func TestEmbeddedStoreSurvivesPodReplacement(t *testing.T) {
 	if err := stack.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name + "-engine-backup-token"}, backupToken); err != nil {
 		t.Fatal(err)
 	}
+	// The supervisor lists an engine only while its process runs, and the
+	// replacement's may have just been restarted by its pod's probes.
+	var engineURL string
+	eventually(t, 30*time.Second, "an engine running in "+ns, func() error {
+		if engines := enginesIn(ns); len(engines) > 0 {
+			engineURL = engines[0]
+			return nil
+		}
+		return fmt.Errorf("no engine of namespace %s running", ns)
+	})
 	getBackup := func(bearer []byte) *http.Response {
 		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, enginesIn(ns)[0]+"/v1/admin/backup", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, engineURL+"/v1/admin/backup", nil)
 		req.Header.Set("Authorization", "Bearer "+string(bearer))
 		resp, err := engineHTTP(t, p).Do(req)
 		if err != nil {
