@@ -20,8 +20,10 @@ func worldSetUp(w *wellbeingv1alpha1.VirtualWorld) bool {
 }
 
 // worldSetUpChanged passes the world updates that end or begin its set-up,
-// which change no generation: the programs waiting for it are reconciled
-// at once rather than polling the world.
+// or turn its Ready True or False, which change no generation: the
+// programs waiting for it are reconciled at once rather than polling the
+// world or waiting out an error back-off (a world whose Secret access came
+// after the grace goes from ApplyFailed to Ready).
 var worldSetUpChanged = predicate.Funcs{
 	CreateFunc:  func(event.CreateEvent) bool { return false },
 	DeleteFunc:  func(event.DeleteEvent) bool { return false },
@@ -32,8 +34,13 @@ var worldSetUpChanged = predicate.Funcs{
 			return false
 		}
 		after, ok := e.ObjectNew.(*wellbeingv1alpha1.VirtualWorld)
-		return ok && worldSetUp(before) != worldSetUp(after)
+		return ok && (worldSetUp(before) != worldSetUp(after) || worldReady(before) != worldReady(after))
 	},
+}
+
+// worldReady reports whether the world's Ready condition is True.
+func worldReady(w *wellbeingv1alpha1.VirtualWorld) bool {
+	return meta.IsStatusConditionTrue(w.Status.Conditions, wellbeingv1alpha1.ConditionReady)
 }
 
 // worldFirstSeen remembers when this process first saw each world not yet

@@ -49,7 +49,7 @@ func TestWorldSetUpChangedPassesOnlyTheEndsOfSetUp(t *testing.T) {
 		}
 		return w
 	}
-	pending, ready := wellbeingv1alpha1.ReasonSecretAccessPending, wellbeingv1alpha1.ReasonReconciled
+	pending, ready, failed := wellbeingv1alpha1.ReasonSecretAccessPending, wellbeingv1alpha1.ReasonReconciled, wellbeingv1alpha1.ReasonApplyFailed
 	for _, tc := range []struct {
 		before, after string
 		want          bool
@@ -60,6 +60,10 @@ func TestWorldSetUpChangedPassesOnlyTheEndsOfSetUp(t *testing.T) {
 		{"", ready, true},
 		{ready, pending, true}, // a new binding to wait for
 		{ready, ready, false},
+		// Access granted after the grace: the programs' reads were refused
+		// meanwhile, and they go on at once rather than after a back-off.
+		{failed, ready, true},
+		{failed, failed, false},
 	} {
 		if got := worldSetUpChanged.Update(event.UpdateEvent{ObjectOld: world(tc.before), ObjectNew: world(tc.after)}); got != tc.want {
 			t.Errorf("Ready reason %q -> %q: passed = %v, want %v", tc.before, tc.after, got, tc.want)
