@@ -554,7 +554,7 @@ func (r *MeditationProgramReconciler) writeStatus(ctx context.Context, p *wellbe
 		return nil
 	}
 	p.Status = *status
-	if err := r.Status().Update(ctx, p); err != nil {
+	if err := r.Status().Update(ctx, p, client.FieldOwner(FieldOwner)); err != nil {
 		return fmt.Errorf("write program status: %w", err)
 	}
 	r.ownWrites.wrote(p)

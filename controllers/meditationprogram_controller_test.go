@@ -77,6 +77,9 @@ func TestProgramChildren(t *testing.T) {
 	create(t, p)
 	d := waitDeployment(t, p)
 	waitReconciled(t, p)
+	if got := statusWriters(p); !slices.Equal(got, []string{controllers.FieldOwner}) {
+		t.Errorf("status written by %v, want only %s", got, controllers.FieldOwner)
+	}
 
 	// Owner references: every child is controlled by the program.
 	isOwned := func(obj metav1.Object) {

@@ -221,3 +221,16 @@ func tryUpdateSpec[T client.Object](obj T, mutate func(T)) error {
 		return k8s.Update(context.Background(), obj)
 	})
 }
+
+// statusWriters lists the field managers of obj's status subresource, so
+// a test can check that the operator writes status under its own name
+// (what `kubectl get --show-managed-fields` shows a platform team).
+func statusWriters(obj metav1.Object) []string {
+	var managers []string
+	for _, entry := range obj.GetManagedFields() {
+		if entry.Subresource == "status" {
+			managers = append(managers, entry.Manager)
+		}
+	}
+	return managers
+}

@@ -392,7 +392,7 @@ func (r *VirtualWorldReconciler) writeStatus(ctx context.Context, world *wellbei
 		return nil
 	}
 	world.Status = *status
-	if err := r.Status().Update(ctx, world); err != nil {
+	if err := r.Status().Update(ctx, world, client.FieldOwner(FieldOwner)); err != nil {
 		return fmt.Errorf("write world status: %w", err)
 	}
 	return nil

@@ -85,6 +85,9 @@ func TestWorldCreatesNamespaceQuotaKeyAndPolicy(t *testing.T) {
 	if w.Status.ObservedGeneration != w.Generation {
 		t.Errorf("observedGeneration = %d, want %d", w.Status.ObservedGeneration, w.Generation)
 	}
+	if got := statusWriters(w); !slices.Equal(got, []string{controllers.FieldOwner}) {
+		t.Errorf("world status written by %v, want only %s", got, controllers.FieldOwner)
+	}
 
 	// Removing the limit removes the quota.
 	updateSpec(t, w, func(w *wellbeingv1alpha1.VirtualWorld) { w.Spec.GPUQuota.Limit = nil })
