@@ -7,7 +7,9 @@
 // until all are Reconciled (children applied, status written for the current
 // generation). As the limit it measures, in the same run and on the same API
 // server, a plain client creating the same child objects with the same
-// parallelism. Then it counts the operator's writes during 30 s of idle,
+// parallelism, and the floor: the operator's own writes, recorded in a run
+// of their own, replayed byte for byte by a plain HTTP client
+// (replay_test.go). Then it counts the operator's writes during 30 s of idle,
 // and measures the heap and RSS of this process, which runs the operator's
 // manager in-process. Each run writes its figures to
 // ATTUNE_BENCH_OUT/operator-SIZE.json; when a run of another size is there,
@@ -35,11 +37,9 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -48,13 +48,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
-	"github.com/attune-io/attune/internal/pki"
 )
 
 const (
@@ -200,7 +199,7 @@ type controlPlane struct {
 // objects left by an earlier one would make a later one pay for them (the
 // Service IP allocator, for one, scans every allocated address per Service,
 // and a bigger watch cache means more garbage collection).
-func startControlPlane(b *testing.B) *controlPlane {
+func startControlPlane(b testing.TB) *controlPlane {
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = wellbeingv1alpha1.AddToScheme(scheme)
@@ -221,7 +220,7 @@ func startControlPlane(b *testing.B) *controlPlane {
 	return &controlPlane{env: env, cfg: cfg, client: c, scheme: scheme}
 }
 
-func (cp *controlPlane) stop(b *testing.B) {
+func (cp *controlPlane) stop(b testing.TB) {
 	if err := cp.env.Stop(); err != nil {
 		b.Error(err)
 	}
@@ -284,80 +283,84 @@ func runOperatorBenchmark(b *testing.B) {
 	})
 	cp.stop(b)
 
-	// The floor: a plain client doing, per program, the writes the issue
-	// requires of the operator and nothing else: server-side apply of the
-	// children, the token Secret and the serving certificate's Secret
-	// (issued from the world's CA) created, a status write and an event.
-	// No operator doing what is asked can need less of the API server.
-	// It is timed as the operator is: until a watch of the programs has
-	// seen every one Reconciled (the watch's own cost included on both
-	// sides).
+	// The operator's writes, recorded on an API server of their own: the
+	// floor replays them.
+	cp = startControlPlane(b)
+	recordedPrograms := len(createPrograms(b, cp))
+	recorder := &writeRecorder{}
+	startRecorded, stopRecorded := newOperator(b, cp, func(rt http.RoundTripper) http.RoundTripper { recorder.next = rt; return recorder })
+	recordedWatch := watchReconciled(b, cp.client)
+	startRecorded()
+	recordedWatch.wait(b, recordedPrograms)
+	recorded := recorder.recording()
+	recordedUIDs, _, err := replayTargets(ctx, cp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stopRecorded()
+	cp.stop(b)
+
+	// The floor: the operator's own writes until all were Reconciled, byte
+	// for byte, replayed by a plain HTTP client with nothing else: no read,
+	// no watch, nothing computed (newWriteReplay). No operator making the
+	// writes it makes can need less of the API server, and none making
+	// fewer could do what the issues ask. It is timed as the operator is:
+	// until a watch of the programs has seen every one Reconciled (the
+	// watch's own cost included on both sides).
 	cp = startControlPlane(b)
 	created := createPrograms(b, cp)
-	authorities := map[string]pki.KeyPair{}
-	for _, p := range created {
-		if _, ok := authorities[p.Namespace]; !ok {
-			ca, err := pki.NewCA(p.Namespace+" CA", time.Now(), pki.CAValidity)
-			if err != nil {
-				b.Fatal(err)
-			}
-			authorities[p.Namespace] = ca
-		}
+	floorUIDs, resourceVersions, err := replayTargets(ctx, cp)
+	if err != nil {
+		b.Fatal(err)
 	}
 	floorCounter := &writeCounter{}
-	floorClient := countingClient(b, cp, floorCounter)
+	replay, err := newWriteReplay(cp.cfg, cp.scheme, recorded, recordedUIDs, floorUIDs, resourceVersions,
+		func(rt http.RoundTripper) http.RoundTripper { floorCounter.next = rt; return floorCounter })
+	if err != nil {
+		b.Fatal(err)
+	}
 	floorWatch := watchReconciled(b, cp.client)
-	var watchErr error
+	var watchErr, replayErr error
 	stopFloorProfile := profileAPIServer(b, cp.cfg, fmt.Sprintf("floor-%d", len(created)))
 	floor := measure(func() {
 		// Followed while the writes go on, as the operator's run is: a
 		// watch not read falls behind and the API server closes it.
 		watched := make(chan struct{})
 		go func() { defer close(watched); watchErr = floorWatch.until(len(created)) }()
-		parallel(len(created), func(i int) error {
-			return requiredWrites(ctx, floorClient, cp.scheme, created[i], authorities[created[i].Namespace])
-		})
+		replayErr = replay.run(ctx)
+		if replayErr != nil {
+			floorWatch.stop()
+		}
 		<-watched
 	})
 	stopFloorProfile()
+	if replayErr != nil {
+		b.Fatal(replayErr)
+	}
 	if watchErr != nil {
 		b.Fatal(watchErr)
 	}
+	floorRefused := replay.refused.Load()
 	cp.stop(b)
 
 	cp = startControlPlane(b)
 	defer cp.stop(b)
 	programs := len(createPrograms(b, cp))
 	counter := &writeCounter{}
-	managerCfg := controllers.RESTConfig(cp.cfg)
-	managerCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
-	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{Scheme: cp.scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := controllers.SetupWithManager(mgr, controllers.Options{EngineImage: engineImage, MaxConcurrentReconciles: parallelism, OperatorNamespace: "attune-system"}); err != nil {
-		b.Fatal(err)
-	}
+	startMeasured, stopMeasured := newOperator(b, cp, func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
 	reconciled := watchReconciled(b, cp.client)
-	mgrCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
 	heapBefore := liveHeap()
 	stopProfile := startCPUProfile(b, fmt.Sprintf("operator-%d", programs))
 	stopAPIServerProfile := profileAPIServer(b, cp.cfg, fmt.Sprintf("operator-%d", programs))
 	b.ResetTimer()
 	operator := measure(func() {
-		go func() { done <- mgr.Start(mgrCtx) }()
+		startMeasured()
 		reconciled.wait(b, programs)
 	})
 	b.StopTimer()
 	stopProfile()
 	stopAPIServerProfile()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Error(err)
-		}
-	}()
+	defer stopMeasured()
 	reconcileWrites := counter.writes.Load()
 	reads := counter.readSnapshot()
 
@@ -384,7 +387,7 @@ func runOperatorBenchmark(b *testing.B) {
 	fmt.Printf("programs=%d worlds=%d parallelism=%d, each contender on a fresh API server\n", programs, worlds, parallelism)
 	fmt.Printf("plain client creating %d children: %s\n", len(plainChildren), plain)
 	fmt.Printf("plain client, server-side apply:   %s\n", apply)
-	fmt.Printf("plain client, the required writes: %s, %d writes (%s)\n", floor, floorCounter.writes.Load(), formatWrites(nil, floorCounter.snapshot()))
+	fmt.Printf("the floor, the operator's writes replayed: %s, %d writes (%s), %d refused as the operator's were\n", floor, floorCounter.writes.Load(), formatWrites(nil, floorCounter.snapshot()), floorRefused)
 	fmt.Printf("operator until all Reconciled:     %s, %d writes (%s)\n", operator, reconcileWrites, formatWrites(nil, counter.snapshot()))
 	fmt.Printf("operator reads until then:         %s\n", formatWrites(nil, reads))
 	fmt.Printf("program states before Reconciled:  %s (operator; by Ready reason, none: no status yet); floor: %s\n", reconciled.statesBefore(), floorWatch.statesBefore())
@@ -405,6 +408,34 @@ func runOperatorBenchmark(b *testing.B) {
 		LoadAverage: loadAverage()}
 	fmt.Printf("machine load average (1, 5, 15 min) at the end: %s\n", run.LoadAverage)
 	recordAndCompare(b, run)
+}
+
+// newOperator sets up the operator's manager on cp, every request it makes
+// passing through wrap: start runs it, stop ends it and fails b on an
+// error of the manager's.
+func newOperator(b *testing.B, cp *controlPlane, wrap func(http.RoundTripper) http.RoundTripper) (start, stop func()) {
+	cfg := controllers.RESTConfig(cp.cfg)
+	cfg.Wrap(wrap)
+	// The same controllers run twice in this process (the recording and
+	// the measured run), each on its own manager.
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: cp.scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := controllers.SetupWithManager(mgr, controllers.Options{EngineImage: engineImage, MaxConcurrentReconciles: parallelism, OperatorNamespace: "attune-system"}); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start = func() { go func() { done <- mgr.Start(ctx) }() }
+	stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}
+	return start, stop
 }
 
 // operatorRun is one run's figures, kept in ATTUNE_BENCH_OUT so that runs of
@@ -572,83 +603,6 @@ func createPrograms(b *testing.B, cp *controlPlane, options ...func(*wellbeingv1
 	return programs
 }
 
-// requiredWrites makes, for one program, the writes the operator cannot do
-// without: its children owned by it (the token and serving certificate
-// Secrets created, the rest server-side applied), the Reconciled status and
-// one event.
-func requiredWrites(ctx context.Context, c client.Client, scheme *runtime.Scheme, p *wellbeingv1alpha1.MeditationProgram, ca pki.KeyPair) error {
-	children, err := controllers.EngineChildren(p, world(p.Spec.WorldRef.Name, p.Namespace), engineImage)
-	if err != nil {
-		return err
-	}
-	serving, err := pki.IssueServing(ca, controllers.EngineDNSNames(p), time.Now(), pki.ServingValidity)
-	if err != nil {
-		return err
-	}
-	children = append(children, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: p.Name + "-engine-tls", Namespace: p.Namespace, Labels: controllers.EngineSelectorLabels(p)},
-		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{corev1.TLSCertKey: serving.CertPEM, corev1.TLSPrivateKeyKey: serving.KeyPEM, "ca.crt": ca.CertPEM},
-	})
-	for _, child := range children {
-		if err := controllerutil.SetControllerReference(p, child, scheme); err != nil {
-			return err
-		}
-		if _, isSecret := child.(*corev1.Secret); isSecret {
-			err = c.Create(ctx, child)
-		} else {
-			err = applyTyped(ctx, c, scheme, child)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	p.Status = reconciledStatus(p)
-	if err := c.Status().Update(ctx, p); err != nil {
-		return err
-	}
-	return c.Create(ctx, &eventsv1.Event{
-		ObjectMeta:          metav1.ObjectMeta{Namespace: p.Namespace, Name: fmt.Sprintf("%s.%x", p.Name, time.Now().UnixNano())},
-		EventTime:           metav1.NowMicro(),
-		ReportingController: "attune-meditationprogram",
-		ReportingInstance:   "attune-meditationprogram-bench",
-		Action:              "Apply",
-		Reason:              "ChildrenApplied",
-		Type:                corev1.EventTypeNormal,
-		Regarding:           corev1.ObjectReference{Kind: "MeditationProgram", APIVersion: wellbeingv1alpha1.GroupVersion.String(), Namespace: p.Namespace, Name: p.Name, UID: p.UID},
-		Note:                "Created ServiceAccount, Secret, ConfigMap, Deployment, Service",
-	})
-}
-
-// countingClient is a client of cp whose requests counter counts.
-func countingClient(b *testing.B, cp *controlPlane, counter *writeCounter) client.Client {
-	cfg := rest.CopyConfig(cp.cfg)
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
-	c, err := client.New(cfg, client.Options{Scheme: cp.scheme})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return c
-}
-
-// reconciledStatus is a status like the one the operator writes for a
-// program whose children are applied and whose engines are not running.
-func reconciledStatus(p *wellbeingv1alpha1.MeditationProgram) wellbeingv1alpha1.MeditationProgramStatus {
-	status := wellbeingv1alpha1.MeditationProgramStatus{ObservedGeneration: p.Generation, Replicas: 1, GPUs: 1,
-		Selector: labels.SelectorFromSet(controllers.EngineSelectorLabels(p)).String()}
-	for _, c := range []struct{ condition, state, reason, message string }{
-		{wellbeingv1alpha1.ConditionReconciled, "True", wellbeingv1alpha1.ReasonReconciled, "every child object is applied"},
-		{wellbeingv1alpha1.ConditionDegraded, "False", wellbeingv1alpha1.ReasonAsExpected, "nothing degraded"},
-		{wellbeingv1alpha1.ConditionSuspended, "False", wellbeingv1alpha1.ReasonNotSuspended, "engines run"},
-		{wellbeingv1alpha1.ConditionEngineAvailable, "False", wellbeingv1alpha1.ReasonProgressing, "0 of 1 engine replicas available"},
-		{wellbeingv1alpha1.ConditionReady, "False", wellbeingv1alpha1.ReasonProgressing, "waiting for engines: 0 of 1 engine replicas available"},
-	} {
-		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: c.condition, Status: metav1.ConditionStatus(c.state),
-			Reason: c.reason, Message: c.message, ObservedGeneration: p.Generation})
-	}
-	return status
-}
-
 // applyTyped server-side-applies a typed object as the operator does.
 func applyTyped(ctx context.Context, c client.Client, scheme *runtime.Scheme, obj client.Object) error {
 	gvk, err := apiutil.GVKForObject(obj, scheme)
@@ -682,7 +636,7 @@ type reconciledWatch struct {
 }
 
 // watchReconciled opens the watch at the current state of the programs.
-func watchReconciled(b *testing.B, c client.WithWatch) *reconciledWatch {
+func watchReconciled(b testing.TB, c client.WithWatch) *reconciledWatch {
 	list := &wellbeingv1alpha1.MeditationProgramList{}
 	if err := c.List(context.Background(), list); err != nil {
 		b.Fatal(err)
@@ -773,7 +727,7 @@ func parallel(n int, op func(i int) error) {
 	wg.Wait()
 }
 
-func mustCreate(b *testing.B, c client.Client, obj client.Object) {
+func mustCreate(b testing.TB, c client.Client, obj client.Object) {
 	if err := c.Create(context.Background(), obj); err != nil {
 		b.Fatal(err)
 	}
