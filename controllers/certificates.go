@@ -194,17 +194,40 @@ func (r *MeditationProgramReconciler) reconcileServingCertificate(ctx context.Co
 		return nil
 	}
 
+	// As for the generated Secrets (getGeneratedSecret), one the operator
+	// knows it has not is taken as absent without a read. One there all
+	// the same, outside the operator's watch (its label removed, or a
+	// cert-manager Secret left from an issuer since removed), fails the
+	// create with AlreadyExists and is then read and judged.
+	key := client.ObjectKey{Namespace: p.Namespace, Name: engineTLSSecretName(p)}
 	existing := &corev1.Secret{}
-	err := r.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: engineTLSSecretName(p)}, existing)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("get Secret %s: %w", engineTLSSecretName(p), err)
+	if err := getGeneratedSecret(ctx, r.Client, key, existing); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("get Secret %s: %w", key.Name, err)
 	}
+	err := r.writeServingSecret(ctx, a, rc, caPair, bundle, existing, now)
+	if existing.ResourceVersion == "" && apierrors.IsAlreadyExists(err) {
+		existing = &corev1.Secret{}
+		if err := a.apiReader().Get(ctx, key, existing); err != nil {
+			return fmt.Errorf("get Secret %s: %w", key.Name, err)
+		}
+		err = r.writeServingSecret(ctx, a, rc, caPair, bundle, existing, now)
+	}
+	return err
+}
+
+// writeServingSecret makes the program's serving certificate Secret hold a
+// certificate from caPair that is sound and not due for renewal, keeping
+// the one in existing (empty: none) when it is, and records its validity
+// in the status.
+func (r *MeditationProgramReconciler) writeServingSecret(ctx context.Context, a *childApplier, rc *programReconcile, caPair pki.KeyPair, bundle []byte, existing *corev1.Secret, now time.Time) error {
+	p := rc.program
 	if err := r.dropCertManagerCertificate(ctx, a, existing, p); err != nil {
 		return err
 	}
 	serving := pki.KeyPair{CertPEM: existing.Data[corev1.TLSCertKey], KeyPEM: existing.Data[corev1.TLSPrivateKeyKey]}
 	validity, due := r.certificateChecks.servingDue(serving, bundle, EngineDNSNames(p), now)
 	if due {
+		var err error
 		if serving, err = pki.IssueServing(caPair, EngineDNSNames(p), now, pki.ServingValidity); err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -114,6 +115,9 @@ func ReconcilerClient(mgr ctrl.Manager) (client.Client, error) {
 type ownObjectsClient struct {
 	client.Client
 	secrets *worldSecrets
+	// applies sends the applies of every kind but Secrets without
+	// decoding the answer (nil: all through Client).
+	applies *answerlessApplier
 }
 
 func (c *ownObjectsClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
@@ -141,18 +145,23 @@ func (c *ownObjectsClient) Create(ctx context.Context, obj client.Object, opts .
 }
 
 // Apply remembers a Secret it created as Create does: the apply's answer
-// is the stored Secret.
+// is the stored Secret. An apply of any other kind is sent without
+// decoding its answer (answerlessApplier), and leaves obj as it was.
 func (c *ownObjectsClient) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
-	if err := c.Client.Apply(ctx, obj, opts...); err != nil {
-		return err
-	}
 	// client.ApplyConfigurationFromUnstructured's configuration is the
-	// Unstructured the answer was decoded into.
+	// Unstructured the answer is decoded into.
 	u, ok := obj.(interface {
 		GroupVersionKind() schema.GroupVersionKind
 		UnstructuredContent() map[string]any
 	})
-	if !ok || u.GroupVersionKind() != secretGVK || len((&client.ApplyOptions{}).ApplyOptions(opts).DryRun) != 0 {
+	o := (&client.ApplyOptions{}).ApplyOptions(opts)
+	if ok && c.applies != nil && u.GroupVersionKind() != secretGVK && len(o.DryRun) == 0 {
+		return c.applies.apply(ctx, &unstructured.Unstructured{Object: u.UnstructuredContent()}, o)
+	}
+	if err := c.Client.Apply(ctx, obj, opts...); err != nil {
+		return err
+	}
+	if !ok || u.GroupVersionKind() != secretGVK || len(o.DryRun) != 0 {
 		return nil
 	}
 	s := &corev1.Secret{}
@@ -251,7 +260,8 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	if err != nil {
 		return err
 	}
-	c = &ownObjectsClient{Client: c, secrets: secrets}
+	c = &ownObjectsClient{Client: c, secrets: secrets,
+		applies: newAnswerlessApplier(mgr.GetConfig(), mgr.GetHTTPClient(), mgr.GetRESTMapper(), mgr.GetScheme())}
 	world := &VirtualWorldReconciler{
 		Client: c, APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
 		Recorder: mgr.GetEventRecorder("attune-virtualworld"), Clock: o.Clock, OperatorNamespace: o.OperatorNamespace,
