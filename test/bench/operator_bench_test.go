@@ -50,6 +50,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
@@ -300,6 +301,17 @@ func runOperatorBenchmark(b *testing.B) {
 	stopRecorded()
 	cp.stop(b)
 
+	// Rounds of floor and operator before the measured pair below: the
+	// API server's cost of the same writes moves by a third between runs
+	// minutes apart on a shared machine, so the ratio is also given as
+	// the median of adjacent pairs (ROUNDS, 1 by default).
+	var floors, operators []measurement
+	for range rounds() - 1 {
+		f, _ := replayFloor(b, recorded, recordedUIDs, "")
+		floors = append(floors, f.measurement)
+		operators = append(operators, operatorRound(b))
+	}
+
 	// The floor: the operator's own writes until all were Reconciled, byte
 	// for byte, replayed by a plain HTTP client with nothing else: no read,
 	// no watch, nothing computed (newWriteReplay). No operator making the
@@ -307,41 +319,8 @@ func runOperatorBenchmark(b *testing.B) {
 	// fewer could do what the issues ask. It is timed as the operator is:
 	// until a watch of the programs has seen every one Reconciled (the
 	// watch's own cost included on both sides).
-	cp = startControlPlane(b)
-	created := createPrograms(b, cp)
-	floorUIDs, resourceVersions, err := replayTargets(ctx, cp)
-	if err != nil {
-		b.Fatal(err)
-	}
-	floorCounter := &writeCounter{}
-	replay, err := newWriteReplay(cp.cfg, cp.scheme, recorded, recordedUIDs, floorUIDs, resourceVersions,
-		func(rt http.RoundTripper) http.RoundTripper { floorCounter.next = rt; return floorCounter })
-	if err != nil {
-		b.Fatal(err)
-	}
-	floorWatch := watchReconciled(b, cp.client)
-	var watchErr, replayErr error
-	stopFloorProfile := profileAPIServer(b, cp.cfg, fmt.Sprintf("floor-%d", len(created)))
-	floor := measure(func() {
-		// Followed while the writes go on, as the operator's run is: a
-		// watch not read falls behind and the API server closes it.
-		watched := make(chan struct{})
-		go func() { defer close(watched); watchErr = floorWatch.until(len(created)) }()
-		replayErr = replay.run(ctx)
-		if replayErr != nil {
-			floorWatch.stop()
-		}
-		<-watched
-	})
-	stopFloorProfile()
-	if replayErr != nil {
-		b.Fatal(replayErr)
-	}
-	if watchErr != nil {
-		b.Fatal(watchErr)
-	}
-	floorRefused := replay.refused.Load()
-	cp.stop(b)
+	floorRun, floorWatch := replayFloor(b, recorded, recordedUIDs, fmt.Sprintf("floor-%d", recordedPrograms))
+	floor, floorCounter, floorRefused := floorRun.measurement, floorRun.counter, floorRun.refused
 
 	cp = startControlPlane(b)
 	defer cp.stop(b)
@@ -349,6 +328,7 @@ func runOperatorBenchmark(b *testing.B) {
 	counter := &writeCounter{}
 	startMeasured, stopMeasured := newOperator(b, cp, func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
 	reconciled := watchReconciled(b, cp.client)
+	reconcilesBefore := reconcilesByController(b)
 	heapBefore := liveHeap()
 	stopProfile := startCPUProfile(b, fmt.Sprintf("operator-%d", programs))
 	stopAPIServerProfile := profileAPIServer(b, cp.cfg, fmt.Sprintf("operator-%d", programs))
@@ -363,6 +343,7 @@ func runOperatorBenchmark(b *testing.B) {
 	defer stopMeasured()
 	reconcileWrites := counter.writes.Load()
 	reads := counter.readSnapshot()
+	reconciles := reconcilesByController(b)
 
 	// Let late events drain, then count writes over the idle window.
 	time.Sleep(5 * time.Second)
@@ -390,11 +371,24 @@ func runOperatorBenchmark(b *testing.B) {
 	fmt.Printf("the floor, the operator's writes replayed: %s, %d writes (%s), %d refused as the operator's were\n", floor, floorCounter.writes.Load(), formatWrites(nil, floorCounter.snapshot()), floorRefused)
 	fmt.Printf("operator until all Reconciled:     %s, %d writes (%s)\n", operator, reconcileWrites, formatWrites(nil, counter.snapshot()))
 	fmt.Printf("operator reads until then:         %s\n", formatWrites(nil, reads))
+	fmt.Printf("reconciles until then:             %s (per program: %.2f)\n", formatWrites(reconcilesBefore, reconciles),
+		float64(reconciles["meditationprogram"]-reconcilesBefore["meditationprogram"])/float64(programs))
 	fmt.Printf("program states before Reconciled:  %s (operator; by Ready reason, none: no status yet); floor: %s\n", reconciled.statesBefore(), floorWatch.statesBefore())
 	fmt.Printf("ratio operator/plain client:       %.2f (goal <= 1.5); CPU %.2f\n", ratio, operator.cpu.total()/plain.cpu.total())
 	fmt.Printf("ratio plain apply/plain client:    %.2f; CPU %.2f\n", apply.elapsed.Seconds()/plain.elapsed.Seconds(), apply.cpu.total()/plain.cpu.total())
 	fmt.Printf("ratio required writes/plain client: %.2f; CPU %.2f (the lowest ratio any operator doing what the issue asks can reach)\n", floor.elapsed.Seconds()/plain.elapsed.Seconds(), floor.cpu.total()/plain.cpu.total())
 	fmt.Printf("ratio operator/required writes:    %.2f; CPU %.2f (the operator's own overhead)\n", operator.elapsed.Seconds()/floor.elapsed.Seconds(), operator.cpu.total()/floor.cpu.total())
+	floors, operators = append(floors, floor), append(operators, operator)
+	if len(floors) > 1 {
+		wall, cpu := make([]float64, len(floors)), make([]float64, len(floors))
+		var each []string
+		for i := range floors {
+			wall[i] = operators[i].elapsed.Seconds() / floors[i].elapsed.Seconds()
+			cpu[i] = operators[i].cpu.total() / floors[i].cpu.total()
+			each = append(each, fmt.Sprintf("%.1f/%.1f s x%.2f", operators[i].elapsed.Seconds(), floors[i].elapsed.Seconds(), wall[i]))
+		}
+		fmt.Printf("ratio operator/floor, %d adjacent pairs: median x%.2f wall, x%.2f CPU (%s)\n", len(floors), median(wall), median(cpu), strings.Join(each, ", "))
+	}
 	fmt.Printf("operator writes in %s idle:       %d (goal 0)\n", idleWindow, idleWrites)
 	perThousand := 1000 / float64(programs)
 	fmt.Printf("operator live heap after the run:  %.1f MB (%.1f MB per 1,000 programs; the process's live heap %.1f MB, of which %.1f MB before the manager started)\n",
@@ -408,6 +402,115 @@ func runOperatorBenchmark(b *testing.B) {
 		LoadAverage: loadAverage()}
 	fmt.Printf("machine load average (1, 5, 15 min) at the end: %s\n", run.LoadAverage)
 	recordAndCompare(b, run)
+}
+
+// floorRun is one replay of the operator's writes.
+type floorRun struct {
+	measurement
+	counter *writeCounter
+	refused int64
+}
+
+// replayFloor replays recorded on a fresh API server holding the same
+// worlds and programs, until a watch has seen every program Reconciled;
+// profile names the API server's CPU profile ("": none).
+func replayFloor(b *testing.B, recorded []*recordedWrite, recordedUIDs map[string]string, profile string) (floorRun, *reconciledWatch) {
+	ctx := context.Background()
+	cp := startControlPlane(b)
+	defer cp.stop(b)
+	created := createPrograms(b, cp)
+	floorUIDs, resourceVersions, err := replayTargets(ctx, cp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	run := floorRun{counter: &writeCounter{}}
+	replay, err := newWriteReplay(cp.cfg, cp.scheme, recorded, recordedUIDs, floorUIDs, resourceVersions,
+		func(rt http.RoundTripper) http.RoundTripper { run.counter.next = rt; return run.counter })
+	if err != nil {
+		b.Fatal(err)
+	}
+	watch := watchReconciled(b, cp.client)
+	var watchErr, replayErr error
+	stopProfile := func() {}
+	if profile != "" {
+		stopProfile = profileAPIServer(b, cp.cfg, profile)
+	}
+	run.measurement = measure(func() {
+		// Followed while the writes go on, as the operator's run is: a
+		// watch not read falls behind and the API server closes it.
+		watched := make(chan struct{})
+		go func() { defer close(watched); watchErr = watch.until(len(created)) }()
+		replayErr = replay.run(ctx)
+		if replayErr != nil {
+			watch.stop()
+		}
+		<-watched
+	})
+	stopProfile()
+	if replayErr != nil {
+		b.Fatal(replayErr)
+	}
+	if watchErr != nil {
+		b.Fatal(watchErr)
+	}
+	run.refused = replay.refused.Load()
+	return run, watch
+}
+
+// operatorRound times the operator on a fresh API server until every
+// program is Reconciled, and nothing else.
+func operatorRound(b *testing.B) measurement {
+	cp := startControlPlane(b)
+	defer cp.stop(b)
+	programs := len(createPrograms(b, cp))
+	start, stop := newOperator(b, cp, func(rt http.RoundTripper) http.RoundTripper { return rt })
+	defer stop()
+	reconciled := watchReconciled(b, cp.client)
+	return measure(func() {
+		start()
+		reconciled.wait(b, programs)
+	})
+}
+
+// rounds is ATTUNE_BENCH_ROUNDS (ROUNDS), 1 by default.
+func rounds() int {
+	n, err := strconv.Atoi(os.Getenv("ATTUNE_BENCH_ROUNDS"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// reconcilesByController is controller-runtime's count of reconciles so
+// far (controller_runtime_reconcile_total), by controller.
+func reconcilesByController(b *testing.B) map[string]int64 {
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" {
+					out[l.GetValue()] += int64(m.GetCounter().GetValue())
+				}
+			}
+		}
+	}
+	return out
 }
 
 // newOperator sets up the operator's manager on cp, every request it makes
