@@ -65,6 +65,12 @@ func TestAppliesLeaveTheAnswerUndecoded(t *testing.T) {
 	}
 	const protobuf = "application/vnd.kubernetes.protobuf"
 
+	// Another manager owns the field first: without ForceOwnership the
+	// apply would conflict.
+	theirs := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "declared", Namespace: ns.Name}, Data: map[string]string{"k": "theirs"}}
+	if err := k8s.Create(ctx, theirs, client.FieldOwner("someone-else")); err != nil {
+		t.Fatal(err)
+	}
 	for _, value := range []string{"first", "second"} {
 		u, err := apply(map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
 			"metadata": map[string]any{"name": "declared", "namespace": ns.Name}, "data": map[string]any{"k": value}})
@@ -78,6 +84,13 @@ func TestAppliesLeaveTheAnswerUndecoded(t *testing.T) {
 		get(t, client.ObjectKey{Namespace: ns.Name, Name: "declared"}, got)
 		if got.Data["k"] != value {
 			t.Errorf("ConfigMap data %v after applying %q", got.Data, value)
+		}
+		var applied bool
+		for _, m := range got.ManagedFields {
+			applied = applied || m.Manager == controllers.FieldOwner && m.Operation == metav1.ManagedFieldsOperationApply
+		}
+		if !applied {
+			t.Errorf("managed fields %+v: no apply by %s", got.ManagedFields, controllers.FieldOwner)
 		}
 	}
 	if got := exchanges.of("/api/v1/namespaces/" + ns.Name + "/configmaps/declared"); !strings.HasPrefix(got, protobuf) || !strings.HasSuffix(got, "-> "+protobuf) {

@@ -196,9 +196,9 @@ func (r *MeditationProgramReconciler) reconcileServingCertificate(ctx context.Co
 
 	// As for the generated Secrets (getGeneratedSecret), one the operator
 	// knows it has not is taken as absent without a read. One there all
-	// the same, outside the operator's watch (its label removed, or a
-	// cert-manager Secret left from an issuer since removed), fails the
-	// create with AlreadyExists and is then read and judged.
+	// the same, outside the operator's watch (planted, or its labels
+	// removed), fails the create with AlreadyExists and is then read and
+	// judged.
 	key := client.ObjectKey{Namespace: p.Namespace, Name: engineTLSSecretName(p)}
 	existing := &corev1.Secret{}
 	if err := getGeneratedSecret(ctx, r.Client, key, existing); err != nil && !apierrors.IsNotFound(err) {
@@ -208,7 +208,7 @@ func (r *MeditationProgramReconciler) reconcileServingCertificate(ctx context.Co
 	if existing.ResourceVersion == "" && apierrors.IsAlreadyExists(err) {
 		existing = &corev1.Secret{}
 		if err := a.apiReader().Get(ctx, key, existing); err != nil {
-			return fmt.Errorf("get Secret %s: %w", key.Name, err)
+			return fmt.Errorf("get Secret %s after its create found it there: %w", key.Name, err)
 		}
 		err = r.writeServingSecret(ctx, a, rc, caPair, bundle, existing, now)
 	}

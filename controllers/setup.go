@@ -149,7 +149,8 @@ func (c *ownObjectsClient) Create(ctx context.Context, obj client.Object, opts .
 // decoding its answer (answerlessApplier), and leaves obj as it was.
 func (c *ownObjectsClient) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
 	// client.ApplyConfigurationFromUnstructured's configuration is the
-	// Unstructured the answer is decoded into.
+	// Unstructured that c.Client decodes the answer into (a Secret's, or
+	// a dry run's, below).
 	u, ok := obj.(interface {
 		GroupVersionKind() schema.GroupVersionKind
 		UnstructuredContent() map[string]any

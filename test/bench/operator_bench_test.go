@@ -314,9 +314,10 @@ func runOperatorBenchmark(b *testing.B) {
 
 	// The floor: the operator's own writes until all were Reconciled, byte
 	// for byte, replayed by a plain HTTP client with nothing else: no read,
-	// no watch, nothing computed (newWriteReplay). No operator making the
-	// writes it makes can need less of the API server, and none making
-	// fewer could do what the issues ask. It is timed as the operator is:
+	// no watch, nothing computed (newWriteReplay). No operator making these
+	// writes can need less of the machine; whether the writes themselves
+	// are all needed is the writes-by-kind line's to show. It is timed as
+	// the operator is:
 	// until a watch of the programs has seen every one Reconciled (the
 	// watch's own cost included on both sides).
 	floorRun, floorWatch := replayFloor(b, recorded, recordedUIDs, fmt.Sprintf("floor-%d", recordedPrograms))
@@ -362,7 +363,7 @@ func runOperatorBenchmark(b *testing.B) {
 	b.ReportMetric(float64(reconcileWrites), "operator-writes")
 	b.ReportMetric(float64(len(plainChildren)), "plain-client-writes")
 	b.ReportMetric(apply.elapsed.Seconds(), "plain-apply-s")
-	b.ReportMetric(floor.elapsed.Seconds(), "required-writes-s")
+	b.ReportMetric(floor.elapsed.Seconds(), "floor-s")
 	b.ReportMetric(operatorHeap/1e6, "operator-heap-MB")
 	b.ReportMetric(float64(rss)/1e6, "process-RSS-MB")
 	fmt.Printf("programs=%d worlds=%d parallelism=%d, each contender on a fresh API server\n", programs, worlds, parallelism)
@@ -376,8 +377,8 @@ func runOperatorBenchmark(b *testing.B) {
 	fmt.Printf("program states before Reconciled:  %s (operator; by Ready reason, none: no status yet); floor: %s\n", reconciled.statesBefore(), floorWatch.statesBefore())
 	fmt.Printf("ratio operator/plain client:       %.2f (goal <= 1.5); CPU %.2f\n", ratio, operator.cpu.total()/plain.cpu.total())
 	fmt.Printf("ratio plain apply/plain client:    %.2f; CPU %.2f\n", apply.elapsed.Seconds()/plain.elapsed.Seconds(), apply.cpu.total()/plain.cpu.total())
-	fmt.Printf("ratio required writes/plain client: %.2f; CPU %.2f (the lowest ratio any operator doing what the issue asks can reach)\n", floor.elapsed.Seconds()/plain.elapsed.Seconds(), floor.cpu.total()/plain.cpu.total())
-	fmt.Printf("ratio operator/required writes:    %.2f; CPU %.2f (the operator's own overhead)\n", operator.elapsed.Seconds()/floor.elapsed.Seconds(), operator.cpu.total()/floor.cpu.total())
+	fmt.Printf("ratio floor/plain client:          %.2f; CPU %.2f (the operator's writes alone)\n", floor.elapsed.Seconds()/plain.elapsed.Seconds(), floor.cpu.total()/plain.cpu.total())
+	fmt.Printf("ratio operator/floor:              %.2f; CPU %.2f (the operator's own overhead)\n", operator.elapsed.Seconds()/floor.elapsed.Seconds(), operator.cpu.total()/floor.cpu.total())
 	floors, operators = append(floors, floor), append(operators, operator)
 	if len(floors) > 1 {
 		wall, cpu := make([]float64, len(floors)), make([]float64, len(floors))
@@ -519,8 +520,8 @@ func reconcilesByController(b *testing.B) map[string]int64 {
 func newOperator(b *testing.B, cp *controlPlane, wrap func(http.RoundTripper) http.RoundTripper) (start, stop func()) {
 	cfg := controllers.RESTConfig(cp.cfg)
 	cfg.Wrap(wrap)
-	// The same controllers run twice in this process (the recording and
-	// the measured run), each on its own manager.
+	// The same controllers run several times in this process (the
+	// recording, the rounds, the measured run), each on its own manager.
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: cp.scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
 	if err != nil {

@@ -82,12 +82,18 @@ func isWrite(method string) bool {
 	return false
 }
 
-// recording stops the recorder and returns what it kept.
+// recording stops the recorder and returns a copy of what it kept (a
+// write still in flight may yet set its answer's class in the original).
 func (r *writeRecorder) recording() []*recordedWrite {
 	r.stopped.Store(true)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.writes
+	writes := make([]*recordedWrite, len(r.writes))
+	for i, w := range r.writes {
+		c := *w
+		writes[i] = &c
+	}
+	return writes
 }
 
 // writeReplay is the floor: the operator's own writes, byte for byte, sent
@@ -95,7 +101,11 @@ func (r *writeRecorder) recording() []*recordedWrite {
 // no watch and nothing computed. Only the names the API server chose
 // differ: the UIDs of the worlds and programs (owner references and the
 // status writes' metadata), and the resourceVersion a status write must
-// carry.
+// carry. An update (PUT) of any other object, such as a rotated token or
+// a renewed certificate, carries a resourceVersion the replay cannot put
+// right (often in protobuf) and fails the run; the operator makes none
+// before its programs are Reconciled. So does a create client-go retried
+// (after a 429), whose second copy is refused where the first was not.
 type writeReplay struct {
 	http *http.Client
 	host string
@@ -144,12 +154,15 @@ func newWriteReplay(cfg *rest.Config, scheme *runtime.Scheme, recorded []*record
 		if w.method == http.MethodPost {
 			// A create is of the object its body names: two creates of
 			// one name (the second refused) keep their order.
-			key = ""
-			if obj, _, err := decoder.Decode(w.body, nil, nil); err == nil {
-				if named, ok := obj.(metav1.Object); ok && named.GetName() != "" {
-					key = w.path + "/" + named.GetName()
-				}
+			obj, _, err := decoder.Decode(w.body, nil, nil)
+			if err != nil {
+				return nil, fmt.Errorf("replay: decode the create at %s: %w", w.path, err)
 			}
+			named, ok := obj.(metav1.Object)
+			if !ok || named.GetName() == "" {
+				return nil, fmt.Errorf("replay: the create at %s names no object", w.path)
+			}
+			key = w.path + "/" + named.GetName()
 		}
 		i, seen := byObject[key]
 		if !seen || key == "" {
