@@ -816,19 +816,36 @@ func (r *reconciledWatch) until(want int) error {
 	}
 }
 
+// parallel runs op for 0..n-1, parallelism at a time; an error panics.
 func parallel(n int, op func(i int) error) {
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
+	if err := parallelUntilError(n, op); err != nil {
+		panic(err)
+	}
+}
+
+// parallelUntilError runs op for 0..n-1, parallelism at a time, and
+// starts no more after the first error, which it returns.
+func parallelUntilError(n int, op func(i int) error) error {
+	var (
+		wg     sync.WaitGroup
+		next   atomic.Int64
+		failed atomic.Pointer[error]
+	)
 	for range parallelism {
 		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+			for i := int(next.Add(1) - 1); i < n && failed.Load() == nil; i = int(next.Add(1) - 1) {
 				if err := op(i); err != nil {
-					panic(err)
+					failed.CompareAndSwap(nil, &err)
+					return
 				}
 			}
 		})
 	}
 	wg.Wait()
+	if err := failed.Load(); err != nil {
+		return *err
+	}
+	return nil
 }
 
 func mustCreate(b testing.TB, c client.Client, obj client.Object) {

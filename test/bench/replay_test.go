@@ -165,12 +165,10 @@ func newWriteReplay(cfg *rest.Config, scheme *runtime.Scheme, recorded []*record
 			key = w.path + "/" + named.GetName()
 		}
 		i, seen := byObject[key]
-		if !seen || key == "" {
+		if !seen {
 			i = len(objects)
 			objects = append(objects, nil)
-			if key != "" {
-				byObject[key] = i
-			}
+			byObject[key] = i
 		}
 		objects[i] = append(objects[i], &replayed)
 	}
@@ -190,28 +188,14 @@ func objectPath(path string) string {
 // operator's workers send them; it returns the first write that failed
 // where the operator's had not.
 func (r *writeReplay) run(ctx context.Context) error {
-	var (
-		wg     sync.WaitGroup
-		next   atomic.Int64
-		failed atomic.Pointer[error]
-	)
-	for range parallelism {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < len(r.objects) && failed.Load() == nil; i = int(next.Add(1) - 1) {
-				for _, w := range r.objects[i] {
-					if err := r.send(ctx, w); err != nil {
-						failed.CompareAndSwap(nil, &err)
-						return
-					}
-				}
+	return parallelUntilError(len(r.objects), func(i int) error {
+		for _, w := range r.objects[i] {
+			if err := r.send(ctx, w); err != nil {
+				return err
 			}
-		})
-	}
-	wg.Wait()
-	if err := failed.Load(); err != nil {
-		return *err
-	}
-	return nil
+		}
+		return nil
+	})
 }
 
 func (r *writeReplay) send(ctx context.Context, w *recordedWrite) error {
