@@ -93,9 +93,10 @@ func (c *Cluster) logf(format string, args ...any) {
 func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	opts.defaults()
 	c = &Cluster{opts: opts}
+	started := c // an error return sets c to nil: stop what was started
 	defer func() {
 		if err != nil {
-			c.Stop()
+			started.Stop()
 		}
 	}()
 	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"} {
@@ -167,7 +168,12 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := WaitFor(ctx, 60*time.Second, "kube-apiserver ready", func() error {
+	if err := WaitFor(ctx, 180*time.Second, "kube-apiserver ready", func() error {
+		for _, name := range []string{"etcd", "kube-apiserver"} {
+			if exited := c.exited(name); exited != nil {
+				return backoffStop{exited}
+			}
+		}
 		return clientset.RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
 	}); err != nil {
 		return nil, c.withLog(err, "kube-apiserver")
@@ -199,7 +205,13 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	// Pods need their namespace's default ServiceAccount, which the
 	// controller manager creates; wait for it so the first pod is not refused.
-	if err := WaitFor(ctx, 60*time.Second, "default service account", func() error {
+	// On a loaded 2-core machine its informers can take most of a minute to
+	// sync, so the wait is generous, and it ends at once if the controller
+	// manager has exited.
+	if err := WaitFor(ctx, 180*time.Second, "default service account", func() error {
+		if exited := c.exited("kube-controller-manager"); exited != nil {
+			return backoffStop{exited}
+		}
 		_, err := clientset.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 		return err
 	}); err != nil {
@@ -312,6 +324,24 @@ func (c *Cluster) Stop() {
 	}
 }
 
+// exited reports an error if the named process has ended, nil while it runs.
+func (c *Cluster) exited(name string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.procs {
+		if p.name != name {
+			continue
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited: %v", name, p.cmd.ProcessState)
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
 // Running lists the processes still alive (tests assert none remain).
 func (c *Cluster) Running() []string {
 	c.mu.Lock()
@@ -340,8 +370,14 @@ func writeKubeconfig(path, server, caFile, token string) error {
 	return clientcmd.WriteToFile(*cfg, path)
 }
 
-// WaitFor polls check every 200 ms until it returns nil, ctx ends or the
-// timeout passes.
+// backoffStop, returned by a WaitFor check, ends the wait at once: what it
+// waits for can no longer happen.
+type backoffStop struct{ err error }
+
+func (s backoffStop) Error() string { return s.err.Error() }
+
+// WaitFor polls check every 200 ms until it returns nil, ctx ends, the
+// timeout passes or check returns a backoffStop.
 func WaitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
 	deadline := time.Now().Add(timeout)
 	var last error
@@ -351,6 +387,10 @@ func WaitFor(ctx context.Context, timeout time.Duration, what string, check func
 		}
 		if last = check(); last == nil {
 			return nil
+		}
+		var stop backoffStop
+		if errors.As(last, &stop) {
+			return fmt.Errorf("%s: %w", what, stop.err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
