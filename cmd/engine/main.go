@@ -30,6 +30,7 @@ import (
 	"github.com/attune-io/attune/engine/store"
 	"github.com/attune-io/attune/engine/textemotion"
 	"github.com/attune-io/attune/engine/tlsfiles"
+	"github.com/attune-io/attune/internal/gomemlimit"
 	"github.com/attune-io/attune/internal/version"
 )
 
@@ -40,6 +41,7 @@ func main() {
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	gomemlimit.FromContainer(ctx, log)
 	err := run(ctx, *configPath, *listen, *reloadEvery, log)
 	stop()
 	if err != nil {

@@ -6,9 +6,11 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
@@ -21,6 +23,7 @@ import (
 
 	wellbeingv1alpha1 "github.com/attune-io/attune/api/v1alpha1"
 	"github.com/attune-io/attune/controllers"
+	"github.com/attune-io/attune/internal/gomemlimit"
 	"github.com/attune-io/attune/internal/version"
 )
 
@@ -152,7 +155,9 @@ func run(o options) error {
 		return fmt.Errorf("add ready check: %w", err)
 	}
 	ctrl.Log.Info("starting manager", "version", version.Version, "watchNamespaces", o.watchNamespaces, "operatorNamespace", o.operatorNS)
-	return mgr.Start(ctrl.SetupSignalHandler())
+	ctx := ctrl.SetupSignalHandler()
+	gomemlimit.FromContainer(ctx, slog.New(logr.ToSlogHandler(ctrl.Log.WithName("gomemlimit"))))
+	return mgr.Start(ctx)
 }
 
 // metricsServerOptions serves /metrics as kubebuilder v4 scaffolds it
