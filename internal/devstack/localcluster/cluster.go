@@ -171,7 +171,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := WaitFor(ctx, 180*time.Second, "kube-apiserver ready", func() error {
 		for _, name := range []string{"etcd", "kube-apiserver"} {
 			if exited := c.exited(name); exited != nil {
-				return backoffStop{exited}
+				return stopWaiting{exited}
 			}
 		}
 		return clientset.RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
@@ -205,12 +205,12 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	// Pods need their namespace's default ServiceAccount, which the
 	// controller manager creates; wait for it so the first pod is not refused.
-	// On a loaded 2-core machine its informers can take most of a minute to
-	// sync, so the wait is generous, and it ends at once if the controller
-	// manager has exited.
+	// This wait and the API server's are generous (3 minutes, for a loaded
+	// machine) and end at once, with the process's log, when the process
+	// they wait on has exited.
 	if err := WaitFor(ctx, 180*time.Second, "default service account", func() error {
 		if exited := c.exited("kube-controller-manager"); exited != nil {
-			return backoffStop{exited}
+			return stopWaiting{exited}
 		}
 		_, err := clientset.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 		return err
@@ -370,14 +370,14 @@ func writeKubeconfig(path, server, caFile, token string) error {
 	return clientcmd.WriteToFile(*cfg, path)
 }
 
-// backoffStop, returned by a WaitFor check, ends the wait at once: what it
-// waits for can no longer happen.
-type backoffStop struct{ err error }
+// stopWaiting, returned by a WaitFor check, ends the wait at once: what it
+// waits for can no longer happen (its maker has exited).
+type stopWaiting struct{ err error }
 
-func (s backoffStop) Error() string { return s.err.Error() }
+func (s stopWaiting) Error() string { return s.err.Error() }
 
 // WaitFor polls check every 200 ms until it returns nil, ctx ends, the
-// timeout passes or check returns a backoffStop.
+// timeout passes or check returns a stopWaiting.
 func WaitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
 	deadline := time.Now().Add(timeout)
 	var last error
@@ -388,7 +388,7 @@ func WaitFor(ctx context.Context, timeout time.Duration, what string, check func
 		if last = check(); last == nil {
 			return nil
 		}
-		var stop backoffStop
+		var stop stopWaiting
 		if errors.As(last, &stop) {
 			return fmt.Errorf("%s: %w", what, stop.err)
 		}

@@ -29,7 +29,7 @@ func TestWaitForEndsAtOnceOnAStop(t *testing.T) {
 		if calls < 3 {
 			return errors.New("not yet")
 		}
-		return backoffStop{errors.New("its maker exited")}
+		return stopWaiting{errors.New("its maker exited")}
 	})
 	if err == nil || !strings.Contains(err.Error(), "thing: its maker exited") {
 		t.Fatalf("WaitFor = %v, want the stop's reason", err)
