@@ -9,7 +9,9 @@ package gomemlimit
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
@@ -26,10 +28,15 @@ const RefreshInterval = time.Minute
 
 // FromContainer sets the runtime's memory limit to Ratio of the cgroup's
 // (v1 or v2) and refreshes it until ctx ends. An explicit GOMEMLIMIT, or
-// AUTOMEMLIMIT=off, wins; AUTOMEMLIMIT=0.8 sets another ratio. Outside a
-// limited cgroup (a local run) it leaves no limit and logs why. It
+// AUTOMEMLIMIT=off, wins; AUTOMEMLIMIT=0.8 sets another ratio. In a cgroup
+// without a memory limit the runtime gets none. Where there are no cgroups
+// to read (a local run on macOS) it says so once and sets nothing. It
 // returns the limit in force, in bytes.
 func FromContainer(ctx context.Context, log *slog.Logger) int64 {
+	if _, err := memlimit.FromCgroup(); err != nil && !errors.Is(err, memlimit.ErrNoLimit) {
+		log.Info("no cgroup memory limit to follow; GOMEMLIMIT left as it is", "reason", err.Error())
+		return debug.SetMemoryLimit(-1)
+	}
 	return set(ctx, log, memlimit.FromCgroup)
 }
 

@@ -48,12 +48,14 @@ func TestAnExplicitGOMEMLIMITIsLeftAlone(t *testing.T) {
 	}
 }
 
-// No limited cgroup (a developer's machine): no limit, and a start.
+// A cgroup without a memory limit: the runtime gets none (not the limit it
+// had, which a failed read would leave).
 func TestNoContainerLimitLeavesNone(t *testing.T) {
 	restoreLimit(t)
+	debug.SetMemoryLimit(300 << 20)
 	noLimit := func() (uint64, error) { return 0, memlimit.ErrNoLimit }
-	if got := set(t.Context(), slog.New(slog.DiscardHandler), noLimit); got != math.MaxInt64 {
-		t.Fatalf("limit = %d, want none (%d)", got, int64(math.MaxInt64))
+	if got := set(t.Context(), slog.New(slog.DiscardHandler), noLimit); got != math.MaxInt64 || debug.SetMemoryLimit(-1) != math.MaxInt64 {
+		t.Fatalf("limit = %d (runtime %d), want none (%d)", got, debug.SetMemoryLimit(-1), int64(math.MaxInt64))
 	}
 }
 

@@ -169,10 +169,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		return nil, err
 	}
 	if err := WaitFor(ctx, 180*time.Second, "kube-apiserver ready", func() error {
-		for _, name := range []string{"etcd", "kube-apiserver"} {
-			if exited := c.exited(name); exited != nil {
-				return stopWaiting{exited}
-			}
+		if exited := c.exited("etcd"); exited != nil {
+			return stopWaiting{c.withLog(exited, "etcd")} // the API server's log follows
+		}
+		if exited := c.exited("kube-apiserver"); exited != nil {
+			return stopWaiting{exited}
 		}
 		return clientset.RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
 	}); err != nil {

@@ -8,9 +8,9 @@ import (
 	"time"
 )
 
-// An error return must still stop what Start began, and must not panic on
-// the nil Cluster it returns (it once did, hiding the error behind a nil
-// dereference in CI).
+// An error return must not panic on the nil Cluster it returns: its
+// deferred Stop once dereferenced it, and CI saw the panic instead of the
+// error.
 func TestStartReportsAMissingBinaryWithoutPanicking(t *testing.T) {
 	c, err := Start(context.Background(), Options{BinDir: t.TempDir(), StateDir: t.TempDir()})
 	if err == nil || c != nil {
