@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/cluster"
 )
 
 // answerlessApplier sends server-side applies and leaves the API server's
@@ -49,9 +50,11 @@ type applyTarget struct {
 	mapping *meta.RESTMapping
 }
 
-func newAnswerlessApplier(cfg *rest.Config, httpClient *http.Client, mapper meta.RESTMapper, scheme *runtime.Scheme) *answerlessApplier {
-	return &answerlessApplier{cfg: cfg, httpClient: httpClient, mapper: mapper, scheme: scheme,
-		codecs: serializer.NewCodecFactory(scheme), kinds: map[schema.GroupVersionKind]applyTarget{}}
+// newAnswerlessApplier sends applies with mgr's configuration, HTTP client,
+// mapper and scheme.
+func newAnswerlessApplier(mgr cluster.Cluster) *answerlessApplier {
+	return &answerlessApplier{cfg: mgr.GetConfig(), httpClient: mgr.GetHTTPClient(), mapper: mgr.GetRESTMapper(), scheme: mgr.GetScheme(),
+		codecs: serializer.NewCodecFactory(mgr.GetScheme()), kinds: map[schema.GroupVersionKind]applyTarget{}}
 }
 
 // apply sends u as a server-side apply under opts. The answer's body is

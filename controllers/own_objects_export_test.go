@@ -34,8 +34,7 @@ func OwnObjectsClient(ctx context.Context, mgr ctrl.Manager, namespace string) (
 			return nil, fmt.Errorf("the Secrets of %s were not listed in 10s", namespace)
 		}
 	}
-	return &ownObjectsClient{Client: c, secrets: secrets,
-		applies: newAnswerlessApplier(mgr.GetConfig(), mgr.GetHTTPClient(), mgr.GetRESTMapper(), mgr.GetScheme())}, nil
+	return newOwnObjectsClient(mgr, c, secrets), nil
 }
 
 // OwnSecretsWorld is the world name OwnObjectsClient watches its

@@ -20,6 +20,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/cluster"
 )
 
 // DefaultMaxConcurrentReconciles is how many programs are reconciled at
@@ -116,8 +117,14 @@ type ownObjectsClient struct {
 	client.Client
 	secrets *worldSecrets
 	// applies sends the applies of every kind but Secrets without
-	// decoding the answer (nil: all through Client).
+	// decoding the answer.
 	applies *answerlessApplier
+}
+
+// newOwnObjectsClient wraps c, the reconcilers' client of mgr, with the
+// operator's Secrets from secrets and answerless applies.
+func newOwnObjectsClient(mgr cluster.Cluster, c client.Client, secrets *worldSecrets) *ownObjectsClient {
+	return &ownObjectsClient{Client: c, secrets: secrets, applies: newAnswerlessApplier(mgr)}
 }
 
 func (c *ownObjectsClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
@@ -156,13 +163,15 @@ func (c *ownObjectsClient) Apply(ctx context.Context, obj runtime.ApplyConfigura
 		UnstructuredContent() map[string]any
 	})
 	o := (&client.ApplyOptions{}).ApplyOptions(opts)
-	if ok && c.applies != nil && u.GroupVersionKind() != secretGVK && len(o.DryRun) == 0 {
+	dryRun := len(o.DryRun) != 0
+	secret := ok && u.GroupVersionKind() == secretGVK
+	if ok && !secret && !dryRun {
 		return c.applies.apply(ctx, &unstructured.Unstructured{Object: u.UnstructuredContent()}, o)
 	}
 	if err := c.Client.Apply(ctx, obj, opts...); err != nil {
 		return err
 	}
-	if !ok || u.GroupVersionKind() != secretGVK || len(o.DryRun) != 0 {
+	if !secret || dryRun {
 		return nil
 	}
 	s := &corev1.Secret{}
@@ -261,8 +270,7 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	if err != nil {
 		return err
 	}
-	c = &ownObjectsClient{Client: c, secrets: secrets,
-		applies: newAnswerlessApplier(mgr.GetConfig(), mgr.GetHTTPClient(), mgr.GetRESTMapper(), mgr.GetScheme())}
+	c = newOwnObjectsClient(mgr, c, secrets)
 	world := &VirtualWorldReconciler{
 		Client: c, APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
 		Recorder: mgr.GetEventRecorder("attune-virtualworld"), Clock: o.Clock, OperatorNamespace: o.OperatorNamespace,

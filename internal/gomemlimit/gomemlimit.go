@@ -40,11 +40,10 @@ func FromContainer(ctx context.Context, log *slog.Logger) int64 {
 	return set(ctx, log, memlimit.FromCgroup)
 }
 
-func set(ctx context.Context, log *slog.Logger, limit memlimit.Provider) int64 {
-	// An error (no cgroup, an unreadable file) is logged by memlimit and
-	// leaves the runtime as it was: a missing limit is not worth failing
-	// to start over.
-	set, _ := memlimit.Set(memlimit.WithRatio(Ratio), memlimit.WithProvider(limit), memlimit.WithLogger(log),
+func set(ctx context.Context, log *slog.Logger, provider memlimit.Provider) int64 {
+	// An error (an unreadable file) is logged by memlimit and leaves the
+	// runtime as it was: a missing limit is not worth failing to start over.
+	limit, _ := memlimit.Set(memlimit.WithRatio(Ratio), memlimit.WithProvider(provider), memlimit.WithLogger(log),
 		memlimit.WithRefreshInterval(ctx, RefreshInterval))
-	return set
+	return limit
 }

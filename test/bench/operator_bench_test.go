@@ -420,16 +420,9 @@ func replayFloor(b *testing.B, recorded []*recordedWrite, recordedUIDs map[strin
 	cp := startControlPlane(b)
 	defer cp.stop(b)
 	created := createPrograms(b, cp)
-	floorUIDs, resourceVersions, err := replayTargets(ctx, cp)
-	if err != nil {
-		b.Fatal(err)
-	}
-	run := floorRun{counter: &writeCounter{}}
-	replay, err := newWriteReplay(cp.cfg, cp.scheme, recorded, recordedUIDs, floorUIDs, resourceVersions,
-		func(rt http.RoundTripper) http.RoundTripper { run.counter.next = rt; return run.counter })
-	if err != nil {
-		b.Fatal(err)
-	}
+	var run floorRun
+	replay, counter, _ := replayOn(b, cp, recorded, recordedUIDs)
+	run.counter = counter
 	watch := watchReconciled(b, cp.client)
 	var watchErr, replayErr error
 	stopProfile := func() {}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -285,6 +286,24 @@ func (r *writeReplay) track(object, contentType string, answer []byte) {
 		r.resourceVersions[object] = written.Metadata.ResourceVersion
 		r.mu.Unlock()
 	}
+}
+
+// replayOn prepares recorded for cp, which holds the worlds and programs
+// the recording's API server held (under recordedUIDs there), with every
+// write it sends counted; floorUIDs are cp's UIDs of them.
+func replayOn(tb testing.TB, cp *controlPlane, recorded []*recordedWrite, recordedUIDs map[string]string) (replay *writeReplay, counter *writeCounter, floorUIDs map[string]string) {
+	tb.Helper()
+	floorUIDs, resourceVersions, err := replayTargets(context.Background(), cp)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	counter = &writeCounter{}
+	replay, err = newWriteReplay(cp.cfg, cp.scheme, recorded, recordedUIDs, floorUIDs, resourceVersions,
+		func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return replay, counter, floorUIDs
 }
 
 // replayTargets are the UIDs (by namespace/name, worlds by name) and the

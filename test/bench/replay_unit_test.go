@@ -95,18 +95,9 @@ func TestReplayMakesTheRecordedWritesOnAnotherAPIServer(t *testing.T) {
 	floorCP := startControlPlane(t)
 	defer floorCP.stop(t)
 	floorProgram := oneProgram(t, floorCP)
-	floorUIDs, resourceVersions, err := replayTargets(ctx, floorCP)
-	if err != nil {
-		t.Fatal(err)
-	}
+	replay, counter, floorUIDs := replayOn(t, floorCP, writes, recordedUIDs)
 	if floorUIDs["w/program-0000"] == recordedUIDs["w/program-0000"] {
 		t.Fatal("both API servers gave the program one UID: the substitution would go untested")
-	}
-	counter := &writeCounter{}
-	countWrites := func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter }
-	replay, err := newWriteReplay(floorCP.cfg, floorCP.scheme, writes, recordedUIDs, floorUIDs, resourceVersions, countWrites)
-	if err != nil {
-		t.Fatal(err)
 	}
 	if err := replay.run(ctx); err != nil {
 		t.Fatal(err)
@@ -136,14 +127,7 @@ func TestReplayMakesTheRecordedWritesOnAnotherAPIServer(t *testing.T) {
 
 	// Replayed again, the Secret's create is refused where the operator's
 	// succeeded: the floor would not have made the operator's writes.
-	_, resourceVersions, err = replayTargets(ctx, floorCP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := newWriteReplay(floorCP.cfg, floorCP.scheme, writes, recordedUIDs, floorUIDs, resourceVersions, countWrites)
-	if err != nil {
-		t.Fatal(err)
-	}
+	again, _, _ := replayOn(t, floorCP, writes, recordedUIDs)
 	if err := again.run(ctx); err == nil || !strings.Contains(err.Error(), "where the operator's succeeded") {
 		t.Fatalf("second replay: %v, want the refused create named", err)
 	}
